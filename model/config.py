@@ -1,0 +1,346 @@
+"""Typed, frozen training configuration: one dataclass per concern.
+
+Every config key used anywhere (YAML, `--set`, search spaces, Ray trial dicts, MLflow params) is a dotted
+path into `TrainConfig`, e.g. `optim.lr`, `smart.weight`, `data.max_examples.sst`. `build_config` turns a
+nested mapping into these dataclasses once, at the edge, and rejects unknown keys and wrong types with a
+`ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, Union
+
+TASKS: tuple[str, ...] = ("sst", "para", "sts")
+
+PairEncoding = Literal["cross", "bi_concat", "sbert", "cosine", "cosine_mix"]
+Pooling = Literal["cls", "pooler", "mean"]
+HeadNorm = Literal["none", "batch", "layer"]
+Activation = Literal["relu", "leaky_relu", "gelu"]
+TrainMode = Literal["finetune", "frozen"]
+ScheduleKind = Literal["simultaneous", "round_robin", "sequential", "epoch_round_robin"]
+Sampling = Literal["proportional", "sqrt", "temperature", "uniform", "annealed"]
+Divergence = Literal["sym_kl", "kl", "kl_then_sym_kl"]
+StsLoss = Literal["mse", "cosine", "pearson"]
+HeadPenalty = Literal["none", "l1", "l2", "linf"]
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type or out of range; the message names the key."""
+
+
+@dataclass(frozen=True)
+class PerTaskInt:
+    """An optional integer per task (None = no limit)."""
+
+    sst: int | None = None
+    para: int | None = None
+    sts: int | None = None
+
+
+@dataclass(frozen=True)
+class PerTaskFloat:
+    """A float per task (defaults to 1.0, e.g. loss weights or subsample ratios)."""
+
+    sst: float = 1.0
+    para: float = 1.0
+    sts: float = 1.0
+
+
+@dataclass(frozen=True)
+class PerTaskFiles:
+    """Extra training files per task, in the same CSV format as the task's training file."""
+
+    sst: tuple[str, ...] = ()
+    para: tuple[str, ...] = ()
+    sts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder choice, task heads and how sentence pairs are encoded."""
+
+    # `minilm` (packaged all-MiniLM-L6-v2), `bert-base-uncased` (local HF cache/dir) or a directory.
+    name: str = "minilm"
+    # Random init with the named model's architecture (overridden below) instead of its weights:
+    # tests and speed benchmarks use tiny or bert-base shapes without downloading anything.
+    random_init: bool = False
+    hidden_size: int | None = None
+    num_hidden_layers: int | None = None
+    num_attention_heads: int | None = None
+    intermediate_size: int | None = None
+    hidden_dropout: float | None = None  # None keeps the checkpoint's hidden_dropout_prob
+    attention_dropout: float | None = None  # None keeps attention_probs_dropout_prob
+    max_length: int = 128
+    pair_encoding: PairEncoding = "cross"
+    pooling: Pooling = "cls"
+    head_layers: int = 1  # 1 = a single linear layer; n > 1 = MLP with n-1 hidden layers
+    head_hidden: int = 256
+    head_norm: HeadNorm = "none"
+    head_activation: Activation = "gelu"
+    head_dropout: float = 0.1
+    mode: TrainMode = "finetune"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the CS224N files are and how they are batched."""
+
+    data_dir: str | None = None  # else $ORCHESTRATOR_DATA_DIR, else ../shared/data/cs224n
+    sst_train: str = "ids-sst-train.csv"
+    sst_dev: str = "ids-sst-dev.csv"
+    sst_test: str = "ids-sst-test-student.csv"
+    # Only the first 5,000 rows of quora-train.csv exist here; the full file works unchanged.
+    para_train: str = "partial/quora-train-head5000.csv"
+    para_dev: str = "quora-dev.csv"
+    para_test: str = "quora-test-student.csv"
+    sts_train: str = "sts-train.csv"
+    sts_dev: str = "sts-dev.csv"
+    sts_test: str = "sts-test-student.csv"
+    max_examples: PerTaskInt = field(default_factory=PerTaskInt)  # seeded training subsample
+    dev_max_examples: PerTaskInt = field(default_factory=PerTaskInt)  # fixed seeded dev subset
+    subsample_ratio: PerTaskFloat = field(default_factory=PerTaskFloat)  # e.g. para: 0.1
+    extra_train: PerTaskFiles = field(default_factory=PerTaskFiles)
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    bucketing: bool = True  # length-bucketed batches with dynamic padding
+    token_budget: int | None = None  # batch by padded tokens instead of examples when set
+    cache_dir: str | None = None  # tokenized-id cache (parquet); None = no cache
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW, linear warm-up/decay, clipping, epochs."""
+
+    lr: float = 2e-5
+    head_lr: float | None = None  # None = same as lr
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_ratio: float = 0.1
+    grad_clip: float | None = 1.0
+    epochs: int = 3
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Which task each step trains and how often (see model/schedule.py)."""
+
+    kind: ScheduleKind = "simultaneous"
+    sampling: Sampling = "proportional"
+    temperature: float = 2.0
+    # Epoch length: "min" / "max" over tasks' batch counts, a task name, or a number of steps.
+    epoch_length: str = "max"
+    # epoch_round_robin: the task trained in each epoch, cycled (e.g. SUM12's order).
+    order: tuple[str, ...] = ("sst", "para", "sts")
+    para_warmup_epochs: int = 0  # Quora-only epochs before multitask training
+
+
+@dataclass(frozen=True)
+class SmartConfig:
+    """SMART adversarial regularizer + Bregman proximal point (Jiang et al. 2020); off by default."""
+
+    weight: float = 0.0  # lambda_s; 0 disables the adversarial term
+    epsilon: float = 1e-5
+    step_size: float = 1e-3
+    noise_std: float = 1e-5
+    steps: int = 1
+    norm: Literal["l2", "linf"] = "linf"
+    divergence: Divergence = "sym_kl"
+    bregman_mu: float = 0.0  # mu; 0 disables the proximal term
+    bregman_beta: float = 0.99
+    tasks: tuple[str, ...] = TASKS
+
+
+@dataclass(frozen=True)
+class PCGradConfig:
+    """Projecting conflicting gradients (Yu et al. 2020); off by default."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Task losses, their weights and head regularizers."""
+
+    task_weights: PerTaskFloat = field(default_factory=PerTaskFloat)
+    sst_label_smoothing: float = 0.0
+    sst_class_weights: bool = False  # n / (C * n_c)
+    sts_loss: StsLoss = "mse"
+    head_penalty: HeadPenalty = "none"
+    head_penalty_coef: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; built once from YAML / overrides / a Ray trial dict."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    smart: SmartConfig = field(default_factory=SmartConfig)
+    pcgrad: PCGradConfig = field(default_factory=PCGradConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA
+    log_every: int = 50  # steps between reading the loss back from the device
+
+
+T = TypeVar("T")
+
+
+def build_config(cls: type[T], values: Mapping[str, Any] | None, prefix: str = "") -> T:
+    """Build dataclass `cls` from a nested mapping, checking every key and type; raise ConfigError."""
+    values = {} if values is None else values
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {_type_name(values)}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown config key '{dotted}'{_suggest(str(key), known)}")
+        kwargs[key] = _coerce(hints[key], value, dotted)
+    return cls(**kwargs)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Nested plain-dict view of a config (tuples become lists), for JSON/YAML/MLflow."""
+    raw = dataclasses.asdict(config)
+    return _lists(raw)
+
+
+def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'optim': {'lr': 1}} -> {'optim.lr': 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{'optim.lr': 1} -> {'optim': {'lr': 1}}; later keys win over earlier ones."""
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[leaf] = value
+    return nested
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge two nested mappings; `override` wins."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_field_types() -> dict[str, Any]:
+    """Every leaf dotted key of TrainConfig mapped to its type hint (for search-space validation)."""
+    out: dict[str, Any] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        for name, hint in typing.get_type_hints(cls).items():
+            if dataclasses.is_dataclass(hint):
+                walk(hint, f"{prefix}{name}.")  # type: ignore[arg-type]
+            else:
+                out[f"{prefix}{name}"] = hint
+
+    walk(TrainConfig, "")
+    return out
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    """Check `value` against type hint `hint`; allow int -> float and list -> tuple."""
+    if dataclasses.is_dataclass(hint):
+        return build_config(hint, value, prefix=f"{key}.")  # type: ignore[arg-type]
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"config key '{key}': expected {_hint_name(hint)}, got {value!r}"
+        )
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {choices}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {_type_name(value)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"config key '{key}': expected {len(args)} items, got {len(value)}")
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}': unsupported type {_hint_name(hint)}")  # pragma: no cover
+
+
+def _lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
+def _suggest(key: str, known: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
