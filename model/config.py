@@ -138,6 +138,9 @@ class ScheduleConfig:
     # epoch_round_robin: the task trained in each epoch, cycled (e.g. SUM12's order).
     order: tuple[str, ...] = ("sst", "para", "sts")
     para_warmup_epochs: int = 0  # Quora-only epochs before multitask training
+    # round_robin: "cycle" interleaves tasks deterministically by the sampling probabilities
+    # (uniform = strict alternation); "random" draws each step's task from them, seeded.
+    draw: Literal["cycle", "random"] = "cycle"
 
 
 @dataclass(frozen=True)
