@@ -134,7 +134,7 @@ class ScheduleConfig:
     sampling: Sampling = "proportional"
     temperature: float = 2.0
     # Epoch length: "min" / "max" over tasks' batch counts, a task name, or a number of steps.
-    epoch_length: str = "max"
+    epoch_length: str | int = "max"
     # epoch_round_robin: the task trained in each epoch, cycled (e.g. SUM12's order).
     order: tuple[str, ...] = ("sst", "para", "sts")
     para_warmup_epochs: int = 0  # Quora-only epochs before multitask training
@@ -145,7 +145,7 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class SmartConfig:
-    """SMART adversarial regularizer + Bregman proximal point (Jiang et al. 2020); off by default."""
+    """SMART adversarial regularizer + Bregman proximal point (Jiang et al. 2020); off."""
 
     weight: float = 0.0  # lambda_s; 0 disables the adversarial term
     epsilon: float = 1e-5
@@ -199,7 +199,7 @@ T = TypeVar("T")
 
 
 def build_config(cls: type[T], values: Mapping[str, Any] | None, prefix: str = "") -> T:
-    """Build dataclass `cls` from a nested mapping, checking every key and type; raise ConfigError."""
+    """Build dataclass `cls` from a nested mapping, checking every key and type."""
     values = {} if values is None else values
     if not isinstance(values, Mapping):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {_type_name(values)}")
@@ -258,7 +258,7 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 
 def config_field_types() -> dict[str, Any]:
-    """Every leaf dotted key of TrainConfig mapped to its type hint (for search-space validation)."""
+    """Every leaf dotted key of TrainConfig mapped to its type hint (for search spaces)."""
     out: dict[str, Any] = {}
 
     def walk(cls: type, prefix: str) -> None:
@@ -289,8 +289,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError as err:
                 errors.append(err)
-        raise errors[0] if len(errors) == 1 else ConfigError(
-            f"config key '{key}': expected {_hint_name(hint)}, got {value!r}"
+        raise (
+            errors[0]
+            if len(errors) == 1
+            else ConfigError(f"config key '{key}': expected {_hint_name(hint)}, got {value!r}")
         )
     if origin is Literal:
         if value not in args:
@@ -304,7 +306,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"config key '{key}': expected {len(args)} items, got {len(value)}")
-        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
@@ -323,7 +325,9 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
         return value
-    raise ConfigError(f"config key '{key}': unsupported type {_hint_name(hint)}")  # pragma: no cover
+    raise ConfigError(
+        f"config key '{key}': unsupported type {_hint_name(hint)}"
+    )  # pragma: no cover
 
 
 def _lists(value: Any) -> Any:
@@ -347,3 +351,34 @@ def _type_name(value: Any) -> str:
 
 def _hint_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """Reject values of the right type but outside their meaningful range; names the key."""
+    checks: list[tuple[str, bool, str]] = [
+        ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
+        ("optim.epochs", cfg.optim.epochs >= 1, "must be >= 1"),
+        ("optim.warmup_ratio", 0 <= cfg.optim.warmup_ratio < 1, "must be in [0, 1)"),
+        ("optim.weight_decay", cfg.optim.weight_decay >= 0, "must be >= 0"),
+        ("data.batch_size", cfg.data.batch_size >= 1, "must be >= 1"),
+        ("data.eval_batch_size", cfg.data.eval_batch_size >= 1, "must be >= 1"),
+        ("model.max_length", 8 <= cfg.model.max_length <= 512, "must be in [8, 512]"),
+        ("model.head_layers", cfg.model.head_layers >= 1, "must be >= 1"),
+        ("model.head_dropout", 0 <= cfg.model.head_dropout < 1, "must be in [0, 1)"),
+        ("log_every", cfg.log_every >= 1, "must be >= 1"),
+    ]
+    for name in ("hidden_dropout", "attention_dropout"):
+        value = getattr(cfg.model, name)
+        checks.append((f"model.{name}", value is None or 0 <= value < 1, "must be in [0, 1)"))
+    for task in TASKS:
+        ratio = getattr(cfg.data.subsample_ratio, task)
+        checks.append((f"data.subsample_ratio.{task}", 0 < ratio <= 1, "must be in (0, 1]"))
+        for section in ("max_examples", "dev_max_examples"):
+            n = getattr(getattr(cfg.data, section), task)
+            checks.append((f"data.{section}.{task}", n is None or n >= 1, "must be >= 1"))
+    spec = cfg.schedule.epoch_length
+    ok_length = spec in ("min", "max", *TASKS) if isinstance(spec, str) else spec > 0
+    checks.append(("schedule.epoch_length", ok_length, "must be min, max, a task or a step count"))
+    for key, ok, message in checks:
+        if not ok:
+            raise ConfigError(f"config key '{key}' {message}")

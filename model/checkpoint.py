@@ -1,0 +1,160 @@
+"""Checkpoint directories: written atomically, loaded without unpickling.
+
+Layout (shared with the sweep and ensemble commands):
+  model.safetensors    every parameter and buffer of MultitaskBert
+  config.json          {"bert": BertConfig, "train_config": TrainConfig, "tokenizer": reference}
+  tokenizer files      copied from the model directory, so a checkpoint predicts on its own
+  metrics.json         dev metrics of the epoch it holds
+  optimizer.pt         optional: optimizer, LR schedule and RNG state for resuming (weights_only=True)
+  trainer_state.json   optional: epoch, global step and best-so-far, for resuming
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.bert import BertConfig, BertModel
+from model.config import ConfigError, TrainConfig, build_config, config_to_dict
+from model.heads import MultitaskBert
+from model.weights import TextTokenizer, load_tokenizer
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+OPTIMIZER_FILE = "optimizer.pt"
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, incomplete or corrupt; the message names the path."""
+
+
+@dataclass(frozen=True)
+class TrainerState:
+    """Where training stands after a finished epoch, for resuming without counting anything twice."""
+
+    epoch: int
+    global_step: int
+    best_score: float
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]]
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON through a temp file and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    target: Path,
+    model: MultitaskBert,
+    cfg: TrainConfig,
+    tokenizer_dir: Path,
+    metrics: dict[str, float],
+    *,
+    resume_state: dict[str, Any] | None = None,
+    trainer_state: TrainerState | None = None,
+) -> Path:
+    """Write a checkpoint into a temp dir beside `target`, then swap it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        config = {
+            "bert": model.encoder.config.to_dict(),
+            "train_config": config_to_dict(cfg),
+            "tokenizer": str(tokenizer_dir),
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        for name in TOKENIZER_FILES:
+            if (tokenizer_dir / name).is_file():
+                shutil.copy2(tokenizer_dir / name, tmp / name)
+        if resume_state is not None:
+            torch.save(resume_state, tmp / OPTIMIZER_FILE)
+        if trainer_state is not None:
+            (tmp / TRAINER_STATE_FILE).write_text(json.dumps(trainer_state.__dict__, indent=2))
+        _swap_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    # A directory cannot be replaced atomically while it exists: move the old one aside first, so
+    # at every moment either the old or the new complete checkpoint is at a known path.
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_checkpoint_config(checkpoint: Path) -> tuple[BertConfig, TrainConfig]:
+    """The encoder architecture and training config stored in a checkpoint's config.json."""
+    path = Path(checkpoint) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{checkpoint}: not a checkpoint (no {CONFIG_FILE})")
+    try:
+        raw = json.loads(path.read_text())
+        return BertConfig.from_dict(raw["bert"]), build_config(TrainConfig, raw["train_config"])
+    except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint config ({err})") from err
+
+
+def load_checkpoint_model(checkpoint: Path) -> tuple[MultitaskBert, TextTokenizer, TrainConfig]:
+    """Rebuild a trained MultitaskBert and its tokenizer from a checkpoint directory."""
+    checkpoint = Path(checkpoint)
+    bert_config, cfg = read_checkpoint_config(checkpoint)
+    weights = checkpoint / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{checkpoint}: missing {WEIGHTS_FILE}")
+    model = MultitaskBert(BertModel(bert_config), cfg.model)
+    try:
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    except Exception as err:  # safetensors raises its own error types for truncated files
+        raise CheckpointError(f"{weights}: cannot load weights ({err})") from err
+    tokenizer_dir = checkpoint if _has_tokenizer(checkpoint) else Path(_tokenizer_ref(checkpoint))
+    return model, load_tokenizer(tokenizer_dir, cfg.model.max_length), cfg
+
+
+def load_resume_state(checkpoint: Path) -> tuple[dict[str, Any], TrainerState]:
+    """Optimizer/schedule/RNG state and trainer progress saved by `save_checkpoint`."""
+    checkpoint = Path(checkpoint)
+    try:
+        state = torch.load(checkpoint / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        progress = json.loads((checkpoint / TRAINER_STATE_FILE).read_text())
+        return state, TrainerState(**progress)
+    except (OSError, json.JSONDecodeError, TypeError, RuntimeError) as err:
+        raise CheckpointError(f"{checkpoint}: cannot resume from it ({err})") from err
+
+
+def _has_tokenizer(directory: Path) -> bool:
+    return (directory / "tokenizer.json").is_file() or (directory / "vocab.txt").is_file()
+
+
+def _tokenizer_ref(checkpoint: Path) -> str:
+    return json.loads((checkpoint / CONFIG_FILE).read_text())["tokenizer"]

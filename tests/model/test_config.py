@@ -1,0 +1,81 @@
+"""TrainConfig building: unknown keys, wrong types and bad ranges are errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.config import (
+    ConfigError,
+    TrainConfig,
+    build_config,
+    check_ranges,
+    config_field_types,
+    config_to_dict,
+    flatten,
+    unflatten,
+)
+
+
+def test_defaults_round_trip_through_dict():
+    cfg = TrainConfig()
+    assert build_config(TrainConfig, config_to_dict(cfg)) == cfg
+
+
+def test_nested_values_are_typed():
+    cfg = build_config(
+        TrainConfig,
+        {"optim": {"lr": 1, "betas": [0.8, 0.9]}, "data": {"max_examples": {"sst": 10}}},
+    )
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert cfg.optim.betas == (0.8, 0.9)
+    assert cfg.data.max_examples.sst == 10 and cfg.data.max_examples.para is None
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"optim": {"lrr": 1e-3}}, "optim.lrr"),
+        ({"model": {"pair_encoding": "triple"}}, "model.pair_encoding"),
+        ({"optim": {"epochs": "three"}}, "optim.epochs"),
+        ({"data": {"bucketing": "yes"}}, "data.bucketing"),
+        ({"data": {"max_examples": {"quora": 5}}}, "data.max_examples.quora"),
+        ({"optim": 3}, "optim"),
+        ({"optim": {"betas": [0.9]}}, "optim.betas"),
+    ],
+)
+def test_bad_values_name_the_key(values, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        build_config(TrainConfig, values)
+
+
+def test_unknown_key_suggests_the_close_one():
+    with pytest.raises(ConfigError, match="did you mean 'lr'"):
+        build_config(TrainConfig, {"optim": {"lrr": 1e-3}})
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"optim": {"lr": -1.0}}, "optim.lr"),
+        ({"optim": {"epochs": 0}}, "optim.epochs"),
+        ({"data": {"subsample_ratio": {"para": 1.5}}}, "data.subsample_ratio.para"),
+        ({"schedule": {"epoch_length": "longest"}}, "schedule.epoch_length"),
+        ({"model": {"hidden_dropout": 1.0}}, "model.hidden_dropout"),
+    ],
+)
+def test_ranges(values, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        check_ranges(build_config(TrainConfig, values))
+
+
+def test_flatten_unflatten_inverse():
+    nested = {"optim": {"lr": 1.0}, "data": {"max_examples": {"sst": 3}}, "seed": 1}
+    flat = flatten(nested)
+    assert flat == {"optim.lr": 1.0, "data.max_examples.sst": 3, "seed": 1}
+    assert unflatten(flat) == nested
+
+
+def test_field_types_cover_every_leaf():
+    types = config_field_types()
+    assert "smart.weight" in types and "data.max_examples.sst" in types
+    assert set(flatten(config_to_dict(TrainConfig()))) == set(types)

@@ -1,0 +1,111 @@
+"""`orchestrator train` / `data check`: bad input exits 2 naming the culprit, writes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from orchestrator.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def write_yaml(path: Path, payload) -> Path:
+    path.write_text(yaml.safe_dump(payload))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("model: [unclosed", "malformed YAML"),
+        ("optim:\n  lrr: 0.1\n", "optim.lrr"),
+        ("optim:\n  epochs: three\n", "optim.epochs"),
+        ("- just\n- a list\n", "mapping"),
+    ],
+)
+def test_bad_config_exits_2_naming_culprit(tmp_path, data_dir, content, needle):
+    config = tmp_path / "bad.yaml"
+    config.write_text(content)
+    out = tmp_path / "out"
+    result = run("train", str(config), "--data-dir", str(data_dir), "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "bad.yaml" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_bad_override_names_key(tmp_path, data_dir, tiny_config_dict):
+    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
+    result = run("train", str(config), "--set", "optim.lr=fast", "--data-dir", str(data_dir))
+    assert result.exit_code == 2 and "optim.lr" in result.output
+
+
+def test_missing_data_file_names_it(tmp_path, data_dir, tiny_config_dict):
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    (copy / "sts-train.csv").unlink()
+    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
+    out = tmp_path / "out"
+    result = run("train", str(config), "--data-dir", str(copy), "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert "sts-train.csv" in result.output
+    assert not out.exists()
+
+
+def test_csv_missing_column_names_it(tmp_path, data_dir, tiny_config_dict):
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    lines = (copy / "ids-sst-dev.csv").read_text().splitlines()
+    header = lines[0].replace("sentiment", "label")
+    (copy / "ids-sst-dev.csv").write_text("\n".join([header, *lines[1:]]) + "\n")
+    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
+    out = tmp_path / "out"
+    result = run("train", str(config), "--data-dir", str(copy), "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert "ids-sst-dev.csv" in result.output and "sentiment" in result.output
+    assert not out.exists()
+
+
+def test_missing_data_dir(tmp_path, tiny_config_dict):
+    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
+    result = run("train", str(config), "--data-dir", str(tmp_path / "nowhere"))
+    assert result.exit_code == 2 and "nowhere" in result.output
+
+
+def test_train_tiny_writes_metrics_checkpoint_and_predictions(
+    tmp_path, data_dir, tiny_config_dict
+):
+    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
+    out = tmp_path / "out"
+    result = run("train", str(config), "--data-dir", str(data_dir), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("dev/sst_acc", "dev/para_acc", "dev/sts_corr", "dev/overall"):
+        assert 0.0 <= metrics[key] <= 1.0 or key == "dev/sts_corr"
+    expected = (
+        metrics["dev/sst_acc"] + metrics["dev/para_acc"] + (metrics["dev/sts_corr"] + 1) / 2
+    ) / 3
+    assert metrics["dev/overall"] == pytest.approx(expected)
+    best = out / "checkpoints" / "best"
+    assert {"model.safetensors", "config.json", "metrics.json"} <= {p.name for p in best.iterdir()}
+    predictions = {p.name for p in (out / "predictions").iterdir()}
+    assert {"sst-dev-output.csv", "para-dev-output.csv", "sts-dev-output.csv"} <= predictions
+    assert "sst-test-output.csv" in predictions and "sts-test-output.csv" in predictions
+
+
+def test_data_check_on_shared_data(data_dir):
+    result = run("data", "check", str(data_dir), "--json")
+    assert result.exit_code == 0, result.output
+    checks = {c["name"]: c for c in json.loads(result.output)}
+    assert checks["ids-sst-dev.csv"]["rows"] == 1101
+    assert checks["ids-sst-dev.csv"]["sha256_ok"] is True
