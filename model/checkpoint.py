@@ -5,7 +5,7 @@ Layout (shared with the sweep and ensemble commands):
   config.json          {"bert": BertConfig, "train_config": TrainConfig, "tokenizer": reference}
   tokenizer files      copied from the model directory, so a checkpoint predicts on its own
   metrics.json         dev metrics of the epoch it holds
-  optimizer.pt         optional: optimizer, LR schedule and RNG state for resuming (weights_only=True)
+  optimizer.pt         optional: optimizer, LR schedule and RNG state (loaded weights_only=True)
   trainer_state.json   optional: epoch, global step and best-so-far, for resuming
 """
 
@@ -46,7 +46,7 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class TrainerState:
-    """Where training stands after a finished epoch, for resuming without counting anything twice."""
+    """Where training stands after an epoch, to resume without counting anything twice."""
 
     epoch: int
     global_step: int

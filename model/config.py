@@ -1,9 +1,9 @@
 """Typed, frozen training configuration: one dataclass per concern.
 
-Every config key used anywhere (YAML, `--set`, search spaces, Ray trial dicts, MLflow params) is a dotted
-path into `TrainConfig`, e.g. `optim.lr`, `smart.weight`, `data.max_examples.sst`. `build_config` turns a
-nested mapping into these dataclasses once, at the edge, and rejects unknown keys and wrong types with a
-`ConfigError` that names the key.
+Every config key used anywhere (YAML, `--set`, search spaces, Ray trial dicts, MLflow params) is a
+dotted path into `TrainConfig`, e.g. `optim.lr`, `smart.weight`, `data.max_examples.sst`.
+`build_config` turns a nested mapping into these dataclasses once, at the edge, and rejects unknown
+keys and wrong types with a `ConfigError` that names the key.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class PerTaskFiles:
 class ModelConfig:
     """Encoder choice, task heads and how sentence pairs are encoded."""
 
-    # `minilm` (packaged all-MiniLM-L6-v2), `bert-base-uncased` (local HF cache/dir) or a directory.
+    # `minilm` (packaged all-MiniLM-L6-v2), `bert-base-uncased` (local HF cache) or a directory.
     name: str = "minilm"
     # Random init with the named model's architecture (overridden below) instead of its weights:
     # tests and speed benchmarks use tiny or bert-base shapes without downloading anything.
@@ -306,7 +306,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"config key '{key}': expected {len(args)} items, got {len(value)}")
-        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in pairs)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
