@@ -1,0 +1,268 @@
+"""A from-scratch BERT encoder whose parameter names match Hugging Face's `BertModel`.
+
+Real checkpoints load with a strict `load_state_dict` after
+`model.weights.normalize_state_dict_keys`.
+Attention is `F.scaled_dot_product_attention`; the forward takes tensors and returns tensors.
+Shapes: B = batch, T = tokens, H = hidden size, nh = heads, hd = H // nh, I = intermediate size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu": F.gelu,  # exact erf GELU, as in the original BERT
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    """Architecture of a BERT encoder; defaults are bert-base-uncased's, field names are HF's."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(
+                f"hidden_act {self.hidden_act!r} is not supported "
+                f"(known: {', '.join(ACTIVATIONS)})"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BertConfig:
+        """Read a Hugging Face config.json dict; unrelated keys ignored, missing ones defaulted."""
+        kind = d.get("position_embedding_type", "absolute")
+        if kind != "absolute":
+            raise ValueError(
+                f"position_embedding_type {kind!r} is not supported (only 'absolute')"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names and v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (HF config.json key names)."""
+        return dataclasses.asdict(self)
+
+
+class BertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        T = input_ids.shape[1]
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        positions = torch.arange(T, device=input_ids.device)  # (T,), broadcast over the batch
+        x = (
+            self.word_embeddings(input_ids)  # (B, T, H)
+            + self.position_embeddings(positions)  # (T, H)
+            + self.token_type_embeddings(token_type_ids)  # (B, T, H)
+        )
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head scaled dot-product attention over the sequence (HF: `attention.self`)."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dropout_p = cfg.attention_probs_dropout_prob
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        B, T, H = x.shape
+
+        def heads(t: Tensor) -> Tensor:  # (B, T, H) -> (B, nh, T, hd)
+            return t.view(B, T, self.num_heads, H // self.num_heads).transpose(1, 2)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        # attn_mask: (B, 1, 1, T) bool, True = real key; None lets SDPA pick a fused kernel.
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_p if self.training else 0.0
+        )  # (B, nh, T, hd)
+        return context.transpose(1, 2).reshape(B, T, H)
+
+
+class BertResidualOutput(nn.Module):
+    """Dense projection, dropout, then LayerNorm of (projection + residual); HF's `*.output`."""
+
+    def __init__(self, cfg: BertConfig, in_features: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_features, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)  # (B, T, H)
+
+
+class BertAttention(nn.Module):
+    """Self-attention followed by its output projection and residual LayerNorm."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.self = BertSelfAttention(cfg)
+        self.output = BertResidualOutput(cfg, cfg.hidden_size)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        return self.output(self.self(x, attn_mask), x)
+
+
+class BertIntermediate(nn.Module):
+    """The feed-forward expansion H -> I with the configured activation."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.act = ACTIVATIONS[cfg.hidden_act]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.dense(x))  # (B, T, H) -> (B, T, I)
+
+
+class BertLayer(nn.Module):
+    """One post-LayerNorm transformer block."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.attention = BertAttention(cfg)
+        self.intermediate = BertIntermediate(cfg)
+        self.output = BertResidualOutput(cfg, cfg.intermediate_size)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        x = self.attention(x, attn_mask)
+        return self.output(self.intermediate(x), x)  # (B, T, I) -> (B, T, H)
+
+
+class BertEncoder(nn.Module):
+    """The stack of transformer blocks (HF: `encoder.layer.N`)."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_hidden_layers))
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        for block in self.layer:
+            x = block(x, attn_mask)
+        return x
+
+
+class BertPooler(nn.Module):
+    """tanh(dense(hidden state of the first token)), BERT's next-sentence-prediction pooling."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, sequence_output: Tensor) -> Tensor:
+        return torch.tanh(self.dense(sequence_output[:, 0]))  # (B, T, H) -> (B, H)
+
+
+class BertModel(nn.Module):
+    """BERT encoder: `forward(input_ids, attention_mask)` -> (sequence_output, pooled_output)."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embeddings = BertEmbeddings(cfg)
+        self.encoder = BertEncoder(cfg)
+        self.pooler = BertPooler(cfg)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # BERT's initializer: N(0, initializer_range) for weights, zero biases, identity LayerNorm.
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def embed(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        """Embedding output after LayerNorm and dropout: (B, T) ids -> (B, T, H)."""
+        return self.embeddings(input_ids, token_type_ids)
+
+    def encode_embeddings(
+        self, embedding_output: Tensor, attention_mask: Tensor, *, has_padding: bool | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Run the encoder and pooler on (B, T, H) embeddings; the seam SMART perturbs through.
+
+        `attention_mask` is (B, T), 1 for real tokens and 0 for padding. `has_padding=False`
+        promises the mask is all ones, so no mask is passed and SDPA may use its fused (flash)
+        kernel; None decides from the mask when that costs no device sync (see `_attention_mask`).
+        """
+        attn_mask = self._attention_mask(attention_mask, has_padding)
+        sequence_output = self.encoder(embedding_output, attn_mask)  # (B, T, H)
+        return sequence_output, self.pooler(sequence_output)  # (B, T, H), (B, H)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_type_ids: Tensor | None = None,
+        *,
+        has_padding: bool | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """(B, T) token ids and mask -> (sequence_output (B, T, H), pooled_output (B, H))."""
+        embedding_output = self.embed(input_ids, token_type_ids)
+        return self.encode_embeddings(embedding_output, attention_mask, has_padding=has_padding)
+
+    @staticmethod
+    def _attention_mask(attention_mask: Tensor, has_padding: bool | None) -> Tensor | None:
+        """(B, T) 1/0 mask -> (B, 1, 1, T) bool key mask, or None when nothing is padded.
+
+        Reading `attention_mask.all()` back to Python blocks until the GPU catches up, once per
+        forward; so on accelerators with no hint we keep the mask (exact, just a slower kernel)
+        and callers that know their batch is unpadded (the batcher does) pass has_padding=False.
+        On CPU the check is free.
+        """
+        if has_padding is None:
+            has_padding = attention_mask.device.type != "cpu" or not bool(attention_mask.all())
+        if not has_padding:
+            return None
+        # Only keys are masked: padded query rows still attend to real keys (no NaN rows), and
+        # their outputs are ignored downstream.
+        return attention_mask[:, None, None, :].to(torch.bool)

