@@ -1,0 +1,239 @@
+"""SMART: divergences against closed forms, the ascent against the known worst case, the wiring."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from model.bert import BertConfig, BertModel
+from model.config import ModelConfig, SmartConfig
+from model.data import Batch
+from model.heads import MultitaskBert
+from model.smart import (
+    BregmanProximalPoint,
+    output_divergence,
+    smart_adversarial_loss,
+    smart_penalty,
+)
+
+ON = SmartConfig(weight=1.0, epsilon=1e-2, step_size=1.0, noise_std=1e-3, steps=1)
+
+
+def tiny_model(pair_encoding: str = "cross", dropout: float = 0.0) -> MultitaskBert:
+    torch.manual_seed(0)
+    encoder = BertModel(
+        BertConfig(
+            vocab_size=40,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+        )
+    )
+    return MultitaskBert(encoder, ModelConfig(pair_encoding=pair_encoding, head_dropout=dropout))
+
+
+def tiny_batch(task: str, bi: bool) -> Batch:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 40, (4, 7), generator=g)
+    mask = torch.ones(4, 7, dtype=torch.long)
+    mask[0, 5:] = 0  # one padded example
+    labels = {
+        "sst": torch.tensor([0, 4, 2, 1]),
+        "para": torch.tensor([0.0, 1.0, 1.0, 0.0]),
+        "sts": torch.tensor([0.5, 4.0, 2.2, 3.1]),
+    }[task]
+    extra = {}
+    if bi:
+        extra = dict(
+            input_ids_b=torch.randint(1, 40, (4, 6), generator=g),
+            attention_mask_b=torch.ones(4, 6, dtype=torch.long),
+            token_type_ids_b=torch.zeros(4, 6, dtype=torch.long),
+        )
+    return Batch(task, ids, mask, torch.zeros_like(ids), labels=labels, **extra)
+
+
+def test_divergences_match_closed_forms() -> None:
+    p = torch.tensor([[2.0, 0.0, -1.0]])
+    q = torch.tensor([[0.0, 1.0, 0.5]])
+    pp, qq = p.softmax(-1), q.softmax(-1)
+    kl_pq = (pp * (pp / qq).log()).sum()
+    kl_qp = (qq * (qq / pp).log()).sum()
+    assert output_divergence(p, q, "classes", symmetric=False) == pytest.approx(float(kl_pq))
+    assert output_divergence(p, q, "classes") == pytest.approx(float(kl_pq + kl_qp))
+    # Bernoulli from one logit: KL(Ber(a) ‖ Ber(b)) = a log(a/b) + (1−a) log((1−a)/(1−b)).
+    a, b = torch.sigmoid(torch.tensor(1.5)), torch.sigmoid(torch.tensor(-0.5))
+    ber = a * (a / b).log() + (1 - a) * ((1 - a) / (1 - b)).log()
+    got = output_divergence(torch.tensor([1.5]), torch.tensor([-0.5]), "binary", symmetric=False)
+    assert got == pytest.approx(float(ber))
+    got = output_divergence(torch.tensor([1.0, 3.0]), torch.tensor([1.5, 1.0]), "regression")
+    assert got == pytest.approx((0.25 + 4.0) / 2)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_one_ascent_step_reaches_the_worst_case_of_a_linear_model(norm: str) -> None:
+    # f(x) = <W, x> per example, D = (f(x+δ) − f(x))² = <W, δ>²: the worst δ in the ε-ball gives
+    # ε² ‖W‖₂² (L2 ball) or ε² ‖W‖₁² (L∞ ball); from tiny noise one normalised step of η ≫ ε
+    # lands on it, while the starting noise alone gives almost nothing.
+    W = torch.randn(1, 5, 3, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(3, 5, 3, generator=torch.Generator().manual_seed(3))
+
+    def forward(e: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return (e[0] * W).sum((1, 2))
+
+    cfg = SmartConfig(weight=1.0, epsilon=0.01, step_size=1.0, noise_std=1e-6, steps=1, norm=norm)
+    g = torch.Generator().manual_seed(0)
+    value = smart_adversarial_loss(forward, (x,), forward((x,)), "regression", cfg, generator=g)
+    dual = W.norm() if norm == "l2" else W.abs().sum()
+    assert float(value) == pytest.approx(float((0.01 * dual) ** 2), rel=1e-3)
+    start = smart_adversarial_loss(
+        forward, (x,), forward((x,)), "regression", replace(cfg, steps=0), generator=g
+    )
+    assert float(start) < 1e-6 * float(value)
+
+
+@pytest.mark.parametrize(
+    ("task", "encoding"),
+    [("sst", "cross"), ("para", "cross"), ("sts", "sbert"), ("para", "cosine")],
+)
+def test_zero_noise_and_zero_ball_give_zero(task: str, encoding: str) -> None:
+    model = tiny_model(encoding).eval()
+    batch = tiny_batch(task, bi=encoding != "cross")
+    embeddings = model.embed_inputs(batch)
+    output = model.head_outputs(batch, embeddings)
+    cfg = replace(ON, noise_std=0.0, epsilon=0.0)
+    penalty = smart_penalty(model, batch, embeddings, output, cfg)
+    assert penalty is not None and float(penalty.detach()) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("task", "encoding"), [("sst", "cross"), ("para", "cross"), ("sts", "cosine")]
+)
+def test_ascent_increases_divergence_over_the_starting_noise(task: str, encoding: str) -> None:
+    model = tiny_model(encoding).eval()
+    batch = tiny_batch(task, bi=encoding != "cross")
+    embeddings = model.embed_inputs(batch)
+    output = model.head_outputs(batch, embeddings)
+    masks = (batch.attention_mask, batch.attention_mask_b)[: len(embeddings)]
+    values = {}
+    for steps in (0, 1, 2):
+        torch.manual_seed(5)  # same starting noise for every K
+        cfg = replace(ON, steps=steps, epsilon=0.05, noise_std=0.01, norm="l2")
+        forward = lambda e: model.head_outputs(batch, e)  # noqa: E731
+        values[steps] = float(
+            smart_adversarial_loss(forward, embeddings, output, _kind(task), cfg, masks).detach()
+        )
+    assert values[1] > 3 * values[0] > 0
+    assert values[2] >= 0.9 * values[1]
+
+
+def _kind(task: str):
+    return {"sst": "classes", "para": "binary", "sts": "regression"}[task]
+
+
+@pytest.mark.parametrize(("task", "encoding"), [("sst", "cross"), ("sts", "sbert")])
+def test_gradients_reach_the_encoder_and_embeddings(task: str, encoding: str) -> None:
+    model = tiny_model(encoding).eval()
+    batch = tiny_batch(task, bi=encoding != "cross")
+    embeddings = model.embed_inputs(batch)
+    output = model.head_outputs(batch, embeddings).detach()  # only the regularizer's gradient
+    penalty = smart_penalty(model, batch, embeddings, output, replace(ON, epsilon=0.05))
+    assert penalty is not None
+    penalty.backward()
+    params = dict(model.named_parameters())
+    for name in (
+        "encoder.embeddings.word_embeddings.weight",
+        "encoder.encoder.layer.0.attention.self.query.weight",
+        "encoder.encoder.layer.1.output.dense.weight",
+    ):
+        assert params[name].grad is not None and float(params[name].grad.abs().sum()) > 0, name
+
+
+def test_bi_encoding_perturbs_both_sentences_but_never_padding() -> None:
+    x1, x2 = torch.randn(2, 4, 3), torch.randn(2, 5, 3)
+    W = torch.randn(5, 3)
+    mask2 = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    cfg = replace(ON, epsilon=0.1)
+    # An output that depends on the second sentence only: its perturbation must show.
+    second = lambda e: (e[1] * W).sum((1, 2))  # noqa: E731
+    value = smart_adversarial_loss(second, (x1, x2), second((x1, x2)), "regression", cfg)
+    assert float(value) > 1e-4
+    # An output that reads only padded positions of the first example sees no perturbation.
+    padding = lambda e: (e[1][0, 3:] * W[3:]).sum().reshape(1)  # noqa: E731
+    masks = (torch.ones(2, 4), mask2)
+    value = smart_adversarial_loss(padding, (x1, x2), padding((x1, x2)), "regression", cfg, masks)
+    assert float(value) == 0.0
+
+
+def test_divergence_variants_pick_kl_or_symmetric_kl() -> None:
+    model = tiny_model("cross").eval()
+    batch = tiny_batch("sst", bi=False)
+    embeddings = model.embed_inputs(batch)
+    clean = model.head_outputs(batch, embeddings)
+    values, last = {}, {}
+    for variant in ("sym_kl", "kl", "kl_then_sym_kl"):
+        torch.manual_seed(3)
+        cfg = replace(ON, divergence=variant, epsilon=0.05)
+
+        def forward(e, variant=variant):
+            last[variant] = model.head_outputs(batch, e)
+            return last[variant]
+
+        values[variant] = float(
+            smart_adversarial_loss(forward, embeddings, clean, "classes", cfg).detach()
+        )
+    clean = clean.detach()
+    kl = output_divergence(clean, last["kl"].detach(), "classes", symmetric=False)
+    sym = output_divergence(clean, last["sym_kl"].detach(), "classes", symmetric=True)
+    assert values["kl"] == pytest.approx(float(kl))
+    assert values["sym_kl"] == pytest.approx(float(sym))
+    assert values["kl_then_sym_kl"] == pytest.approx(
+        float(output_divergence(clean, last["kl_then_sym_kl"].detach(), "classes"))
+    )
+    assert values["sym_kl"] > values["kl"] > 0
+
+
+def test_off_switches_and_task_filter_return_none() -> None:
+    model = tiny_model()
+    batch = tiny_batch("sst", bi=False)
+    embeddings = model.embed_inputs(batch)
+    output = model.head_outputs(batch, embeddings)
+    off = SmartConfig()
+    assert off.weight == 0.0 and off.bregman_mu == 0.0
+    assert smart_penalty(model, batch, embeddings, output, off) is None
+    assert smart_penalty(model, batch, embeddings, output, replace(ON, tasks=("sts",))) is None
+
+
+def test_bregman_ema_update_and_penalty() -> None:
+    model = tiny_model().eval()
+    batch = tiny_batch("para", bi=False)
+    bregman = BregmanProximalPoint(model, beta=0.9)
+    cfg = SmartConfig(bregman_mu=2.0)
+    embeddings = model.embed_inputs(batch)
+    output = model.head_outputs(batch, embeddings)
+    penalty = smart_penalty(model, batch, embeddings, output, cfg, bregman)
+    assert penalty is not None and float(penalty) == pytest.approx(0.0, abs=1e-7)
+
+    before = {n: p.detach().clone() for n, p in bregman.ema.named_parameters()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05)
+    output = model(batch)
+    target = bregman.ema(batch)
+    penalty = smart_penalty(model, batch, embeddings, output, cfg, bregman)
+    expected = 2.0 * output_divergence(target, output, "binary", symmetric=True)
+    assert (
+        penalty is not None and float(penalty) == pytest.approx(float(expected)) and expected > 0
+    )
+    penalty.backward()
+    assert all(p.grad is None for p in bregman.ema.parameters())  # the EMA is a fixed target
+    assert model.para_head.mlp[-1].weight.grad is not None
+
+    bregman.update(model)
+    for name, p in model.named_parameters():
+        ema = dict(bregman.ema.named_parameters())[name]
+        torch.testing.assert_close(ema, 0.9 * before[name] + 0.1 * p.detach())
