@@ -30,7 +30,10 @@ from model.config import TrainConfig
 from model.data import Batch, EncodedTask, batch_indices, collate
 from model.evaluate import dev_metrics, predict_task, prediction_filename, write_predictions
 from model.heads import NUM_SENTIMENT_CLASSES, MultitaskBert
-from model.losses import sentiment_class_weights, task_loss, weighted_sum
+from model.losses import head_weight_penalty, sentiment_class_weights, task_loss, weighted_sum
+from model.pcgrad import pcgrad_backward
+from model.schedule import sample_task_order
+from model.smart import BregmanProximalPoint, smart_penalty
 from model.task_data import TaskData, load_task_data
 from model.weights import load_encoder, resolve_model_dir
 
@@ -166,28 +169,8 @@ class TaskBatches:
 def plan_epoch(
     cfg: TrainConfig, batches_per_task: dict[str, int], epoch: int
 ) -> list[tuple[str, ...]]:
-    """The tasks each step of this epoch trains on (schedule seam; see ScheduleConfig)."""
-    kind = cfg.schedule.kind
-    if kind == "simultaneous":
-        length = _epoch_length(cfg.schedule.epoch_length, batches_per_task)
-        return [tuple(batches_per_task)] * length
-    if kind == "round_robin":
-        length = _epoch_length(cfg.schedule.epoch_length, batches_per_task)
-        tasks = list(batches_per_task)
-        return [(tasks[i % len(tasks)],) for i in range(length * len(tasks))]
-    raise NotImplementedError(f"schedule.kind={kind!r} is not implemented yet")
-
-
-def _epoch_length(spec: str | int, batches_per_task: dict[str, int]) -> int:
-    if isinstance(spec, int):
-        return spec
-    if spec == "max":
-        return max(batches_per_task.values())
-    if spec == "min":
-        return min(batches_per_task.values())
-    if spec in batches_per_task:
-        return batches_per_task[spec]
-    raise ValueError(f"schedule.epoch_length={spec!r}: no such task")
+    """The tasks each step of this epoch trains on (see model/schedule.py and ScheduleConfig)."""
+    return sample_task_order(cfg.schedule, batches_per_task, epoch, cfg.optim.epochs, cfg.seed)
 
 
 class StepContext:
@@ -197,6 +180,8 @@ class StepContext:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.cfg, self.device, self.amp_dtype = cfg, device, amp_dtype
         self.class_weights = weights
+        # SMART's proximal point: an EMA copy of the model, only when smart.bregman_mu > 0.
+        self.bregman: BregmanProximalPoint | None = None
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -205,13 +190,26 @@ class StepContext:
 
 
 def compute_task_losses(ctx: StepContext, batches: dict[str, Batch]) -> dict[str, Tensor]:
-    """Forward each task's batch and return its unweighted loss."""
+    """Forward each task's batch; its loss (not yet task-weighted) plus SMART / head penalties."""
     losses = {}
+    smart, loss_cfg = ctx.cfg.smart, ctx.cfg.loss
     for task, batch in batches.items():
         with ctx.autocast():
-            output = ctx.model(batch)
-        weights = ctx.class_weights if task == "sst" else None
-        losses[task] = task_loss(task, output, batch.labels, ctx.cfg.loss, weights)
+            if smart.weight > 0 and task in smart.tasks:
+                # SMART perturbs the embedding output, so split the forward there.
+                embeddings = ctx.model.embed_inputs(batch)
+                output = ctx.model.head_outputs(batch, embeddings)
+            else:
+                embeddings, output = (), ctx.model(batch)
+            weights = ctx.class_weights if task == "sst" else None
+            loss = task_loss(task, output, batch.labels, loss_cfg, weights)
+            penalty = smart_penalty(ctx.model, batch, embeddings, output, smart, ctx.bregman)
+        if penalty is not None:
+            loss = loss + penalty
+        head_penalty = head_weight_penalty(ctx.model.task_head(task), loss_cfg.head_penalty)
+        if head_penalty is not None and loss_cfg.head_penalty_coef > 0:
+            loss = loss + loss_cfg.head_penalty_coef * head_penalty
+        losses[task] = loss
     return losses
 
 
@@ -220,11 +218,21 @@ def training_step(ctx: StepContext, batches: dict[str, Batch]) -> Tensor:
     ctx.optimizer.zero_grad(set_to_none=True)
     losses = compute_task_losses(ctx, batches)
     total = weighted_sum(losses, ctx.cfg.loss)
-    total.backward()
+    if ctx.cfg.pcgrad.enabled and len(losses) > 1:
+        weights = ctx.cfg.loss.task_weights
+        pcgrad_backward(
+            [getattr(weights, task) * loss for task, loss in losses.items()],
+            list(ctx.model.encoder.parameters()),
+            ctx.model.head_parameters(),
+        )
+    else:
+        total.backward()
     if ctx.cfg.optim.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.cfg.optim.grad_clip)
     ctx.optimizer.step()
     ctx.scheduler.step()
+    if ctx.bregman is not None:
+        ctx.bregman.update(ctx.model)
     return total.detach()
 
 
@@ -285,6 +293,10 @@ def fit(
     state = TrainerState(epoch=0, global_step=0, best_score=-math.inf, best_metrics={}, history=[])
     if resume_from is not None:
         state = _restore(resume_from, model, optimizer, scheduler, streams)
+    if cfg.smart.bregman_mu > 0:
+        ctx.bregman = BregmanProximalPoint(model, cfg.smart.bregman_beta)
+        if resume_from is not None:
+            ctx.bregman.load_state_dict(_resume_bregman(resume_from))
 
     last_dir, best_dir = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
     bar = _progress_bar(progress, total_steps, state.global_step)
@@ -327,7 +339,7 @@ def fit(
             cfg,
             model_dir,
             metrics,
-            resume_state=_resume_state(optimizer, scheduler, streams),
+            resume_state=_resume_state(optimizer, scheduler, streams, ctx.bregman),
             trainer_state=state,
         )
         bar.log(_format_metrics(metrics))
@@ -353,13 +365,23 @@ def _write_best_outputs(best_dir, out_dir, data: TaskData, cfg, device, amp_dtyp
             write_predictions(out_dir / "predictions" / prediction_filename(task, split), preds)
 
 
-def _resume_state(optimizer, scheduler, streams: dict[str, TaskBatches]) -> dict:
-    return {
+def _resume_state(optimizer, scheduler, streams: dict[str, TaskBatches], bregman=None) -> dict:
+    state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "stream_passes": {task: s.passes for task, s in streams.items()},
     }
+    if bregman is not None:
+        state["bregman_ema"] = bregman.state_dict()
+    return state
+
+
+def _resume_bregman(checkpoint: Path) -> dict[str, Tensor]:
+    resume, _ = load_resume_state(checkpoint)
+    if "bregman_ema" not in resume:
+        raise ValueError(f"{checkpoint}: no SMART Bregman EMA state (smart.bregman_mu changed?)")
+    return resume["bregman_ema"]
 
 
 def _restore(checkpoint: Path, model, optimizer, scheduler, streams) -> TrainerState:

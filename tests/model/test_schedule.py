@@ -144,3 +144,42 @@ def test_bad_orders_name_the_key() -> None:
         sample_task_order(ScheduleConfig(kind="sequential", order=("sst", "qqp")), SIZES, 1, 1)
     with pytest.raises(ConfigError, match="para_warmup_epochs"):
         sample_task_order(ScheduleConfig(para_warmup_epochs=1), {"sst": 2}, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"kind": "simultaneous", "epoch_length": "min"},
+        {"kind": "round_robin", "sampling": "sqrt", "epoch_length": "max"},
+        {"kind": "round_robin", "sampling": "annealed", "draw": "random"},
+        {"kind": "sequential", "order": ["sts", "para", "sst"]},
+        {"kind": "epoch_round_robin", "order": ["sst", "para", "sts", "sts", "sst", "para"]},
+        {"kind": "simultaneous", "para_warmup_epochs": 1, "epoch_length": "min"},
+    ],
+    ids=["simultaneous", "round_robin", "random", "sequential", "epoch_rr", "warmup"],
+)
+def test_tiny_model_trains_with_each_schedule(schedule: dict) -> None:
+    from tests.model.tiny_training import (
+        eval_loss,
+        make_context,
+        synthetic_batches,
+        tiny_config,
+        train_plan,
+    )
+
+    cfg = tiny_config(schedule=schedule)
+    counts = {"sst": 4, "para": 3, "sts": 2}
+    data = {t: synthetic_batches(t, n_batches=n) for t, n in counts.items()}
+    epochs = 6
+    plans = [
+        sample_task_order(cfg.schedule, counts, e, epochs, seed=0) for e in range(1, epochs + 1)
+    ]
+    ctx = make_context(cfg, sum(len(p) for p in plans))
+    before = eval_loss(ctx, data)
+    for plan in plans:
+        train_plan(ctx, plan, data)
+    after = eval_loss(ctx, data)
+    trained = {t for plan in plans for step in plan for t in step}
+    assert trained == set(counts)
+    assert sum(after.values()) < 0.5 * sum(before.values()), (before, after)
+    assert after["sts"] < 0.5 * before["sts"] and after["sst"] < before["sst"]

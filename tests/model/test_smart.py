@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -216,7 +217,7 @@ def test_bregman_ema_update_and_penalty() -> None:
     embeddings = model.embed_inputs(batch)
     output = model.head_outputs(batch, embeddings)
     penalty = smart_penalty(model, batch, embeddings, output, cfg, bregman)
-    assert penalty is not None and float(penalty) == pytest.approx(0.0, abs=1e-7)
+    assert penalty is not None and float(penalty.detach()) == pytest.approx(0.0, abs=1e-7)
 
     before = {n: p.detach().clone() for n, p in bregman.ema.named_parameters()}
     with torch.no_grad():
@@ -237,3 +238,87 @@ def test_bregman_ema_update_and_penalty() -> None:
     for name, p in model.named_parameters():
         ema = dict(bregman.ema.named_parameters())[name]
         torch.testing.assert_close(ema, 0.9 * before[name] + 0.1 * p.detach())
+
+
+# --- in the trainer's step ----------------------------------------------------------------------
+
+SIMULTANEOUS = [("sst", "para", "sts")]
+
+
+def _run(cfg, steps: int, bregman: bool = False, total_steps: int | None = None):
+    from tests.model.tiny_training import make_context, synthetic_batches, train_plan
+
+    ctx = make_context(cfg, total_steps or steps)
+    if bregman:
+        ctx.bregman = BregmanProximalPoint(ctx.model, cfg.smart.bregman_beta)
+    data = {t: synthetic_batches(t) for t in ("sst", "para", "sts")}
+    torch.manual_seed(123)
+    train_plan(ctx, SIMULTANEOUS * steps, data)
+    return ctx, torch.get_rng_state()
+
+
+def test_weight_zero_and_mu_zero_are_exactly_the_plain_step() -> None:
+    from tests.model.tiny_training import tiny_config
+
+    plain, plain_rng = _run(tiny_config(), 3)
+    off = {"weight": 0.0, "bregman_mu": 0.0, "steps": 3, "noise_std": 0.5, "epsilon": 0.5}
+    quiet, quiet_rng = _run(tiny_config(smart=off), 3)
+    for (name, a), b in zip(plain.model.named_parameters(), quiet.model.parameters(), strict=True):
+        assert torch.equal(a, b), name
+    assert torch.equal(plain_rng, quiet_rng)  # not even a noise draw
+    on, _ = _run(tiny_config(smart={**off, "weight": 1.0}), 3)
+    assert not torch.equal(plain.model.sst_head[-1].weight, on.model.sst_head[-1].weight)
+
+
+def test_tiny_model_trains_with_smart_and_bregman_on() -> None:
+    from tests.model.tiny_training import eval_loss, synthetic_batches, tiny_config
+
+    cfg = tiny_config(
+        smart={"weight": 1.0, "epsilon": 1e-3, "bregman_mu": 1.0, "bregman_beta": 0.9}
+    )
+    data = {t: synthetic_batches(t) for t in ("sst", "para", "sts")}
+    ctx, _ = _run(cfg, 0, bregman=True, total_steps=40)
+    before = eval_loss(ctx, data)
+    ema_before = ctx.bregman.ema.sst_head[-1].weight.clone()
+    from tests.model.tiny_training import train_plan
+
+    train_plan(ctx, SIMULTANEOUS * 40, data)
+    after = eval_loss(ctx, data)
+    for task in before:
+        assert after[task] < 0.9 * before[task], (task, before, after)
+    assert not torch.equal(ctx.bregman.ema.sst_head[-1].weight, ema_before)
+
+
+def test_fit_with_smart_bregman_and_pcgrad_resumes_the_ema(tiny_config_dict, data_dir, tmp_path):
+    from model.checkpoint import load_resume_state
+    from model.config import TrainConfig, build_config, merge
+    from model.train import fit
+
+    on = {
+        "smart": {"weight": 1.0, "epsilon": 1e-3, "bregman_mu": 1.0},
+        "pcgrad": {"enabled": True},
+        "optim": {"epochs": 1},
+    }
+    cfg = build_config(TrainConfig, merge(tiny_config_dict, on))
+    first = fit(cfg, data_dir=data_dir, out_dir=tmp_path / "a", prediction_splits=())
+    last = tmp_path / "a" / "checkpoints" / "last"
+    resume, _ = load_resume_state(last)
+    ema = resume["bregman_ema"]
+    assert set(ema) == set(load_checkpoint_state(last))
+    assert first.epochs_run == 1 and math.isfinite(first.history[0]["train/loss"])
+
+    cfg2 = build_config(TrainConfig, merge(tiny_config_dict, {**on, "optim": {"epochs": 2}}))
+    second = fit(
+        cfg2, data_dir=data_dir, out_dir=tmp_path / "a", resume_from=last, prediction_splits=()
+    )
+    assert second.epochs_run == 2 and len(second.history) == 2
+    assert second.history[1]["train/loss"] < second.history[0]["train/loss"]
+    resumed_ema = load_resume_state(last)[0]["bregman_ema"]
+    name = "sst_head.1.weight"
+    assert not torch.equal(resumed_ema[name], ema[name])  # the EMA kept moving after resume
+
+
+def load_checkpoint_state(checkpoint):
+    from safetensors.torch import load_file
+
+    return load_file(str(checkpoint / "model.safetensors"))
