@@ -1,0 +1,97 @@
+"""The Ray Tune function trainable: a trial is Ray's config dict -> TrainConfig -> `fit`.
+
+Every epoch goes back to Tune with `tune.report(metrics, checkpoint=...)`; a retried or resumed
+trial continues from `tune.get_checkpoint()`. A trial whose loss becomes NaN/inf fails with the
+trainer's message and leaves a marker, so Ray's retries fail at once instead of diverging again.
+The trainable never talks to MLflow: the driver logs what it reports (see `sweep_callbacks.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from model.config import TrainConfig
+from model.train import EpochResult, NonFiniteLossError, fit
+from orchestrator.space import BEST_CHECKPOINT, BEST_PREFIX, EPOCHS_LEFT, apply_params
+
+NONFINITE_MARKER = "NONFINITE_LOSS"
+
+
+class NonFiniteTrialError(RuntimeError):
+    """A trial's training loss became NaN/inf; retrying it would only diverge again."""
+
+
+def trial_params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampled dotted config keys of a Ray trial config (Ray's own keys start with `_`)."""
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def trial_out_dir(experiment_dir: Path | str, trial_id: str) -> Path:
+    """Where a trial's trainer output lives: `<results>/<sweep>/<trial_id>/train/`.
+
+    Derived from the trial id rather than Ray's working directory, which is per Ray session and so
+    would change when a sweep is resumed.
+    """
+    return Path(experiment_dir) / trial_id / "train"
+
+
+def train_trial(
+    config: dict[str, Any],
+    *,
+    base: TrainConfig,
+    data_dir: str,
+    experiment_dir: str,
+    threads: int = 1,
+) -> None:
+    """Train one trial of a sweep and report every epoch to Tune (see module docstring)."""
+    cfg = apply_params(base, trial_params(config))
+    out_dir = trial_out_dir(experiment_dir, tune.get_context().get_trial_id())
+    marker = out_dir / NONFINITE_MARKER
+    if marker.is_file():
+        raise NonFiniteTrialError(marker.read_text().strip())
+    # Ray gives each trial `threads` CPUs; more torch threads than that would fight other trials.
+    torch.set_num_threads(max(1, threads))
+
+    def report(epoch: EpochResult) -> None:
+        metrics: dict[str, Any] = dict(epoch.metrics)
+        metrics[EPOCHS_LEFT] = cfg.optim.epochs - epoch.epoch
+        metrics.update(_best_metrics(epoch.best_checkpoint_dir))
+        metrics[BEST_CHECKPOINT] = str(epoch.best_checkpoint_dir)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(epoch.checkpoint_dir)))
+
+    checkpoint = tune.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_dir:
+        try:
+            fit(
+                cfg,
+                data_dir=Path(data_dir),
+                out_dir=out_dir,
+                on_epoch=report,
+                resume_from=Path(resume_dir) if resume_dir else None,
+                progress=False,
+                # The ensemble predicts from checkpoints itself; skipping the prediction files
+                # saves a full pass over every dev and test set per trial.
+                prediction_splits=(),
+            )
+        except NonFiniteLossError as err:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"{err}\n")
+            raise NonFiniteTrialError(str(err)) from None
+
+
+def _best_metrics(best_dir: Path) -> dict[str, float]:
+    """The best epoch's metrics, read back from its checkpoint (survives resumes)."""
+    path = best_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    metrics = json.loads(path.read_text())
+    return {
+        f"{BEST_PREFIX}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))
+    }

@@ -1,0 +1,244 @@
+"""Real Ray Tune + Optuna + MLflow sweeps of a tiny random-init BERT on 2 CPUs.
+
+One sweep with ASHA checks what MLflow and the Optuna study hold afterwards (one parent, one
+child per trial, PRUNED trials with their last value, a NaN trial FAILED with its reason). A second
+sweep's driver is killed with SIGKILL mid-way and resumed with `--resume`: every trial ends up
+counted once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = str(REPO / "configs" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def ray_2cpu():
+    import ray
+
+    from orchestrator.sweep import init_ray
+
+    init_ray(None, num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def write_space(path: Path, raw: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def runs_by_role(tracking_uri: str, experiment: str) -> tuple[list[Any], list[Any]]:
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("role") == "trial"]
+    return parents, children
+
+
+def metric_steps(tracking_uri: str, run_id: str, key: str = "dev/overall") -> list[int]:
+    from mlflow import MlflowClient
+
+    return [
+        m.step for m in MlflowClient(tracking_uri=tracking_uri).get_metric_history(run_id, key)
+    ]
+
+
+def test_asha_sweep_logs_to_mlflow_and_records_pruned_trials(
+    ray_2cpu: None, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optuna.trial import TrialState
+
+    from orchestrator.search import sample_configs, study_trials
+    from orchestrator.space import load_space, parse_space
+    from orchestrator.sweep import run_sweep
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # lr 1e-9 leaves the model at its initial dev score (~0.40) while 3e-3 beats it after one
+    # epoch (~0.44); lr 1e6 drives the loss to NaN. Trials run one at a time, so ASHA must stop
+    # every slow trial that reaches the first rung after a fast one. The seed is picked so the
+    # random sampler draws a fast trial first and then a slow one and a NaN one.
+    raw = {
+        "name": "asha-it",
+        "base": TINY,
+        "num_samples": 4,
+        "max_concurrent": 1,
+        "sampler": "random",
+        "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+        "space": {
+            "optim.lr": {"choice": [3.0e-3, 1.0e-9, 1.0e6]},
+            "model.head_dropout": {"float": [0.0, 0.3]},
+            "optim.epochs": 3,
+        },
+    }
+    for seed in range(100):
+        draws = [c["optim.lr"] for c in sample_configs(parse_space({**raw, "seed": seed}), 4)]
+        if draws[0] == 3e-3 and 1e-9 in draws and 1e6 in draws:
+            break
+    space = load_space(write_space(tmp_path / "asha.yaml", {**raw, "seed": seed}))
+    outcome = run_sweep(
+        space, data_dir=data_dir, results_dir=tmp_path / "results", live_table=False
+    )
+    assert [t.params["optim.lr"] for t in outcome.trials] == draws
+
+    trials = {t.trial_id: t for t in outcome.trials}
+    assert len(trials) == 4
+    lrs = {t.trial_id: t.params["optim.lr"] for t in outcome.trials}
+    for trial in outcome.trials:
+        if lrs[trial.trial_id] == 1e6:
+            assert trial.state == "failed" and "loss is nan" in (trial.error or "")
+        else:
+            assert trial.state in ("completed", "pruned")
+            assert Path(trial.best_checkpoint or "", "model.safetensors").is_file()
+    pruned = [t for t in outcome.trials if t.state == "pruned"]
+    assert pruned and all(t.epochs < 3 and t.params["optim.lr"] == 1e-9 for t in pruned)
+    assert len(pruned) == draws.count(1e-9)
+    assert outcome.best is not None and outcome.best.params["optim.lr"] == 3e-3
+
+    # MLflow: one parent, one child per trial with per-epoch metrics, the right status and tags.
+    parents, children = runs_by_role(outcome.tracking_uri, "asha-it")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["best_trial_id"] == outcome.best.trial_id
+    assert sorted(r.data.tags["trial_id"] for r in children) == sorted(trials)
+    for run in children:
+        trial = trials[run.data.tags["trial_id"]]
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.data.tags["trial_state"] == trial.state
+        assert run.info.run_name == trial.run_name and run.info.run_name.startswith("optim.lr=")
+        assert float(run.data.params["optim.lr"]) == lrs[trial.trial_id]
+        for tag in ("git_sha", "config_hash", "data_sha256", "sampler"):
+            assert run.data.tags[tag]
+        if trial.state == "failed":
+            assert run.info.status == "FAILED"
+            assert "NonFiniteTrialError: training loss is nan" in run.data.tags["failed_reason"]
+            continue
+        assert run.info.status == "FINISHED"
+        assert metric_steps(outcome.tracking_uri, run.info.run_id) == list(
+            range(1, trial.epochs + 1)
+        )
+        assert run.data.metrics["best/dev/overall"] == pytest.approx(trial.best_value)
+        assert run.data.tags["best_checkpoint"] == trial.best_checkpoint
+        if trial.state == "pruned":
+            assert "asha stopped it after epoch" in run.data.tags["pruned_reason"]
+
+    # Optuna: ASHA-stopped trials are PRUNED with their last value, not COMPLETE.
+    study = {
+        t.user_attrs["ray_trial_id"]: t for t in study_trials(outcome.optuna_storage, "asha-it")
+    }
+    assert sorted(study) == sorted(trials)
+    for trial_id, trial in trials.items():
+        frozen = study[trial_id]
+        expected = {"completed": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
+        assert frozen.state == expected.get(trial.state, TrialState.FAIL)
+        if trial.state == "pruned":
+            last_step = max(frozen.intermediate_values)
+            assert frozen.value == pytest.approx(frozen.intermediate_values[last_step])
+            assert last_step == trial.epochs
+
+
+def run_cli(*args: str, results: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "sweep", *args, "--results-dir", str(results)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: SIGKILL takes Ray's local cluster too
+    )
+
+
+def reported_epochs(exp_dir: Path) -> int:
+    return sum(
+        len(path.read_text().splitlines())
+        for path in exp_dir.glob("*/result.json")
+        if path.is_file()
+    )
+
+
+def test_sweep_killed_with_sigkill_resumes_and_counts_every_trial_once(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    from optuna.trial import TrialState
+
+    from orchestrator.search import ORPHAN_ATTR, study_trials
+
+    results = tmp_path / "results"
+    space_file = write_space(
+        tmp_path / "resume.yaml",
+        {
+            "name": "resume-it",
+            "base": TINY,
+            "num_samples": 4,
+            "max_concurrent": 2,
+            "sampler": "tpe",
+            "seed": 0,
+            "scheduler": "none",  # every trial runs all epochs: a clean count to check
+            "space": {
+                "optim.lr": {"float": [1.0e-3, 1.0e-2], "log": True},
+                "optim.epochs": 4,
+                "data.max_examples.sst": 256,  # ~1 s epochs: time to die mid-trial
+                "data.max_examples.para": 256,
+            },
+        },
+    )
+    exp_dir = results / "resume-it"
+    driver = run_cli(str(space_file), results=results)
+    deadline = time.monotonic() + 120
+    while reported_epochs(exp_dir) < 3:  # some trials have checkpoints, none of them all four
+        assert driver.poll() is None, driver.stdout.read() if driver.stdout else ""
+        assert time.monotonic() < deadline, "sweep made no progress"
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+
+    again = run_cli(str(space_file), "--resume", results=results)
+    output, _ = again.communicate(timeout=240)
+    assert again.returncode == 0, output
+    assert "4 trials (4 completed, 0 pruned, 0 failed)" in output, output
+
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(exp_dir))
+    ray_ids = sorted(t.trial_id for t in analysis.trials)
+    assert len(ray_ids) == 4 and all(t.status == "TERMINATED" for t in analysis.trials)
+    # At least one trial continued from a checkpoint instead of starting over.
+    assert any(
+        t.last_result["iterations_since_restore"] < t.last_result["training_iteration"]
+        for t in analysis.trials
+    ), [t.last_result for t in analysis.trials]
+
+    state = yaml.safe_load((exp_dir / "sweep.json").read_text())
+    parents, children = runs_by_role(state["tracking_uri"], "resume-it")
+    assert len(parents) == 1 and parents[0].data.tags.get("resumed") == "true"
+    counted = [r for r in children if r.data.tags["trial_state"] != "orphaned"]
+    assert sorted(r.data.tags["trial_id"] for r in counted) == ray_ids
+    for run in counted:
+        assert run.info.status == "FINISHED" and run.data.tags["trial_state"] == "completed"
+        # Resumed trials continue after their last checkpoint: each epoch logged exactly once.
+        assert metric_steps(state["tracking_uri"], run.info.run_id) == [1, 2, 3, 4]
+
+    study = study_trials(state["optuna_storage"], "resume-it")
+    live = [t for t in study if not t.user_attrs.get(ORPHAN_ATTR)]
+    assert sorted(t.user_attrs["ray_trial_id"] for t in live) == ray_ids
+    assert all(t.state == TrialState.COMPLETE for t in live)
+    assert all(t.state == TrialState.FAIL for t in study if t.user_attrs.get(ORPHAN_ATTR))
