@@ -1,0 +1,226 @@
+"""Sweep results: params parsed back, one parquet row per trial, mean ± 95% CI and Welch deltas
+against scipy, ablation / importance markdown, plots, and `orchestrator report` on a small
+store."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from matplotlib.image import imread
+from scipy import stats
+
+from orchestrator.cli import main
+from orchestrator.plots import write_plots
+from orchestrator.results import (
+    ablation_markdown,
+    axis_groups,
+    delta_ci,
+    importance_markdown,
+    importances,
+    mean_ci,
+    parse_param,
+    swept_axes,
+    trials_frame,
+    write_report,
+)
+from orchestrator.tracking import StoredRun
+from tests.orchestrator.sweep_store import FakeTrial, fake_sweep
+
+
+def test_parse_param_reads_back_what_mlflow_stored() -> None:
+    assert parse_param("null") is None and parse_param(None) is None
+    assert parse_param("True") is True and parse_param("false") is False
+    assert parse_param("3") == 3 and isinstance(parse_param("3"), int)
+    assert parse_param("3e-05") == pytest.approx(3e-5)
+    assert parse_param('["sst", "para"]') == '["sst", "para"]'
+    assert parse_param("cosine") == "cosine"
+
+
+def test_mean_ci_matches_scipy_t_interval() -> None:
+    values = [0.61, 0.64, 0.58, 0.66, 0.60]
+    mean, half, n = mean_ci(values)
+    low, high = stats.t.interval(
+        0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values)
+    )
+    assert n == 5 and mean == pytest.approx(np.mean(values))
+    assert half == pytest.approx((high - low) / 2)
+    assert mean_ci([0.5])[:2] == (0.5, pytest.approx(math.nan, nan_ok=True))
+    assert mean_ci([])[2] == 0
+
+
+def test_delta_ci_matches_scipy_welch_interval() -> None:
+    a, b = [0.70, 0.72, 0.69, 0.74], [0.60, 0.66, 0.61]
+    delta, half = delta_ci(a, b)
+    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert delta == pytest.approx(np.mean(a) - np.mean(b))
+    assert delta - half == pytest.approx(interval.low) and delta + half == pytest.approx(
+        interval.high
+    )
+    assert math.isnan(delta_ci([0.7], b)[1])
+
+
+def _run(i: int, state: str, params: dict[str, str], best: float | None) -> StoredRun:
+    metrics = {} if best is None else {"best/dev/overall": best, "best/dev/sst_acc": best / 2}
+    return StoredRun(
+        run_id=f"r{i}",
+        run_name=f"trial {i}",
+        status="FINISHED",
+        params=params,
+        metrics=metrics,
+        tags={"trial_id": f"t{i}", "trial_state": state},
+        start_ms=1000 * i,
+        end_ms=1000 * i + 2500,
+    )
+
+
+def test_trials_frame_has_one_row_per_trial_and_round_trips_through_parquet(
+    tmp_path: Path,
+) -> None:
+    runs = [
+        _run(0, "completed", {"optim.lr": "0.001", "loss.sts_loss": "mse", "x": "null"}, 0.5),
+        _run(1, "pruned", {"optim.lr": "3e-05", "loss.sts_loss": "cosine", "x": "2"}, 0.4),
+        _run(2, "failed", {"optim.lr": "0.01", "loss.sts_loss": "mse", "x": "[1, 2]"}, None),
+    ]
+    histories = {
+        "r0": {"dev/overall": [(1, 0.45), (2, 0.5)]},
+        "r1": {"dev/overall": [(1, 0.4)]},
+        "r2": {"dev/overall": []},
+    }
+    frame = trials_frame(runs, histories)
+    assert len(frame) == 3 and frame["run_id"].tolist() == ["r0", "r1", "r2"]
+    assert frame["optim.lr"].tolist() == [0.001, 3e-05, 0.01]
+    # Mixed values become text (one type per column); missing stays missing.
+    assert pd.isna(frame["x"][0]) and frame["x"].tolist()[1:] == ["2", "[1, 2]"]
+    assert frame["state"].tolist() == ["completed", "pruned", "failed"]
+    assert frame["pruned_at_epoch"].tolist()[1] == 1 and pd.isna(frame["pruned_at_epoch"][0])
+    assert frame["wall_s"].tolist() == [2.5, 2.5, 2.5]
+    assert frame["dev/overall@2"].tolist()[0] == 0.5 and pd.isna(frame["dev/overall@2"][1])
+    assert frame["best/dev/overall"].tolist()[:2] == [0.5, 0.4]
+    path = tmp_path / "trials.parquet"
+    frame.to_parquet(path, index=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), frame, check_dtype=False)
+
+
+def _frame(rows: list[tuple[str, float, str]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "state": [r[2] for r in rows],
+            "loss.sts_loss": [r[0] for r in rows],
+            "best/dev/overall": [r[1] for r in rows],
+        }
+    )
+
+
+def test_axis_groups_levels_and_quartile_bins() -> None:
+    frame = _frame([("mse", 0.5, "completed"), ("cosine", 0.6, "completed")])
+    groups = axis_groups(frame, "loss.sts_loss", "mse")
+    assert [(g["label"], g["rows"], g["is_base"]) for g in groups] == [
+        ("mse", [0], True),
+        ("cosine", [1], False),
+    ]
+    lr = pd.DataFrame({"optim.lr": [1e-5 * (i + 1) for i in range(8)]})
+    bins = axis_groups(lr, "optim.lr", 3.5e-5)  # quartile edges 2.75e-5, 4.5e-5, 6.25e-5
+    assert [len(g["rows"]) for g in bins] == [2, 2, 2, 2]
+    assert [g["is_base"] for g in bins] == [False, True, False, False]
+
+
+def test_ablation_markdown_means_cis_and_deltas() -> None:
+    rows = [("mse", v, "completed") for v in (0.50, 0.52, 0.51)]
+    rows += [("cosine", v, "completed") for v in (0.60, 0.61, 0.62)]
+    rows += [("cosine", 0.10, "pruned")]  # not comparable: left out
+    text = ablation_markdown(_frame(rows), ["loss.sts_loss"], {"loss.sts_loss": "mse"},
+                             sweep="s", metrics=("dev/overall",))  # fmt: skip
+    assert "6 completed trials (1 pruned, failed or killed trials left out)" in text
+    mean, half, _ = mean_ci([0.60, 0.61, 0.62])
+    delta, dhalf = delta_ci([0.60, 0.61, 0.62], [0.50, 0.52, 0.51])
+    assert f"| mse (base) | 3 | {0.51:.4f} ± {mean_ci([0.5, 0.52, 0.51])[1]:.4f} | — |" in text
+    assert f"| cosine | 3 | {mean:.4f} ± {half:.4f} | +{delta:.4f} ± {dhalf:.4f}* |" in text
+
+    no_base = ablation_markdown(_frame(rows), ["loss.sts_loss"], {"loss.sts_loss": "pearson"},
+                                sweep="s", metrics=("dev/overall",))  # fmt: skip
+    assert "| value | n | dev/overall |\n" in no_base
+    assert "No completed trial ran the base value, so there is no Δ column." in no_base
+
+
+def test_importances_of_a_study_find_the_parameter_that_matters() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize"
+    )
+    study.optimize(
+        lambda t: t.suggest_float("x", 0, 1) * 10 + 0 * t.suggest_float("y", 0, 1), n_trials=30
+    )
+    scores = importances(study)
+    assert set(scores) == {"x", "y"} and scores["x"] > 0.9
+    text = importance_markdown(scores, sweep="s")
+    assert text.index("`x`") < text.index("`y`")
+    assert "too few" in importance_markdown(None, sweep="s", note="too few trials")
+
+
+def test_write_plots_writes_three_pngs(tmp_path: Path) -> None:
+    rows = [("mse", 0.5, "completed"), ("cosine", 0.6, "completed"), ("mse", 0.4, "pruned")]
+    frame = _frame(rows)
+    files = write_plots(frame, ["loss.sts_loss"], {"loss.sts_loss": "mse"}, tmp_path)
+    assert [f.name for f in files] == [
+        "optimization_history.png",
+        "parallel_coordinates.png",
+        "axis_effects.png",
+    ]
+    for path in files:
+        image = imread(path)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    # No completed trial at all still gives (empty) plots rather than an exception.
+    assert len(write_plots(frame.assign(state="pruned"), ["loss.sts_loss"], {}, tmp_path)) == 3
+
+
+def test_swept_axes_from_the_parent_run_or_the_varying_params() -> None:
+    frame = pd.DataFrame({"run_id": ["a", "b"], "optim.lr": [1.0, 2.0], "seed": [0, 0]})
+    assert swept_axes({"sweep.searched": "smart.weight optim.lr"}, frame) == [
+        "smart.weight",
+        "optim.lr",
+    ]
+    assert swept_axes({}, frame) == ["optim.lr"]
+
+
+def test_report_command_on_a_small_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    results = tmp_path / "results"
+    trials = [
+        FakeTrial("a", 0.50, params={"optim.lr": 2e-5}, history=[0.45, 0.50]),  # the base lr
+        FakeTrial("b", 0.55, params={"optim.lr": 3e-3}, history=[0.50, 0.55]),
+        FakeTrial("c", 0.30, state="pruned", params={"optim.lr": 1e-2}, history=[0.30]),
+    ]
+    fake_sweep(f"sqlite:///{results}/mlflow.db", "rep", trials, searched=("optim.lr",))
+    written = write_report("rep", results_dir=results)
+    out = results / "rep"
+    frame = pd.read_parquet(out / "trials.parquet")
+    assert len(frame) == 3 and written.trials == 3
+    assert frame.set_index("trial_id")["pruned_at_epoch"]["c"] == 1
+    assert frame.set_index("trial_id")["dev/overall@2"]["b"] == 0.55
+    ablation = (out / "ablation.md").read_text()
+    assert "## `optim.lr` (base: 2e-05)" in ablation and "| 2e-05 (base) | 1 |" in ablation
+    assert "| 0.003 | 1 | 0.5500 | n/a | n/a | n/a | +0.0500 | " in ablation
+    assert "sweep.json" in (out / "importance.md").read_text()  # no Optuna study in this store
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
+        "axis_effects.png",
+        "optimization_history.png",
+        "parallel_coordinates.png",
+    ]
+    stored = [p.as_posix() for p in results.glob("mlartifacts/**/*") if p.is_file()]
+    logged = {path.split("/artifacts/")[-1] for path in stored}
+    assert {"report/ablation.md", "report/trials.parquet", "report/plots/axis_effects.png"} <= (
+        logged
+    )
+
+    result = CliRunner().invoke(main, ["report", "nope", "--results-dir", str(results)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Error: no sweep named 'nope' in sqlite:///{results}/mlflow.db (sweeps there: rep)"
+    ]
