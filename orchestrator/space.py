@@ -229,8 +229,8 @@ def parse_space(
     if not isinstance(space_raw, Mapping) or not space_raw:
         raise fail("space", "expected a non-empty mapping of dotted config keys to distributions")
     params: list[Param] = []
-    for key, spec in space_raw.items():
-        params.append(_parse_param(str(key), spec, base, params, fail))
+    for key, spec in _expand_sections(space_raw).items():
+        params.append(_parse_param(key, spec, base, params, fail))
     keys = {p.key for p in params}
     if repeats > 1 and "seed" in keys:
         raise fail("repeats", "repeats > 1 sets the seed of each repeat; remove 'seed' from space")
@@ -371,6 +371,21 @@ def _max_epochs(base: TrainConfig, params: list[Param]) -> int:
                 return int(max(p.choices))
             return int(p.high)  # type: ignore[arg-type]
     return base.optim.epochs
+
+
+def _expand_sections(space: Mapping[str, Any]) -> dict[str, Any]:
+    """A fixed mapping on a config section (`data.max_examples: {sst: 800}`) becomes one fixed
+    value per leaf (`data.max_examples.sst: 800`); everything else passes through."""
+    leaves = config_field_types()
+    out: dict[str, Any] = {}
+    for key, spec in space.items():
+        key = str(key)
+        is_section = key not in leaves and any(k.startswith(f"{key}.") for k in leaves)
+        if is_section and isinstance(spec, Mapping) and not set(spec) & {*SPEC_KINDS, "when"}:
+            out.update(flatten({key: spec}))
+        else:
+            out[key] = spec
+    return out
 
 
 def _parse_param(key: str, spec: Any, base: TrainConfig, earlier: list[Param], fail: Any) -> Param:

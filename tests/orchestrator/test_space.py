@@ -172,3 +172,13 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("space: {optim.lr: [1, 2\n")
     with pytest.raises(SpaceError, match=r"bad.yaml: line \d+ malformed YAML"):
         load_space(bad)
+
+
+def test_fixed_mapping_on_a_section_becomes_one_value_per_leaf() -> None:
+    space = parse_space(space_dict(space={"data.max_examples": {"sst": 800, "para": 600}}))
+    assert [(p.key, p.kind, p.value) for p in space.params] == [
+        ("data.max_examples.sst", "fixed", 800),
+        ("data.max_examples.para", "fixed", 600),
+    ]
+    with pytest.raises(SpaceError, match=r"space.data.max_examples.ssst: unknown config key"):
+        parse_space(space_dict(space={"data.max_examples": {"ssst": 800}}))
