@@ -109,3 +109,12 @@ def test_data_check_on_shared_data(data_dir):
     checks = {c["name"]: c for c in json.loads(result.output)}
     assert checks["ids-sst-dev.csv"]["rows"] == 1101
     assert checks["ids-sst-dev.csv"]["sha256_ok"] is True
+
+
+def test_data_check_names_missing_file(tmp_path, data_dir):
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    (copy / "sts-dev.csv").unlink()
+    result = run("data", "check", str(copy))
+    assert result.exit_code == 2
+    assert "sts-dev.csv" in result.output.splitlines()[-1]
