@@ -366,7 +366,15 @@ def _summary(
             for index, m in enumerate(members)
             if index in selected
         ],
-        "library": len(members),
+        # Every trial that predicted on dev: the K of top-K, or greedy selection's whole library.
+        "library": [
+            {
+                "run_id": m.candidate.run_id,
+                "trial_id": m.candidate.trial_id,
+                OVERALL: m.dev[OVERALL],
+            }
+            for m in members
+        ],
         "ensemble": {"dev": dict(dev)},
         "best_member": {"run_id": members[best_index].candidate.run_id, **members[best_index].dev},
         "gain_over_best_member": gain(dev, members[best_index].dev),

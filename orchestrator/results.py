@@ -362,6 +362,7 @@ def write_report(
     plot_files = plots.write_plots(frame, axes, base, out_dir / "plots", metric=metric, mode=mode)
     written.files = [parquet, ablation, importance, *plot_files]
     if log_to_mlflow:
+        save_ablation_view(uri, stored)
         tracking.log_run_artifacts(
             uri, stored.parent.run_id, [parquet, ablation, importance], "report"
         )
@@ -369,16 +370,38 @@ def write_report(
     return written
 
 
+ABLATION_VIEW = "ablation"  # the runs-table view `ui` opens: trials, swept params, best metrics
+
+
+def save_ablation_view(uri: str, stored: Any) -> None:
+    """Store the sweep's runs-table view: trial runs only, best metric first, the swept params,
+    seed (for repeats), state and best dev metrics as columns."""
+    from orchestrator import tracking
+
+    metric = stored.parent.params.get("sweep.metric", "dev/overall")
+    axes = (stored.parent.params.get("sweep.searched") or "").split()
+    if (parse_param(stored.parent.params.get("sweep.repeats")) or 1) > 1:
+        axes.append("seed")
+    columns = [tracking.view_column("params", axis) for axis in axes]
+    columns += [tracking.view_column("metrics", f"{BEST_PREFIX}{m}") for m in DEV_METRICS]
+    columns.append(tracking.view_column("tags", tracking.STATE_TAG))
+    tracking.set_runs_view(
+        uri,
+        stored.experiment_id,
+        ABLATION_VIEW,
+        search_filter=f"tags.{tracking.ROLE_TAG} = 'trial'",
+        order_by_metric=f"{BEST_PREFIX}{metric}",
+        columns=columns,
+    )
+
+
 def ui_target(results_dir: Path, sweep: str | None, port: int) -> tuple[list[str], str]:
     """The MLflow server command for the sweeps' store and the URL of the sweep's runs table."""
     from orchestrator import tracking
 
     uri, stored = _resolve_sweep(Path(results_dir), sweep)
-    metric = stored.parent.params.get("sweep.metric", "dev/overall")
+    save_ablation_view(uri, stored)
     url = tracking.runs_url(
-        f"http://127.0.0.1:{port}",
-        stored.experiment_id,
-        search_filter=f"tags.{tracking.ROLE_TAG} = 'trial'",
-        order_by_metric=f"{BEST_PREFIX}{metric}",
+        f"http://127.0.0.1:{port}", stored.experiment_id, view_key=ABLATION_VIEW
     )
     return tracking.ui_command(uri, host="127.0.0.1", port=port), url

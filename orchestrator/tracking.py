@@ -476,27 +476,41 @@ def log_run_artifacts(uri: str, run_id: str, paths: Iterable[Path], artifact_pat
             with_retries(lambda p=path: client.log_artifact(run_id, str(p), artifact_path))
 
 
-def runs_url(
-    base_url: str,
+SHARED_VIEW_TAG = "mlflow.sharedViewState."  # experiment tag the UI reads for ?viewStateShareKey=
+
+
+def view_column(kind: Literal["attributes", "params", "metrics", "tags"], name: str) -> str:
+    """A runs-table column as the MLflow UI names it, e.g. params.`optim.lr`."""
+    return f"{kind}.`{name}`"
+
+
+def set_runs_view(
+    uri: str,
     experiment_id: str,
+    key: str,
     *,
-    search_filter: str | None = None,
-    order_by_metric: str | None = None,
-) -> str:
-    """The MLflow UI page that lists an experiment's runs as a table.
+    search_filter: str,
+    order_by_metric: str,
+    columns: Iterable[str],
+) -> None:
+    """Store a runs-table view (filter, order, visible columns) as the experiment tag the MLflow
+    UI loads for `?viewStateShareKey=<key>`, so the table opens showing params and metrics."""
+    state = {
+        "searchFilter": search_filter,
+        "orderByKey": view_column("metrics", order_by_metric),
+        "orderByAsc": False,
+        "selectedColumns": list(columns),
+    }
+    client = MlflowClient(tracking_uri=uri)
+    with_retries(
+        lambda: client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + key, json.dumps(state))
+    )
 
-    With a filter or a metric order the UI lists child runs flat instead of folding them under
-    their parent, so a sweep's trials read as one table.
-    """
-    from urllib.parse import quote
 
+def runs_url(base_url: str, experiment_id: str, *, view_key: str | None = None) -> str:
+    """The MLflow UI page that lists an experiment's runs as a table (in a stored view)."""
     url = f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
-    query = []
-    if search_filter:
-        query.append(f"searchFilter={quote(search_filter)}")
-    if order_by_metric:
-        query += [f"orderByKey={quote(f'metrics.`{order_by_metric}`')}", "orderByAsc=false"]
-    return url + ("?" + "&".join(query) if query else "")
+    return f"{url}?viewStateShareKey={view_key}" if view_key else url
 
 
 def ui_command(uri: str, *, host: str = "127.0.0.1", port: int = 5000) -> list[str]:

@@ -4,6 +4,7 @@ store."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -218,6 +219,14 @@ def test_report_command_on_a_small_store(tmp_path: Path, monkeypatch: pytest.Mon
     assert {"report/ablation.md", "report/trials.parquet", "report/plots/axis_effects.png"} <= (
         logged
     )
+
+    # The runs-table view `orchestrator ui` opens is stored on the experiment.
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient(f"sqlite:///{results}/mlflow.db").get_experiment_by_name("rep")
+    view = json.loads(experiment.tags["mlflow.sharedViewState.ablation"])
+    assert view["selectedColumns"][0] == "params.`optim.lr`"
+    assert "metrics.`best/dev/overall`" in view["selectedColumns"]
 
     result = CliRunner().invoke(main, ["report", "nope", "--results-dir", str(results)])
     assert result.exit_code == 2
