@@ -4,7 +4,9 @@ and write `<results>/<sweep>/ensemble/` (leaderboard prediction files and metric
 Each member loads from its own best checkpoint and predicts with its own tokenizer and
 architecture, once per split, batched, on the GPU when there is one. Members are loaded one at a
 time, so memory holds one model. Every member is scored on the same (full) dev files as the
-ensemble, so the gain over the best member compares like with like.
+ensemble, so the gain over the best member compares like with like. A test file that is missing
+(here `quora-test-student.csv`, absent from the course data we have) gives no prediction file for
+that task and split, and a note in metrics.json and on the console; the dev files are required.
 """
 
 from __future__ import annotations
