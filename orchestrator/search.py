@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator.space import EPOCHS_LEFT, Param, SearchSpace, SpaceError
+from orchestrator.space import EPOCHS_LEFT, NONFINITE_LOSS, Param, SearchSpace, SpaceError
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,8 @@ class PruningAwareOptunaSearch(OptunaSearch):
         if stopped_early and finite:
             self._tell(trial, None, TrialState.PRUNED)
         elif result and not error and not finite and value is not None:
-            trial.set_user_attr("fail_reason", f"{self.metric} is {value}")
+            reason = result.get(NONFINITE_LOSS) or f"{self.metric} is {value}"
+            trial.set_user_attr("fail_reason", str(reason))
             self._tell(trial, None, TrialState.FAIL)
         else:
             return super().on_trial_complete(trial_id, result=result, error=error)

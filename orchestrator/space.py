@@ -43,6 +43,7 @@ METRICS: tuple[str, ...] = (
 EPOCHS_LEFT = "epochs_left"
 BEST_PREFIX = "best/"  # result keys of the best epoch so far: best/dev/overall, ...
 BEST_CHECKPOINT = "best_checkpoint"  # result key: where a trial's best checkpoint lives
+NONFINITE_LOSS = "nonfinite_loss"  # result key: why a trial diverged (its last result); FAILED
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "grid", "cmaes", "gp", "qmc")
 OPERATORS: tuple[str, ...] = ("eq", "ne", "gt", "ge", "lt", "le", "in", "not_in")
 TOP_LEVEL_KEYS = frozenset(

@@ -23,6 +23,7 @@ from orchestrator.space import (
     BEST_CHECKPOINT,
     BEST_PREFIX,
     EPOCHS_LEFT,
+    NONFINITE_LOSS,
     SearchSpace,
     apply_params,
     flat_config,
@@ -102,6 +103,7 @@ def run_sweep(
     """
     from ray import tune
 
+    from orchestrator.cluster import check_cluster_paths
     from orchestrator.search import PruningAwareOptunaSearch
     from orchestrator.sweep_callbacks import LiveTrialTable, MlflowRelay
     from orchestrator.tracking import SweepTracker, data_sha256, git_sha, tracking_uri
@@ -125,6 +127,10 @@ def run_sweep(
     else:
         state = {}
 
+    # Join Ray before anything is written: on a cluster, a results or data path some node cannot
+    # see stops the sweep here with a one-line error (orchestrator/cluster.py).
+    init_ray(address, num_cpus)
+    check_cluster_paths(exp_dir.parent, data_dir=data_dir)
     uri = state.get("tracking_uri") or tracking_uri(Path(results_dir))
     tracker = SweepTracker(uri, space.name)
     sha = git_sha()
@@ -201,6 +207,8 @@ def run_sweep(
                     num_samples=space.total_trials,
                     max_concurrent_trials=space.max_concurrent or _concurrency(space),
                     trial_dirname_creator=trial_dirname,
+                    # A finished trial's worker (torch and the trainer imported) runs the next one.
+                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     name=space.name,
@@ -310,7 +318,10 @@ def _trial_outcome(space: SearchSpace, result: Any) -> TrialOutcome:
 
     metrics = result.metrics or {}
     params = trial_params(result.config or {})
-    if result.error is not None:
+    error = str(result.error).strip().splitlines()[-1][:500] if result.error else None
+    if NONFINITE_LOSS in metrics:
+        state, error = "failed", str(metrics[NONFINITE_LOSS])
+    elif result.error is not None:
         state = "failed"
     elif EPOCHS_LEFT not in metrics:
         state = "killed"
@@ -325,7 +336,7 @@ def _trial_outcome(space: SearchSpace, result: Any) -> TrialOutcome:
         epochs=int(metrics.get("epoch", 0)),
         best_value=float(best) if isinstance(best, (int, float)) else None,
         best_checkpoint=metrics.get(BEST_CHECKPOINT),
-        error=str(result.error).strip().splitlines()[-1][:500] if result.error else None,
+        error=error,
     )
 
 

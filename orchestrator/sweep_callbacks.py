@@ -23,6 +23,7 @@ from orchestrator.space import (
     BEST_PREFIX,
     EPOCHS_LEFT,
     METRICS,
+    NONFINITE_LOSS,
     SearchSpace,
     apply_params,
     run_name,
@@ -37,7 +38,7 @@ def trial_state(trial: Trial, *, ending: bool = False) -> str:
 
     `ending`: called from on_trial_complete, where Ray still says RUNNING.
     """
-    if trial.status == Trial.ERROR:
+    if trial.status == Trial.ERROR or NONFINITE_LOSS in (trial.last_result or {}):
         return "failed"
     if trial.status == Trial.TERMINATED or ending:
         left = (trial.last_result or {}).get(EPOCHS_LEFT)
@@ -48,7 +49,7 @@ def trial_state(trial: Trial, *, ending: bool = False) -> str:
 
 
 def error_reason(trial: Trial) -> str:
-    """The last line of a failed trial's error (`NonFiniteTrialError: training loss is nan`)."""
+    """The last line of a failed trial's error file (its exception)."""
     path = trial.error_file
     if path and Path(path).is_file():
         lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
@@ -173,6 +174,9 @@ class MlflowRelay(Callback):
             )
         elif tags["trial_state"] == "killed":
             status = "KILLED"
+        elif tags["trial_state"] == "failed":
+            status = "FAILED"
+            tags["failed_reason"] = str(result[NONFINITE_LOSS])[:500]
         self.tracker.finish_run(self._run(trial), status, metrics=metrics, tags=tags)
 
     def _error(self, trial: Trial) -> None:

@@ -1,14 +1,15 @@
 """The Ray Tune function trainable: a trial is Ray's config dict -> TrainConfig -> `fit`.
 
 Every epoch goes back to Tune with `tune.report(metrics, checkpoint=...)`; a retried or resumed
-trial continues from `tune.get_checkpoint()`. A trial whose loss becomes NaN/inf fails with the
-trainer's message and leaves a marker, so Ray's retries fail at once instead of diverging again.
-The trainable never talks to MLflow: the driver logs what it reports (see `sweep_callbacks.py`).
+trial continues from `tune.get_checkpoint()`. A trial whose loss becomes NaN/inf ends with a last
+result carrying the trainer's message (`NONFINITE_LOSS`), which the driver records as FAILED. The
+trainable never talks to MLflow: the driver logs what it reports (see `sweep_callbacks.py`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -19,13 +20,14 @@ from ray import tune
 
 from model.config import TrainConfig
 from model.train import EpochResult, NonFiniteLossError, fit
-from orchestrator.space import BEST_CHECKPOINT, BEST_PREFIX, EPOCHS_LEFT, apply_params
-
-NONFINITE_MARKER = "NONFINITE_LOSS"
-
-
-class NonFiniteTrialError(RuntimeError):
-    """A trial's training loss became NaN/inf; retrying it would only diverge again."""
+from orchestrator.space import (
+    BEST_CHECKPOINT,
+    BEST_PREFIX,
+    EPOCHS_LEFT,
+    METRICS,
+    NONFINITE_LOSS,
+    apply_params,
+)
 
 
 def trial_params(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,13 +55,13 @@ def train_trial(
     """Train one trial of a sweep and report every epoch to Tune (see module docstring)."""
     cfg = apply_params(base, trial_params(config))
     out_dir = trial_out_dir(experiment_dir, tune.get_context().get_trial_id())
-    marker = out_dir / NONFINITE_MARKER
-    if marker.is_file():
-        raise NonFiniteTrialError(marker.read_text().strip())
     # Ray gives each trial `threads` CPUs; more torch threads than that would fight other trials.
     torch.set_num_threads(max(1, threads))
+    done_epochs = 0
 
     def report(epoch: EpochResult) -> None:
+        nonlocal done_epochs
+        done_epochs = epoch.epoch
         metrics: dict[str, Any] = dict(epoch.metrics)
         metrics[EPOCHS_LEFT] = cfg.optim.epochs - epoch.epoch
         metrics.update(_best_metrics(epoch.best_checkpoint_dir))
@@ -68,6 +70,8 @@ def train_trial(
 
     checkpoint = tune.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_dir:
+        if resume_dir is not None:
+            done_epochs = int(_best_metrics(Path(resume_dir)).get(f"{BEST_PREFIX}epoch", 0))
         try:
             fit(
                 cfg,
@@ -81,9 +85,12 @@ def train_trial(
                 prediction_splits=(),
             )
         except NonFiniteLossError as err:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            marker.write_text(f"{err}\n")
-            raise NonFiniteTrialError(str(err)) from None
+            # A last result that says why, instead of an exception: Ray would retry the trial
+            # (FailureConfig) only to diverge again. The driver marks it FAILED everywhere.
+            failed = {name: math.nan for name in METRICS}
+            failed.update({"epoch": float(done_epochs + 1), EPOCHS_LEFT: 0})
+            failed[NONFINITE_LOSS] = f"NonFiniteLossError: {err}"
+            tune.report(failed)
 
 
 def _best_metrics(best_dir: Path) -> dict[str, float]:

@@ -127,7 +127,7 @@ def test_asha_sweep_logs_to_mlflow_and_records_pruned_trials(
             assert run.data.tags[tag]
         if trial.state == "failed":
             assert run.info.status == "FAILED"
-            assert "NonFiniteTrialError: training loss is nan" in run.data.tags["failed_reason"]
+            assert "NonFiniteLossError: training loss is nan" in run.data.tags["failed_reason"]
             continue
         assert run.info.status == "FINISHED"
         assert metric_steps(outcome.tracking_uri, run.info.run_id) == list(
