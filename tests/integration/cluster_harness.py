@@ -286,7 +286,8 @@ class MlflowServer:
     log: Path
 
     @classmethod
-    def start(cls, root: Path, *, repo: Path, timeout: float = 90.0) -> MlflowServer:
+    def launch(cls, root: Path, *, repo: Path) -> MlflowServer:
+        """Start the server in the background; `wait_ready` before using it."""
         port = free_port()
         log = root / "mlflow-server.log"
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -315,19 +316,24 @@ class MlflowServer:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        server = cls(process=process, url=f"http://127.0.0.1:{port}", log=log)
+        return cls(process=process, url=f"http://127.0.0.1:{port}", log=log)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.log.parent / "mlflow-artifacts"
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited:\n{log.read_text()[-3000:]}")
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited:\n{self.log.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(f"{server.url}/health", timeout=2) as reply:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
                     if reply.status == 200:
-                        return server
+                        return
             except OSError:
                 time.sleep(0.5)
-        server.stop()
-        tail = log.read_text()[-3000:]
+        tail = self.log.read_text()[-3000:]
         raise RuntimeError(f"mlflow server not up after {timeout:.0f} s:\n{tail}")
 
     def stop(self) -> None:
