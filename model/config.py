@@ -84,6 +84,8 @@ class ModelConfig:
     head_activation: Activation = "gelu"
     head_dropout: float = 0.1
     mode: TrainMode = "finetune"
+    # torch.compile the encoder's layers (GPU speed; the first steps pay the compile time).
+    compile: bool = False
 
 
 @dataclass(frozen=True)

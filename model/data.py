@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import queue
+import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -348,36 +350,55 @@ class Batch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy with every tensor on `device`."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Batch:
+        """A copy in page-locked host memory: `.to("cuda", non_blocking=True)` is then async."""
+        return self._map(lambda t: t.pin_memory())
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         moved: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
-                value = value.to(device, non_blocking=non_blocking)
-            moved[f.name] = value
+            moved[f.name] = fn(value) if isinstance(value, torch.Tensor) else value
         return Batch(**moved)
 
 
-def _pad(rows: list[np.ndarray], pad_value: int) -> tuple[np.ndarray, np.ndarray]:
-    """[B, T] int64 ids padded with pad_value and the [B, T] int64 mask (T = longest row)."""
+def _pad(
+    rows: list[np.ndarray], pad_value: int, multiple: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """[B, T] int64 ids padded with pad_value and the [B, T] int64 mask.
+
+    T is the longest row, rounded up to a multiple of `multiple` (compiled models see few shapes).
+    """
     lengths = _lengths(rows)
     width = max(1, int(lengths.max(initial=0)))
+    width = -(-width // multiple) * multiple
+    real = np.arange(width)[None, :] < lengths[:, None]  # [B, T] bool, a prefix of each row
     padded = np.full((len(rows), width), pad_value, dtype=np.int64)
-    for i, row in enumerate(rows):
-        padded[i, : len(row)] = row
-    mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
-    return padded, mask
+    if len(rows):
+        # Row-major boolean assignment fills each row's prefix in order: one copy, no Python loop.
+        padded[real] = np.concatenate(rows)
+    return padded, real.astype(np.int64)
 
 
-def collate(encoded: EncodedTask, indices: np.ndarray, pad_id: int) -> Batch:
-    """Pad the examples at `indices` to the batch's longest sequence and build tensors."""
+def collate(
+    encoded: EncodedTask, indices: np.ndarray, pad_id: int, *, pad_to_multiple: int = 1
+) -> Batch:
+    """Pad the examples at `indices` to the batch's longest sequence and build tensors.
+
+    `pad_to_multiple` rounds the padded length up (e.g. 8 for torch.compile); 1 = no rounding.
+    """
+    if pad_to_multiple < 1:
+        raise ValueError(f"pad_to_multiple must be >= 1, got {pad_to_multiple}")
     indices = np.asarray(indices, dtype=np.int64)
-    ids, mask = _pad([encoded.input_ids[i] for i in indices], pad_id)
-    types, _ = _pad([encoded.token_type_ids[i] for i in indices], 0)
+    ids, mask = _pad([encoded.input_ids[i] for i in indices], pad_id, pad_to_multiple)
+    types, _ = _pad([encoded.token_type_ids[i] for i in indices], 0, pad_to_multiple)
     real, padded = int(mask.sum()), mask.size
     fields: dict[str, Any] = {}
     if encoded.input_ids_b is not None and encoded.token_type_ids_b is not None:
-        ids_b, mask_b = _pad([encoded.input_ids_b[i] for i in indices], pad_id)
-        types_b, _ = _pad([encoded.token_type_ids_b[i] for i in indices], 0)
+        ids_b, mask_b = _pad([encoded.input_ids_b[i] for i in indices], pad_id, pad_to_multiple)
+        types_b, _ = _pad([encoded.token_type_ids_b[i] for i in indices], 0, pad_to_multiple)
         real, padded = real + int(mask_b.sum()), padded + mask_b.size
         fields = {
             "input_ids_b": torch.from_numpy(ids_b),
@@ -399,6 +420,51 @@ def collate(encoded: EncodedTask, indices: np.ndarray, pad_id: int) -> Batch:
         has_padding=real < padded,
         **fields,
     )
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Yield `items` while a background thread produces up to `depth` of them ahead.
+
+    Collating and pinning the next batches then overlaps the current step's kernel launches.
+    Items come out in order; an exception in the producer is re-raised here. Closing the
+    iterator early (break, an exception in the loop) stops the producer.
+    """
+    if depth < 1:
+        raise ValueError(f"prefetch depth must be >= 1, got {depth}")
+    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not _put(("item", item)):
+                    return
+            _put(("done", None))
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            _put(("error", err))
+
+    def _put(entry: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    worker = threading.Thread(target=produce, name="batch-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        worker.join()
 
 
 def padding_overhead(batches: Iterable[Batch]) -> float:

@@ -133,9 +133,14 @@ class MultitaskBert(nn.Module):
         masks = [batch.attention_mask]
         if batch.attention_mask_b is not None:
             masks.append(batch.attention_mask_b)
+        # The batcher knows when nothing is padded; then attention runs without a mask (fused
+        # flash kernel on GPU) and no device sync is needed to find that out.
+        has_padding = False if batch.has_padding is False else None
         vectors = []
         for embedding, mask in zip(embeddings, masks, strict=True):
-            sequence, pooled = self.encoder.encode_embeddings(embedding, mask)
+            sequence, pooled = self.encoder.encode_embeddings(
+                embedding, mask, has_padding=has_padding
+            )
             vectors.append(pool(sequence, pooled, mask, self.cfg.pooling))
         return vectors
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from model.config import TASKS, TrainConfig
-from model.data import DataError, EncodedTask, encode_task, read_task_file, subsample
+from model.data import DataError, EncodedTask, read_task_file
+from model.token_cache import TokenCache, encode_subsample
 from model.weights import TextTokenizer, load_tokenizer
 
 # Dev subsets use a fixed seed, not the run's seed, so every trial of a sweep is scored on the same
@@ -49,29 +50,43 @@ def load_task_data(cfg: TrainConfig, data_dir: Path, tokenizer_dir: Path) -> Tas
     tokenizer = load_tokenizer(tokenizer_dir, cfg.model.max_length)
     data = TaskData(tokenizer=tokenizer)
     encoding = cfg.model.pair_encoding
+    # Tokenized ids are cached per file when data.cache_dir is set (see model/token_cache.py).
+    cache = TokenCache(Path(cfg.data.cache_dir), tokenizer) if cfg.data.cache_dir else None
     for i, task in enumerate(TASKS):
-        train = list(
-            read_task_file(task, resolve_data_path(data_dir, task_file(cfg, task, "train")))
-        )
+        train_path = resolve_data_path(data_dir, task_file(cfg, task, "train"))
+        train_files = [(train_path, read_task_file(task, train_path))]
         for extra in getattr(cfg.data.extra_train, task):
-            train += read_task_file(task, resolve_data_path(data_dir, extra), labelled=True)
-        train = subsample(
-            train,
-            getattr(cfg.data.max_examples, task),
-            getattr(cfg.data.subsample_ratio, task),
+            extra_path = resolve_data_path(data_dir, extra)
+            train_files.append((extra_path, read_task_file(task, extra_path, labelled=True)))
+        data.train[task] = encode_subsample(
+            task,
+            train_files,
+            tokenizer,
+            encoding,
+            max_examples=getattr(cfg.data.max_examples, task),
+            ratio=getattr(cfg.data.subsample_ratio, task),
             seed=cfg.seed + i,
+            cache=cache,
         )
-        data.train[task] = encode_task(task, train, tokenizer, encoding)
 
         dev_path = resolve_data_path(data_dir, task_file(cfg, task, "dev"))
         dev = read_task_file(task, dev_path, labelled=True)
-        dev = subsample(dev, getattr(cfg.data.dev_max_examples, task), seed=DEV_SUBSET_SEED)
-        data.dev[task] = encode_task(task, dev, tokenizer, encoding)
+        data.dev[task] = encode_subsample(
+            task,
+            [(dev_path, dev)],
+            tokenizer,
+            encoding,
+            max_examples=getattr(cfg.data.dev_max_examples, task),
+            seed=DEV_SUBSET_SEED,
+            cache=cache,
+        )
 
         test_path = resolve_data_path(data_dir, task_file(cfg, task, "test"))
         if test_path.is_file():
             test = read_task_file(task, test_path, labelled=False)
-            data.test[task] = encode_task(task, test, tokenizer, encoding)
+            data.test[task] = encode_subsample(
+                task, [(test_path, test)], tokenizer, encoding, cache=cache
+            )
         else:
             warnings.warn(f"{test_path}: not found, no {task} test predictions", stacklevel=2)
     if not data.train:
