@@ -131,6 +131,18 @@ def ray_storage_path(location: str | os.PathLike[str]) -> str:
     return text.rstrip("/")
 
 
+def local_results_dir(results_dir: str | os.PathLike[str]) -> Path:
+    """`--results-dir` as an absolute path. Object-store URIs are refused: the sweep keeps its
+    Optuna study (SQLite), `sweep.json` and the trials' best checkpoints there as files."""
+    if is_uri(results_dir) and not str(results_dir).lower().startswith("file://"):
+        raise ClusterError(
+            f"--results-dir {results_dir}: must be a filesystem path (the Optuna study, "
+            "sweep.json and best checkpoints are files); on a multi-node cluster use a network "
+            "filesystem mounted at the same path on every node, e.g. /mnt/sweeps"
+        )
+    return Path(ray_storage_path(results_dir))
+
+
 def filesystem_type(path: str | os.PathLike[str], mounts: str | None = None) -> str:
     """The filesystem type of the mount holding `path` (e.g. `ext4`, `nfs4`), from /proc/mounts."""
     if mounts is None:
@@ -197,9 +209,8 @@ def storage_problems(
         problems.append(
             f"{storage_path}: this {fs} path is local to the driver's machine, but "
             f"{len(blind)} of {len(answers)} Ray nodes ({where}) cannot see it, so checkpoints "
-            "would be scattered across nodes; pass --results-dir on shared storage: an NFS "
-            "mount at the same path on every node, or an object store URI such as "
-            "s3://BUCKET/sweeps or gs://BUCKET/sweeps"
+            "would be scattered across nodes; pass --results-dir on shared storage: a network "
+            "filesystem (NFS) mounted at the same path on every node, e.g. /mnt/sweeps"
         )
     lacking = [a for a in answers if a.missing_data]
     if lacking:

@@ -226,7 +226,7 @@ def test_sweep_runs_trials_on_several_nodes_and_logs_to_the_server(
 
 
 def test_sweep_survives_a_worker_node_killed_mid_trial(cluster: Cluster, data_dir: Path) -> None:
-    epochs = 8
+    epochs = 10
     space = write_space(cluster, "faulty", epochs)
     exp_dir = cluster.root / "results" / "faulty"
     process = start_sweep(cluster, space, data_dir)

@@ -18,6 +18,7 @@ from orchestrator.cluster import (
     check_cluster_paths,
     filesystem_type,
     is_uri,
+    local_results_dir,
     parse_address,
     ray_storage_path,
     redact_uri,
@@ -76,6 +77,15 @@ def test_storage_paths_uris_pass_through_and_paths_become_absolute(tmp_path: Pat
     assert Path(ray_storage_path("results")).is_absolute()
 
 
+def test_results_dir_is_a_path_never_an_object_store(tmp_path: Path) -> None:
+    assert local_results_dir(tmp_path / "r") == tmp_path / "r"
+    assert local_results_dir(f"file://{tmp_path}/r") == tmp_path / "r"
+    with pytest.raises(ClusterError) as err:
+        local_results_dir("s3://bucket/sweeps")
+    assert str(err.value).startswith("--results-dir s3://bucket/sweeps: must be a filesystem path")
+    assert "/mnt/sweeps" in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("given", "message"),
     [
@@ -132,8 +142,8 @@ def test_storage_problems_node_local_path_on_a_multi_node_cluster() -> None:
     text = problems[0]
     assert text.startswith("/home/me/results: this ")
     assert "2 of 3 Ray nodes (10.0.0.2 (host-10.0.0.2), 10.0.0.3 (host-10.0.0.3))" in text
-    assert "an NFS mount at the same path on every node" in text
-    assert "s3://BUCKET/sweeps" in text and "--results-dir" in text
+    assert "pass --results-dir on shared storage" in text
+    assert "(NFS) mounted at the same path on every node, e.g. /mnt/sweeps" in text
     # One node alone cannot disagree with itself.
     assert storage_problems("/home/me/results", [answer("10.0.0.1", False)]) == []
 
@@ -260,3 +270,21 @@ def test_cli_tracking_server_prints_the_url_and_execs_mlflow(
 
     bad = CliRunner().invoke(main, ["tracking-server", "--port", "0"])
     assert bad.exit_code == 2 and "--port 0: must be in 1-65535" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--address", "ray://head:10001"], "Error: --address ray://head:10001: Ray Client"),
+        (["--address", "head"], "Error: --address head: missing port"),
+        (["--results-dir", "s3://bucket/x"], "Error: --results-dir s3://bucket/x: must be a"),
+    ],
+)
+def test_cli_sweep_refuses_bad_cluster_options_before_starting(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    space = str(Path(__file__).resolve().parents[2] / "search_spaces" / "quickstart.yaml")
+    result = CliRunner().invoke(main, ["sweep", space, "--data-dir", str(tmp_path), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s3:").exists() and not Path("s3:").exists()
