@@ -219,9 +219,14 @@ def run_sweep(
                     verbose=0,
                 ),
             )
-        results = tuner.fit()
-        outcome.trials = [_trial_outcome(space, r) for r in results]
-        status = "FINISHED"
+        tuner.fit()
+        outcome.trials = trial_outcomes(space, exp_dir)
+        # Ray returns normally after Ctrl-C too, with trials left unfinished.
+        ended = {"completed", "pruned", "failed"}
+        finished = len(outcome.trials) >= space.total_trials
+        status = (
+            "FINISHED" if finished and all(t.state in ended for t in outcome.trials) else "KILLED"
+        )
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -272,6 +277,8 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
     # killed with -9 loses little; the state is small.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray's newer console output prints a header even at verbose=0; the live table is ours.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         return
     repo = str(Path(__file__).resolve().parents[1])
@@ -313,31 +320,37 @@ def _scheduler(space: SearchSpace) -> Any:
     )
 
 
-def _trial_outcome(space: SearchSpace, result: Any) -> TrialOutcome:
+def trial_outcomes(space: SearchSpace, exp_dir: Path) -> list[TrialOutcome]:
+    """How every trial of the sweep stored in `exp_dir` stands, from Ray's experiment state."""
+    from ray.tune import ExperimentAnalysis
+
+    from orchestrator.sweep_callbacks import error_reason, trial_state
     from orchestrator.trainable import trial_params
 
-    metrics = result.metrics or {}
-    params = trial_params(result.config or {})
-    error = str(result.error).strip().splitlines()[-1][:500] if result.error else None
-    if NONFINITE_LOSS in metrics:
-        state, error = "failed", str(metrics[NONFINITE_LOSS])
-    elif result.error is not None:
-        state = "failed"
-    elif EPOCHS_LEFT not in metrics:
-        state = "killed"
-    else:
-        state = "pruned" if float(metrics[EPOCHS_LEFT]) > 0 else "completed"
-    best = metrics.get(f"{BEST_PREFIX}{space.metric}")
-    return TrialOutcome(
-        trial_id=str(metrics.get("trial_id") or Path(result.path).name),
-        state=state,
-        params=params,
-        run_name=run_name(space, params),
-        epochs=int(metrics.get("epoch", 0)),
-        best_value=float(best) if isinstance(best, (int, float)) else None,
-        best_checkpoint=metrics.get(BEST_CHECKPOINT),
-        error=error,
-    )
+    outcomes = []
+    for trial in ExperimentAnalysis(str(exp_dir)).trials:
+        metrics = trial.last_result or {}
+        params = trial_params(trial.config or {})
+        state = trial_state(trial)
+        error = None
+        if NONFINITE_LOSS in metrics:
+            error = str(metrics[NONFINITE_LOSS])
+        elif state == "failed":
+            error = error_reason(trial)
+        best = metrics.get(f"{BEST_PREFIX}{space.metric}")
+        outcomes.append(
+            TrialOutcome(
+                trial_id=trial.trial_id,
+                state=state,
+                params=params,
+                run_name=run_name(space, params),
+                epochs=int(metrics.get("epoch", 0)) if EPOCHS_LEFT in metrics else 0,
+                best_value=float(best) if isinstance(best, (int, float)) else None,
+                best_checkpoint=metrics.get(BEST_CHECKPOINT),
+                error=error,
+            )
+        )
+    return outcomes
 
 
 def describe_dry_run(space: SearchSpace, count: int) -> list[tuple[str, dict[str, Any]]]:

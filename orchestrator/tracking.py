@@ -73,6 +73,9 @@ class SweepTracker:
     """The MLflow runs of one sweep; construct in the driver, call from the driver only."""
 
     def __init__(self, uri: str, experiment: str) -> None:
+        # MLflow announces creating and migrating a new SQLite store at INFO: not our user's news.
+        for name in ("mlflow.store.db.utils", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.uri = uri
         self.experiment = experiment
         self.client = MlflowClient(tracking_uri=uri)
