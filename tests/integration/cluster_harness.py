@@ -262,6 +262,13 @@ class LoopbackRayCluster:
         wait_gone(tree, 10.0)
         node.process.wait(timeout=10)
 
+    def log_files(self) -> list[Path]:
+        """Every file the nodes logged to: `ray start` output and Ray's session logs."""
+        files = [node.log for node in self.nodes]
+        for node in self.nodes:
+            files += [p for p in node.temp_dir.glob("session_*/logs/**/*") if p.is_file()]
+        return files
+
     def log_tail(self, node: RayNode, lines: int = 20) -> str:
         text = node.log.read_text(errors="replace") if node.log.is_file() else ""
         return f"--- {node.name} ({node.log})\n" + "\n".join(text.splitlines()[-lines:])

@@ -224,6 +224,13 @@ def test_sweep_runs_trials_on_several_nodes_and_logs_to_the_server(
         assert [int(r["epoch"]) for r in trial_rows] == list(range(1, epochs + 1))
     check_mlflow_has_every_trial(cluster, "spread", set(rows), epochs)
 
+    # The cluster's token reached every process by environment and no log holds it.
+    token = cluster.ray.env["RAY_AUTH_TOKEN"].encode()
+    logs = [*cluster.ray.log_files(), cluster.mlflow.log]
+    assert len(logs) > 10
+    assert token not in output.encode()
+    assert not [str(p) for p in logs if token in p.read_bytes()]
+
 
 def test_sweep_survives_a_worker_node_killed_mid_trial(cluster: Cluster, data_dir: Path) -> None:
     epochs = 10
