@@ -130,8 +130,11 @@ def data_check(directory: str | None, as_json: bool) -> None:
         click.echo(json.dumps([c.__dict__ for c in checks], indent=2, default=str))
     else:
         _print_data_checks(path, checks)
-    if any(c.problem and c.present for c in checks) or not any(c.present for c in checks):
-        sys.exit(1)
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        raise UserInputError(
+            f"{path}: {len(failed)} file(s) missing or wrong: {', '.join(failed)}"
+        )
 
 
 def _print_data_checks(path: Path, checks: list) -> None:
@@ -155,6 +158,242 @@ def _print_data_checks(path: Path, checks: list) -> None:
             c.problem or "",
         )
     Console(width=int(os.environ.get("COLUMNS", 160))).print(table)
+
+
+@main.command()
+@click.argument("space_file", metavar="SPACE.yaml", type=click.Path(dir_okay=False))
+@click.option("--num-samples", type=click.IntRange(min=1), default=None, help="Configs to sample.")
+@click.option("--name", default=None, help="Sweep name (default: the space's); results/NAME/.")
+@click.option(
+    "--address", default=None, help="Join a Ray cluster (auto, HOST:PORT); default: local Ray."
+)
+@data_dir_option
+@click.option(
+    "--results-dir", type=click.Path(file_okay=False), default="results", show_default=True
+)
+@click.option("--resume", is_flag=True, help="Continue a sweep whose driver died.")
+@click.option("--dry-run", is_flag=True, help="Validate and print sampled configs; no training.")
+@user_errors
+def sweep(
+    space_file: str,
+    num_samples: int | None,
+    name: str | None,
+    address: str | None,
+    data_dir: str | None,
+    results_dir: str,
+    resume: bool,
+    dry_run: bool,
+) -> None:
+    """Explore SPACE.yaml with Optuna on Ray Tune (ASHA), logging every trial to MLflow.
+
+    \b
+    Example:
+      orchestrator sweep search_spaces/quickstart.yaml
+      orchestrator sweep search_spaces/smart.yaml --dry-run --num-samples 4
+      orchestrator sweep search_spaces/smart.yaml --resume
+    """
+    from orchestrator.cluster import local_results_dir, parse_address
+    from orchestrator.space import check_name, load_space
+    from orchestrator.sweep import describe_dry_run, run_sweep
+
+    address = parse_address(address)
+    space = load_space(space_file)
+    if num_samples is not None:
+        space = space.replace(num_samples=num_samples)
+    if name is not None:
+        space = space.replace(name=check_name(name))
+    if dry_run:
+        click.echo(f"{space.source}: valid; {space.total_trials} trials, sampler {space.sampler}")
+        for i, (label, params) in enumerate(describe_dry_run(space, space.num_samples)):
+            click.echo(f"[{i}] {label}")
+            for key, value in params.items():
+                click.echo(f"      {key} = {value!r}")
+        return
+    data_path = resolve_data_dir(data_dir or space.base.data.data_dir)
+    outcome = run_sweep(
+        space,
+        data_dir=data_path,
+        results_dir=local_results_dir(results_dir),
+        address=address,
+        resume=resume,
+    )
+    states = {s: sum(t.state == s for t in outcome.trials) for s in ("completed", "pruned")}
+    states["failed"] = sum(t.state == "failed" for t in outcome.trials)
+    click.echo(
+        f"sweep {outcome.name}: {len(outcome.trials)} trials ("
+        + ", ".join(f"{n} {s}" for s, n in states.items())
+        + f") in {outcome.wall_s:.0f} s"
+    )
+    if outcome.best is not None:
+        click.echo(f"best {outcome.metric} {outcome.best.best_value:.4f}: {outcome.best.run_name}")
+        click.echo(f"checkpoint: {outcome.best.best_checkpoint}")
+    click.echo(f"results:    {outcome.experiment_dir}")
+    click.echo(f"mlflow:     {outcome.tracking_uri} (experiment {outcome.name})")
+
+
+@main.command()
+@click.option("--top", "top", type=int, required=True, help="Members: the K best finished trials.")
+@click.option("--sweep", "sweep_name", default=None, help="Sweep name (default: the newest).")
+@click.option("--metric", default="dev/overall", show_default=True, help="Ranking dev metric.")
+@click.option(
+    "--results-dir", type=click.Path(file_okay=False), default="results", show_default=True
+)
+@data_dir_option
+@click.option("--splits", default="dev,test", show_default=True, help="Splits to predict.")
+@click.option(
+    "--method", type=click.Choice(["vote", "mean"]), default="vote", show_default=True,
+    help="vote: mode of labels (ties by mean probability), median of STS; mean: average.",
+)  # fmt: skip
+@click.option(
+    "--select", type=click.Choice(["top", "greedy"]), default="top", show_default=True,
+    help="greedy: forward selection with replacement on dev (Caruana et al. 2004), K steps.",
+)  # fmt: skip
+@user_errors
+def ensemble(
+    top: int,
+    sweep_name: str | None,
+    metric: str,
+    results_dir: str,
+    data_dir: str | None,
+    splits: str,
+    method: str,
+    select: str,
+) -> None:
+    """Combine the K best trials of a sweep into leaderboard predictions (results/SWEEP/ensemble/).
+
+    \b
+    Example:
+      orchestrator ensemble --top 5
+      orchestrator ensemble --top 3 --sweep smart --select greedy --method mean
+    """
+    from orchestrator.ensemble_run import run_ensemble
+
+    result = run_ensemble(
+        sweep=sweep_name,
+        top=top,
+        results_dir=Path(results_dir),
+        data_dir=Path(data_dir) if data_dir else None,
+        resolve_data=resolve_data_dir,
+        metric=metric,
+        method=method,
+        select=select,
+        splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
+        echo=lambda line: click.echo(line, err=True),  # progress; the summary goes to stdout
+    )
+    summary = result.summary
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if "top" in summary:
+        top_overall = summary["top"]["dev"]["dev/overall"]
+        click.echo(f"top-{top} {method}   dev/overall {top_overall:.4f}")
+    click.echo(f"ensemble ({select}-{top} {method}, {len(result.selected)} members)")
+    for key, value in result.dev.items():
+        gained = summary["gain_over_best_member"][key]
+        click.echo(f"{key:14s} {value:.4f}  ({gained:+.4f} vs best member)")
+    click.echo(f"predictions: {result.out_dir} ({len(result.files)} files)")
+    if result.run_id:
+        click.echo(f"mlflow run:  {result.run_id}")
+
+
+@main.command()
+@click.argument("sweep_name", metavar="[SWEEP]", required=False)
+@click.option(
+    "--results-dir", type=click.Path(file_okay=False), default="results", show_default=True
+)
+@click.option("--no-mlflow", is_flag=True, help="Do not log the report to the sweep's parent run.")
+@user_errors
+def report(sweep_name: str | None, results_dir: str, no_mlflow: bool) -> None:
+    """Write results/SWEEP/: trials.parquet, ablation.md, importance.md and plots/ (default: the
+    newest sweep), and log them to the sweep's parent MLflow run.
+
+    \b
+    Example:
+      orchestrator report smart
+    """
+    from orchestrator.results import write_report
+
+    written = write_report(sweep_name, results_dir=Path(results_dir), log_to_mlflow=not no_mlflow)
+    click.echo(f"sweep {written.sweep}: {written.trials} trials")
+    for path in written.files:
+        click.echo(f"  {path}")
+
+
+@main.command()
+@click.option(
+    "--results-dir", type=click.Path(file_okay=False), default="results", show_default=True
+)
+@click.option("--sweep", "sweep_name", default=None, help="Sweep to open (default: the newest).")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@user_errors
+def ui(results_dir: str, sweep_name: str | None, port: int) -> None:
+    """Start the MLflow UI on 127.0.0.1 against the sweeps' tracking store; Ctrl-C stops it.
+
+    \b
+    Example:
+      orchestrator ui --port 5001
+    """
+    from orchestrator.results import ui_target
+
+    command, url = ui_target(Path(results_dir), sweep_name, port)
+    click.echo(f"MLflow UI: {url}")
+    sys.stdout.flush()
+    # Become the server, so Ctrl-C and kill signals reach it directly.
+    os.execv(command[0], command)
+
+
+@main.command("tracking-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option(
+    "--backend-store-uri",
+    envvar="MLFLOW_BACKEND_STORE_URI",
+    default="sqlite:///results/mlflow.db",
+    show_default=True,
+    help="sqlite:///PATH or postgresql://USER@HOST:5432/DB (password: PGPASSWORD or ~/.pgpass).",
+)
+@click.option(
+    "--artifacts-destination",
+    default="results/mlartifacts",
+    show_default=True,
+    help="Where the server stores artifacts it receives (a directory or s3://, gs://).",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--allowed-hosts", default=None, help="Host headers to accept, e.g. mlflow:5000.")
+@user_errors
+def tracking_server(
+    host: str,
+    port: int,
+    backend_store_uri: str,
+    artifacts_destination: str,
+    workers: int,
+    allowed_hosts: str | None,
+) -> None:
+    """Run an MLflow tracking server (UI + REST API) that also serves artifacts over HTTP.
+
+    \b
+    Example:
+      orchestrator tracking-server --port 5000
+      MLFLOW_TRACKING_URI=http://127.0.0.1:5000 orchestrator sweep SPACE.yaml --address HEAD:6379
+    """
+    from orchestrator.cluster import ClusterError, exec_tracking_server
+    from orchestrator.cluster import tracking_server as server_command
+
+    try:
+        server = server_command(
+            host=host,
+            port=port,
+            backend_store_uri=backend_store_uri,
+            artifacts_destination=artifacts_destination,
+            workers=workers,
+            allowed_hosts=allowed_hosts,
+        )
+    except ClusterError as err:
+        raise UserInputError(str(err)) from err
+    for line in server.warnings:
+        click.echo(line, err=True)
+    click.echo(f"MLflow tracking server: {server.url}  (export MLFLOW_TRACKING_URI={server.url})")
+    sys.stdout.flush()
+    exec_tracking_server(server)
 
 
 if __name__ == "__main__":
