@@ -147,18 +147,23 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class SmartConfig:
-    """SMART adversarial regularizer + Bregman proximal point (Jiang et al. 2020); off."""
+    """SMART adversarial regularizer + Bregman proximal point (Jiang et al. 2020); off by default.
+
+    The paper's defaults are ε 1e-5, η 1e-3, σ 1e-5, K 1, L∞, symmetric KL, μ 1, β 0.99; we keep
+    all of them except weight (λ_s) and bregman_mu (μ), which are 0 so SMART costs nothing unless
+    a config turns it on. See model/smart.py.
+    """
 
     weight: float = 0.0  # lambda_s; 0 disables the adversarial term
-    epsilon: float = 1e-5
-    step_size: float = 1e-3
-    noise_std: float = 1e-5
-    steps: int = 1
+    epsilon: float = 1e-5  # radius of the per-example ball around the embedding output
+    step_size: float = 1e-3  # eta, of each normalised ascent step
+    noise_std: float = 1e-5  # sigma of the starting perturbation
+    steps: int = 1  # K ascent steps
     norm: Literal["l2", "linf"] = "linf"
-    divergence: Divergence = "sym_kl"
-    bregman_mu: float = 0.0  # mu; 0 disables the proximal term
-    bregman_beta: float = 0.99
-    tasks: tuple[str, ...] = TASKS
+    divergence: Divergence = "sym_kl"  # kl: KL throughout; kl_then_sym_kl: KL ascent, sym at end
+    bregman_mu: float = 0.0  # mu; 0 disables the proximal term (paper: 1)
+    bregman_beta: float = 0.99  # momentum of the EMA copy
+    tasks: tuple[str, ...] = TASKS  # tasks whose batches get the SMART terms
 
 
 @dataclass(frozen=True)
