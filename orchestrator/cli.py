@@ -248,6 +248,11 @@ def sweep(
     "--select", type=click.Choice(["top", "greedy"]), default="top", show_default=True,
     help="greedy: forward selection with replacement on dev (Caruana et al. 2004), K steps.",
 )  # fmt: skip
+@click.option(
+    "--dev", "dev_examples", type=click.Choice(["full", "sweep"]), default="full",
+    show_default=True,
+    help="Score on the full dev files, or on the trials' fixed dev subsets (faster on CPU).",
+)  # fmt: skip
 @user_errors
 def ensemble(
     top: int,
@@ -258,6 +263,7 @@ def ensemble(
     splits: str,
     method: str,
     select: str,
+    dev_examples: str,
 ) -> None:
     """Combine the K best trials of a sweep into leaderboard predictions (results/SWEEP/ensemble/).
 
@@ -278,6 +284,7 @@ def ensemble(
         method=method,
         select=select,
         splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
+        dev_subset=dev_examples == "sweep",
         echo=lambda line: click.echo(line, err=True),  # progress; the summary goes to stdout
     )
     summary = result.summary

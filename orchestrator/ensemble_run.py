@@ -23,7 +23,7 @@ import torch
 
 from model.checkpoint import CheckpointError, load_checkpoint_model, write_json_atomic
 from model.config import TASKS, TrainConfig
-from model.data import DataError, EncodedTask, encode_task, read_task_file
+from model.data import DataError, EncodedTask, encode_task, read_task_file, subsample
 from model.evaluate import (
     OVERALL,
     TaskPredictions,
@@ -32,7 +32,7 @@ from model.evaluate import (
     prediction_filename,
     write_predictions,
 )
-from model.task_data import resolve_data_path, task_file
+from model.task_data import DEV_SUBSET_SEED, resolve_data_path, task_file
 from model.train import autocast_dtype
 from model.weights import WeightsError
 from orchestrator.ensemble import (
@@ -82,7 +82,14 @@ class EnsembleResult:
 class SplitInputs:
     """Examples of every task and split read once, tokenized once per distinct tokenizer."""
 
-    def __init__(self, cfg: TrainConfig, data_dir: Path, splits: Sequence[str], notes: list[str]):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data_dir: Path,
+        splits: Sequence[str],
+        notes: list[str],
+        dev_subset: bool = False,
+    ):
         self.examples: dict[str, dict[str, list]] = {split: {} for split in splits}
         self.labels: dict[str, np.ndarray] = {}
         self._encoded: dict[tuple[str, str, str, str], EncodedTask] = {}
@@ -100,6 +107,10 @@ class SplitInputs:
                     warnings.simplefilter("always")
                     rows = read_task_file(task, path, labelled=split == "dev")
                 notes += [str(w.message) for w in caught]
+                if split == "dev" and dev_subset:
+                    # The trials' own fixed dev subset: fast, and comparable with the sweep.
+                    limit = getattr(cfg.data.dev_max_examples, task)
+                    rows = subsample(rows, limit, seed=DEV_SUBSET_SEED)
                 self.examples[split][task] = rows
                 if split == "dev":
                     dtype = np.int64 if task == "sst" else np.float32
@@ -175,6 +186,7 @@ def run_ensemble(
     method: str = "vote",
     select: str = "top",
     splits: Sequence[str] = SPLITS,
+    dev_subset: bool = False,
     log_to_mlflow: bool = True,
     echo: Callable[[str], None] = lambda line: None,
 ) -> EnsembleResult:
@@ -227,7 +239,7 @@ def run_ensemble(
             if inputs is None:
                 cfg = _checkpoint_config(candidate.checkpoint)
                 chosen = data_dir or (resolve_data or _default_data_dir)(cfg.data.data_dir)
-                inputs = SplitInputs(cfg, Path(chosen), splits, notes)
+                inputs = SplitInputs(cfg, Path(chosen), splits, notes, dev_subset)
             predictions = predict_member(candidate.checkpoint, inputs, member_splits, device)
         except (CheckpointError, WeightsError, OSError) as err:
             reason = str(err).splitlines()[0]
@@ -275,7 +287,17 @@ def run_ensemble(
     best = best_member([members[i].dev for i in sorted(set(selected))])
     best_index = sorted(set(selected))[best]
     summary = _summary(
-        stored.name, metric, method, select, members, selected, dev, best_index, notes, splits
+        stored.name,
+        metric,
+        method,
+        select,
+        members,
+        selected,
+        dev,
+        best_index,
+        notes,
+        splits,
+        dev_subset,
     )
     if select == "greedy":
         summary["top"] = {"members": top_k, "dev": top_dev}
@@ -346,6 +368,7 @@ def _summary(
     best_index: int,
     notes: Sequence[str],
     splits: Sequence[str],
+    dev_subset: bool,
 ) -> dict[str, Any]:
     """metrics.json: members (with their sweep value and re-scored dev metrics), the ensemble's
     dev metrics and its gain over the best selected member."""
@@ -380,6 +403,10 @@ def _summary(
         "ensemble": {"dev": dict(dev)},
         "best_member": {"run_id": members[best_index].candidate.run_id, **members[best_index].dev},
         "gain_over_best_member": gain(dev, members[best_index].dev),
-        "dev_examples": "full dev files (members re-scored on them, not on the sweep's subset)",
+        "dev_examples": (
+            "the sweep's fixed dev subsets (data.dev_max_examples)"
+            if dev_subset
+            else "full dev files (members re-scored on them, not on the sweep's subset)"
+        ),
         "notes": list(notes),
     }

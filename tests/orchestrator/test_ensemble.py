@@ -300,3 +300,27 @@ def test_ensemble_deleted_checkpoint(
         assert any("skipped trial t1" in note for note in summary["notes"])
     finally:
         shutil.move(backup, original)
+
+
+def test_dev_subset_uses_the_trials_fixed_subset(sweep_store: Path) -> None:
+    from orchestrator.ensemble_run import SplitInputs
+
+    cfg = tiny_config(data={"dev_max_examples": {"sst": 5, "para": 4, "sts": 3}})
+    data = sweep_store / "data"
+    full = SplitInputs(cfg, data, ("dev",), [], dev_subset=False)
+    subset = SplitInputs(cfg, data, ("dev",), [], dev_subset=True)
+    assert {t: len(rows) for t, rows in full.examples["dev"].items()} == {
+        "sst": 12,
+        "para": 12,
+        "sts": 12,
+    }
+    assert {t: len(rows) for t, rows in subset.examples["dev"].items()} == {
+        "sst": 5,
+        "para": 4,
+        "sts": 3,
+    }
+    assert len(subset.labels["sst"]) == 5
+    again = SplitInputs(cfg, data, ("dev",), [], dev_subset=True)
+    assert [r.id for r in again.examples["dev"]["sst"]] == [
+        r.id for r in subset.examples["dev"]["sst"]
+    ]
