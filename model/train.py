@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from model.bert import COMPILE_PAD_MULTIPLE, compile_encoder
 from model.checkpoint import (
     TrainerState,
     load_checkpoint_model,
@@ -27,7 +28,7 @@ from model.checkpoint import (
     write_json_atomic,
 )
 from model.config import TrainConfig
-from model.data import Batch, EncodedTask, batch_indices, collate
+from model.data import Batch, EncodedTask, batch_indices, collate, prefetch
 from model.evaluate import dev_metrics, predict_task, prediction_filename, write_predictions
 from model.heads import NUM_SENTIMENT_CLASSES, MultitaskBert
 from model.losses import head_weight_penalty, sentiment_class_weights, task_loss, weighted_sum
@@ -163,7 +164,23 @@ class TaskBatches:
             self._iter = iter(self._indices())
             self.passes += 1
             indices = next(self._iter)
-        return collate(self.encoded, indices, self.pad_id)
+        multiple = COMPILE_PAD_MULTIPLE if self.cfg.model.compile else 1
+        return collate(self.encoded, indices, self.pad_id, pad_to_multiple=multiple)
+
+
+def _device_batches(
+    streams: dict[str, TaskBatches], plan: list[tuple[str, ...]], device: torch.device
+) -> Iterator[dict[str, Batch]]:
+    """Each planned step's batches on `device`, collated (pinned on CUDA) ahead in a thread."""
+    pin = device.type == "cuda"
+
+    def on_host() -> Iterator[dict[str, Batch]]:
+        for step_tasks in plan:
+            batches = {t: streams[t].next() for t in step_tasks}
+            yield {t: b.pin_memory() for t, b in batches.items()} if pin else batches
+
+    for batches in prefetch(on_host(), depth=2):
+        yield {t: b.to(device, non_blocking=True) for t, b in batches.items()}
 
 
 def plan_epoch(
@@ -274,6 +291,8 @@ def fit(
     model, model_dir = build_model(cfg)
     data = load_task_data(cfg, Path(data_dir), model_dir)
     model.to(device).train()
+    if cfg.model.compile:
+        compile_encoder(model.encoder)
 
     streams = {
         task: TaskBatches(encoded, cfg, data.pad_id, seed=cfg.seed + i)
@@ -303,8 +322,7 @@ def fit(
     for epoch in range(state.epoch + 1, cfg.optim.epochs + 1):
         loss_sum = torch.zeros((), device=device)
         steps = 0
-        for step_tasks in plans[epoch - 1]:
-            batches = {t: streams[t].next().to(device, non_blocking=True) for t in step_tasks}
+        for batches in _device_batches(streams, plans[epoch - 1], device):
             loss_sum += training_step(ctx, batches)
             steps += 1
             global_step = state.global_step + steps
