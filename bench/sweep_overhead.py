@@ -1,6 +1,7 @@
 """What running trials through the sweep costs: one fixed config trained N times directly with the
 trainer vs as an N-trial sweep (Ray Tune + Optuna + MLflow), one trial at a time on `--threads`
-torch threads each, so both sides do the same training work.
+torch threads each, so both sides do the same training work. Half the direct fits run before the
+sweep and half after it.
 
 Prints the wall-time ratio (sweep / direct), the per-trial overhead in seconds (sweep minus direct,
 per trial: actor start, checkpoint copies, MLflow and Optuna bookkeeping) and, separately, Ray's
@@ -92,7 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     root = Path(args.results_dir or tempfile.mkdtemp(prefix="sweep-overhead-"))
 
-    direct = train_directly(cfg, data_dir, root, args.trials, args.threads)
+    # Direct fits before and after the sweep (A-B-A), so a change in machine load during the run
+    # biases neither side.
+    before = (args.trials + 1) // 2
+    direct = train_directly(cfg, data_dir, root / "before", before, args.threads)
 
     # Every trial gets the same config: a space of one fixed value, no early stopping.
     space = parse_space(
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     outcome = run_sweep(space, data_dir=data_dir, results_dir=root / "results", live_table=False)
     swept = time.perf_counter() - start
     assert all(t.state == "completed" for t in outcome.trials), outcome.trials
+    direct += train_directly(cfg, data_dir, root / "after", args.trials - before, args.threads)
 
     # Split the sweep's wall time with Ray's own records: time inside each trial function, gaps
     # between one trial's end and the next one's start, and the rest (one-time set-up/tear-down).

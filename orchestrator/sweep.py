@@ -104,12 +104,13 @@ def run_sweep(
     from ray import tune
 
     from orchestrator.cluster import check_cluster_paths
-    from orchestrator.search import PruningAwareOptunaSearch
-    from orchestrator.sweep_callbacks import LiveTrialTable, MlflowRelay
+    from orchestrator.search import PruningAwareOptunaSearch, make_sampler
+    from orchestrator.sweep_callbacks import DropResumeState, LiveTrialTable, MlflowRelay
     from orchestrator.tracking import SweepTracker, data_sha256, git_sha, tracking_uri
     from orchestrator.trainable import train_trial
 
     started = time.monotonic()
+    make_sampler(space)  # a sampler that cannot be built (cmaes without its package) fails here
     exp_dir = experiment_dir(results_dir, space.name)
     state_file = exp_dir / SWEEP_STATE_FILE
     data_dir = Path(data_dir).resolve()
@@ -195,6 +196,7 @@ def run_sweep(
                     git_sha=sha,
                 )
             ]
+            callbacks.append(DropResumeState())
             if live_table:
                 callbacks.append(LiveTrialTable(space))
             tuner = tune.Tuner(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -205,6 +206,18 @@ class MlflowRelay(Callback):
 
 def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class DropResumeState(Callback):
+    """Delete a finished trial's trainer resume state (`train/checkpoints/last/`, with optimizer
+    moments: 3x the model). Ray keeps its own copy as long as the trial could resume."""
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        best = (trial.last_result or {}).get(BEST_CHECKPOINT)
+        if best:
+            shutil.rmtree(Path(best).parent / "last", ignore_errors=True)
+
+    on_trial_error = on_trial_complete
 
 
 class LiveTrialTable(Callback):

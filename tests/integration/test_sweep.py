@@ -107,6 +107,8 @@ def test_asha_sweep_logs_to_mlflow_and_records_pruned_trials(
         else:
             assert trial.state in ("completed", "pruned")
             assert Path(trial.best_checkpoint or "", "model.safetensors").is_file()
+            # Resume state of a finished trial is dropped (Ray keeps its own copy).
+            assert not Path(trial.best_checkpoint or "").with_name("last").exists()
     pruned = [t for t in outcome.trials if t.state == "pruned"]
     assert pruned and all(t.epochs < 3 and t.params["optim.lr"] == 1e-9 for t in pruned)
     assert len(pruned) == draws.count(1e-9)
