@@ -209,15 +209,7 @@ def run_ensemble(
     if top < 1:
         raise EnsembleError(f"--top must be at least 1, got {top}")
 
-    uri = tracking.tracking_uri(results_dir)
-    if not tracking.store_exists(uri):
-        raise EnsembleError(f"no MLflow store at {uri}: run `orchestrator sweep SPACE.yaml` first")
-    known = tracking.sweep_names(uri)
-    name = sweep or (known[0] if known else None)
-    stored = tracking.read_sweep(uri, name) if name else None
-    if stored is None:
-        where = f"sweeps there: {', '.join(known)}" if known else "it holds no sweep"
-        raise EnsembleError(f"no sweep named '{name}' in {uri} ({where})")
+    uri, stored = tracking.find_sweep(results_dir, sweep)
 
     mode = "min" if metric == "train/loss" else "max"
     candidates, total = candidates_from_sweep(stored, metric, results_dir)

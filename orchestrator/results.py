@@ -306,16 +306,7 @@ def swept_axes(parent_params: Mapping[str, str], frame: pd.DataFrame) -> list[st
 def _resolve_sweep(results_dir: Path, sweep: str | None) -> tuple[str, Any]:
     from orchestrator import tracking
 
-    uri = tracking.tracking_uri(results_dir)
-    if not tracking.store_exists(uri):
-        raise ReportError(f"no MLflow store at {uri}: run `orchestrator sweep SPACE.yaml` first")
-    known = tracking.sweep_names(uri)
-    name = sweep or (known[0] if known else None)
-    stored = tracking.read_sweep(uri, name) if name else None
-    if stored is None:
-        where = f"sweeps there: {', '.join(known)}" if known else "it holds no sweep"
-        raise ReportError(f"no sweep named '{name}' in {uri} ({where})")
-    return uri, stored
+    return tracking.find_sweep(results_dir, sweep)
 
 
 def write_report(

@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
-from model.config import TASKS, TrainConfig, config_to_dict
+from model.config import TASKS, ConfigError, TrainConfig, config_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -418,6 +418,24 @@ def read_sweep(uri: str, name: str) -> StoredSweep | None:
     trials = [_stored(r) for r in children if r.data.tags.get(ROLE_TAG) == "trial"]
     trials.sort(key=lambda r: (r.start_ms or 0, r.run_id))
     return StoredSweep(name=name, experiment_id=exp_id, parent=_stored(parent), trials=trials)
+
+
+class SweepNotFound(ConfigError):
+    """No MLflow store, or no sweep of that name in it; the message says what exists."""
+
+
+def find_sweep(results_dir: Path, sweep: str | None) -> tuple[str, StoredSweep]:
+    """The tracking URI and the named sweep (the newest when `sweep` is None), or SweepNotFound."""
+    uri = tracking_uri(results_dir)
+    if not store_exists(uri):
+        raise SweepNotFound(f"no MLflow store at {uri}: run `orchestrator sweep SPACE.yaml` first")
+    known = sweep_names(uri)
+    name = sweep or (known[0] if known else None)
+    stored = read_sweep(uri, name) if name else None
+    if stored is None:
+        where = f"sweeps there: {', '.join(known)}" if known else "it holds no sweep"
+        raise SweepNotFound(f"no sweep named '{name}' in {uri} ({where})")
+    return uri, stored
 
 
 def metric_histories(
