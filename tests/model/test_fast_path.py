@@ -73,8 +73,12 @@ def test_prefetch_reraises_producer_errors_and_stops_when_closed() -> None:
 
 def test_multitask_model_passes_the_batch_padding_hint_to_attention() -> None:
     torch.manual_seed(0)
-    overrides = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                 "intermediate_size": 64}
+    overrides = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    }
     encoder, _ = load_encoder(resolve_model_dir("minilm"), random_init=True, overrides=overrides)
     model = MultitaskBert(encoder, ModelConfig(pooling="mean")).eval()
     ids = torch.randint(1, 1000, (2, 7))

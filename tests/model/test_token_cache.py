@@ -13,10 +13,13 @@ from model.task_data import load_task_data
 from model.token_cache import TokenCache, concat_encoded, encode_subsample, select_encoded
 from model.weights import TextTokenizer, load_tokenizer, resolve_model_dir
 
-SENTENCES = [SentenceExample(f"s{i}", f"sentence number {i} is {'very ' * i}good", i % 5)
-             for i in range(12)]
-PAIRS = [PairExample(f"p{i}", f"how do I learn {i} things", f"what is {i}?", float(i % 2))
-         for i in range(9)]
+SENTENCES = [
+    SentenceExample(f"s{i}", f"sentence number {i} is {'very ' * i}good", i % 5) for i in range(12)
+]
+PAIRS = [
+    PairExample(f"p{i}", f"how do I learn {i} things", f"what is {i}?", float(i % 2))
+    for i in range(9)
+]
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +79,9 @@ def test_unreadable_entry_is_rewritten(tmp_path, tokenizer):
     encoded = cache.encode("sst", Path("sst.csv"), SENTENCES, "cross")
     assert cache.misses == 1
     assert_same_encoding(encoded, encode_task("sst", SENTENCES, tokenizer, "cross"))
-    assert_same_encoding(TokenCache(tmp_path, tokenizer).encode(
-        "sst", Path("sst.csv"), SENTENCES, "cross"), encoded)
+    assert_same_encoding(
+        TokenCache(tmp_path, tokenizer).encode("sst", Path("sst.csv"), SENTENCES, "cross"), encoded
+    )
 
 
 def test_select_and_concat_keep_rows_and_labels_together(tokenizer):
@@ -108,8 +112,8 @@ def test_load_task_data_with_a_cache_equals_without_and_skips_the_tokenizer(
 ):
     cfg = build_config(TrainConfig, tiny_config_dict)
     cached_cfg = build_config(
-        TrainConfig, {**tiny_config_dict, "data": {**tiny_config_dict["data"],
-                                                   "cache_dir": str(tmp_path)}}
+        TrainConfig,
+        {**tiny_config_dict, "data": {**tiny_config_dict["data"], "cache_dir": str(tmp_path)}},
     )
     model_dir = resolve_model_dir(cfg.model.name)
     plain = load_task_data(cfg, data_dir, model_dir)
