@@ -29,7 +29,13 @@ from model.checkpoint import (
 )
 from model.config import TrainConfig
 from model.data import Batch, EncodedTask, batch_indices, collate, prefetch
-from model.evaluate import dev_metrics, predict_task, prediction_filename, write_predictions
+from model.evaluate import (
+    TaskPredictions,
+    dev_metrics,
+    predict_task,
+    prediction_filename,
+    write_predictions,
+)
 from model.heads import NUM_SENTIMENT_CLASSES, MultitaskBert
 from model.losses import head_weight_penalty, sentiment_class_weights, task_loss, weighted_sum
 from model.pcgrad import pcgrad_backward
@@ -318,6 +324,7 @@ def fit(
             ctx.bregman.load_state_dict(_resume_bregman(resume_from))
 
     last_dir, best_dir = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
+    best_dev_predictions: dict[str, TaskPredictions] = {}
     bar = _progress_bar(progress, total_steps, state.global_step)
     for epoch in range(state.epoch + 1, cfg.optim.epochs + 1):
         loss_sum = torch.zeros((), device=device)
@@ -341,6 +348,8 @@ def fit(
         metrics = dev_metrics(predictions, data.dev_labels)
         metrics.update({"train/loss": train_loss, "epoch": float(epoch)})
         is_best = metrics["dev/overall"] > state.best_score
+        if is_best:
+            best_dev_predictions = predictions
         best_metrics = dict(metrics) if is_best else state.best_metrics
         state = TrainerState(
             epoch=epoch,
@@ -365,21 +374,32 @@ def fit(
             on_epoch(EpochResult(epoch, metrics, last_dir, best_dir, is_best))
     bar.close()
 
-    _write_best_outputs(best_dir, out_dir, data, cfg, device, amp_dtype, prediction_splits)
+    _write_best_outputs(
+        best_dir, out_dir, data, cfg, device, amp_dtype, prediction_splits, best_dev_predictions
+    )
     write_json_atomic(out_dir / "metrics.json", state.best_metrics)
     return FitResult(state.best_metrics, best_dir, state.epoch, state.history)
 
 
-def _write_best_outputs(best_dir, out_dir, data: TaskData, cfg, device, amp_dtype, splits) -> None:
-    """Prediction files of the best epoch for `splits`, in the CS224N leaderboard format."""
+def _write_best_outputs(
+    best_dir, out_dir, data: TaskData, cfg, device, amp_dtype, splits, dev_predictions
+) -> None:
+    """Prediction files of the best epoch for `splits`, in the CS224N leaderboard format.
+
+    Dev predictions of the best epoch are kept from its evaluation (unless training resumed after
+    it), so only the test sets are predicted again, with the best checkpoint's weights.
+    """
     if not splits or not (best_dir / "model.safetensors").is_file():
         return
-    model, _, _ = load_checkpoint_model(best_dir)
-    model.to(device)
+    by_split = {"dev": dev_predictions} if dev_predictions else {}
+    if any(split not in by_split for split in splits):
+        model, _, _ = load_checkpoint_model(best_dir)
+        model.to(device)
+        for split in splits:
+            if split not in by_split:
+                by_split[split] = evaluate(model, data, split, cfg, device, amp_dtype, data.pad_id)
     for split in splits:
-        for task, preds in evaluate(
-            model, data, split, cfg, device, amp_dtype, data.pad_id
-        ).items():
+        for task, preds in by_split[split].items():
             write_predictions(out_dir / "predictions" / prediction_filename(task, split), preds)
 
 
