@@ -168,6 +168,7 @@ def run_sweep(
             data_dir=str(data_dir),
             experiment_dir=str(exp_dir),
             threads=max(1, math.floor(space.resources.cpu)),
+            gpu_share=space.resources.gpu,
         ),
         {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
     )

@@ -19,6 +19,7 @@ import torch
 from ray import tune
 
 from model.config import TrainConfig
+from model.device import limit_cuda_memory
 from model.train import EpochResult, NonFiniteLossError, fit
 from orchestrator.space import (
     BEST_CHECKPOINT,
@@ -51,8 +52,13 @@ def train_trial(
     data_dir: str,
     experiment_dir: str,
     threads: int = 1,
+    gpu_share: float = 0.0,
 ) -> None:
     """Train one trial of a sweep and report every epoch to Tune (see module docstring)."""
+    if 0.0 < gpu_share < 1.0:
+        # Trials packed onto one GPU (resources.gpu: 0.25) each keep to their share of its
+        # memory, so one trial's peak cannot push its neighbours out of memory.
+        limit_cuda_memory(gpu_share)
     cfg = apply_params(base, trial_params(config))
     out_dir = trial_out_dir(experiment_dir, tune.get_context().get_trial_id())
     # Ray gives each trial `threads` CPUs; more torch threads than that would fight other trials.
