@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from model.config import ConfigError
+from orchestrator.search import study_importances
 from orchestrator.space import BEST_PREFIX
 
 DEV_METRICS: tuple[str, ...] = ("dev/overall", "dev/sst_acc", "dev/para_acc", "dev/sts_corr")
@@ -258,22 +259,6 @@ def ablation_markdown(
 # importance.md
 
 
-def importances(study: Any) -> dict[str, float]:
-    """Optuna's fANOVA parameter importances of a study (seeded, so reruns agree)."""
-    # The only optuna use outside orchestrator/search.py: importances of a study passed in.
-    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-
-    return dict(get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0)))
-
-
-def load_study(storage: str, name: str) -> Any:
-    """The sweep's persisted Optuna study."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=name, storage=storage)
-
-
 def importance_markdown(scores: Mapping[str, float] | None, *, sweep: str, note: str = "") -> str:
     """A table of parameter importances, largest first, or why there is none."""
     lines = [f"# Parameter importance: sweep `{sweep}`", ""]
@@ -342,7 +327,7 @@ def write_report(
         note = f"{state_file} not found: no Optuna study to read."
     else:
         try:
-            scores = importances(load_study(storage, stored.name))
+            scores = study_importances(storage, stored.name)
         except Exception as err:  # optuna: too few completed trials, no varying parameter, ...
             note = f"Optuna could not compute importances: {str(err).splitlines()[0]}"
     importance = out_dir / "importance.md"

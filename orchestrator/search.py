@@ -229,6 +229,19 @@ def study_trials(storage: str, study_name: str) -> list[optuna.trial.FrozenTrial
     return optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
 
 
+def importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's fANOVA parameter importances of a study (seeded, so reruns agree)."""
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    return dict(get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0)))
+
+
+def study_importances(storage: str, study_name: str) -> dict[str, float]:
+    """Parameter importances of a sweep's persisted Optuna study."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return importances(optuna.load_study(study_name=study_name, storage=storage))
+
+
 def params_of(trial: Mapping[str, Any]) -> dict[str, Any]:
     """A Ray trial config without Ray's own keys (those starting with an underscore)."""
     return {k: v for k, v in trial.items() if not k.startswith("_")}

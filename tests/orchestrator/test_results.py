@@ -22,13 +22,13 @@ from orchestrator.results import (
     axis_groups,
     delta_ci,
     importance_markdown,
-    importances,
     mean_ci,
     parse_param,
     swept_axes,
     trials_frame,
     write_report,
 )
+from orchestrator.search import importances
 from orchestrator.tracking import StoredRun
 from tests.orchestrator.sweep_store import FakeTrial, fake_sweep
 
