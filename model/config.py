@@ -384,6 +384,10 @@ def check_ranges(cfg: TrainConfig) -> None:
         for section in ("max_examples", "dev_max_examples"):
             n = getattr(getattr(cfg.data, section), task)
             checks.append((f"data.{section}.{task}", n is None or n >= 1, "must be >= 1"))
+    checks.append(("smart.steps", cfg.smart.steps >= 0, "must be >= 0"))
+    for key, names in (("smart.tasks", cfg.smart.tasks), ("schedule.order", cfg.schedule.order)):
+        unknown = sorted(set(names) - set(TASKS))
+        checks.append((key, not unknown, f"names unknown tasks {unknown}; tasks are {TASKS}"))
     spec = cfg.schedule.epoch_length
     ok_length = spec in ("min", "max", *TASKS) if isinstance(spec, str) else spec > 0
     checks.append(("schedule.epoch_length", ok_length, "must be min, max, a task or a step count"))

@@ -61,6 +61,9 @@ def test_unknown_key_suggests_the_close_one():
         ({"data": {"subsample_ratio": {"para": 1.5}}}, "data.subsample_ratio.para"),
         ({"schedule": {"epoch_length": "longest"}}, "schedule.epoch_length"),
         ({"model": {"hidden_dropout": 1.0}}, "model.hidden_dropout"),
+        ({"smart": {"tasks": ["sst", "quora"]}}, "smart.tasks"),
+        ({"schedule": {"order": ["sst", "nli"]}}, "schedule.order"),
+        ({"smart": {"steps": -1}}, "smart.steps"),
     ],
 )
 def test_ranges(values, needle):
