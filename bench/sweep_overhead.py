@@ -29,11 +29,11 @@ sys.path.insert(0, str(REPO))
 # The quickstart sweep's trial size: its training subsets, dev subsets and two epochs.
 QUICKSTART_TRIAL = (
     "optim.epochs=2",
-    "data.max_examples.sst=800",
-    "data.max_examples.para=600",
-    "data.max_examples.sts=600",
+    "data.max_examples.sst=600",
+    "data.max_examples.para=500",
+    "data.max_examples.sts=500",
     "data.dev_max_examples.sst=400",
-    "data.dev_max_examples.para=800",
+    "data.dev_max_examples.para=500",
     "data.dev_max_examples.sts=400",
 )
 
