@@ -56,7 +56,7 @@ def worker(rank: int, n: int, args: argparse.Namespace, cache_dir: str, barrier,
     warnings.filterwarnings("ignore")
     import torch
 
-    from model.data import default_data_dir
+    from model.data_dir import default_data_dir
     from model.device import limit_cuda_memory
     from model.task_data import load_task_data
     from model.train import (
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="packing-cache-") as cache_dir:
         # Tokenize once here; every trial process then reads the shared token cache.
-        from model.data import default_data_dir
+        from model.data_dir import default_data_dir
         from model.task_data import load_task_data
         from model.train import build_model
 

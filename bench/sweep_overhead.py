@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore")
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # a private store in the results directory
     from model.config import config_to_dict
-    from model.data import default_data_dir
+    from model.data_dir import default_data_dir
     from orchestrator.config import load_train_config
     from orchestrator.space import flat_config, parse_space
     from orchestrator.sweep import init_ray, run_sweep

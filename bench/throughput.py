@@ -3,7 +3,8 @@
 One run, the same examples for every variant, timed in interleaved rounds (so a noisy machine
 slows every variant alike):
   * minBERT: `model.train.training_step` on the trainer's length-bucketed batches (token budget
-    when set), and on random batches;
+    when set), and on random batches; with its default unpadded encoder (per-token layers on real
+    tokens only) and with the padded one (`model.unpadded: false`), same weights and optimizer;
   * transformers: `BertModel` (SDPA attention, same weights and heads, torch AdamW) on random
     batches padded to their own longest row, and on the identical bucketed batches;
   * the step-time ratio of SMART (K = 1) and PCGrad (3 tasks) against the plain 3-task step;
@@ -11,7 +12,7 @@ slows every variant alike):
     training data; MFU (6 x non-embedding parameters FLOPs per token); peak CUDA memory;
     evaluation examples/s (inference mode, large bucketed batches, all dev sets).
 
-    python bench/throughput.py --device cpu --model minilm                 # 2-core CPU, subsets
+    python bench/throughput.py --device cpu --model minilm                 # 2-core CPU, 4 batches/task
     python bench/throughput.py --device cuda --model bert-base --compile   # H100, bf16
     python bench/throughput.py --device cuda --model minilm --model-dir .gpu/minilm
 """
@@ -43,10 +44,10 @@ from model.data import (  # noqa: E402
     EncodedTask,
     batch_indices,
     collate,
-    default_data_dir,
     encode_task,
     read_task_file,
 )
+from model.data_dir import default_data_dir  # noqa: E402
 from model.evaluate import predict_task  # noqa: E402
 from model.losses import task_loss  # noqa: E402
 from model.task_data import load_task_data, resolve_data_path, task_file  # noqa: E402
@@ -83,7 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(default: one full pass over the examples)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds")
     p.add_argument("--examples", type=int, default=None,
-                   help="training examples per task (default: all on cuda, 64 on cpu)")
+                   help="training examples per task to batch (default: all)")
+    p.add_argument("--batches-per-task", type=int, default=None,
+                   help="time this many of each task's batches, spread evenly over the length "
+                   "range, so their padding is the full data's (default: all on cuda, 4 on cpu)")
     p.add_argument("--eval-examples", type=int, default=None,
                    help="dev examples per task (default: all on cuda, 128 on cpu)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -106,8 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--device cuda: CUDA is not available")
     if args.token_budget is None and cuda:
         args.token_budget = 16384
-    if args.examples is None and not cuda:
-        args.examples = 64
+    if args.batches_per_task is None and not cuda:
+        args.batches_per_task = 4
     if args.eval_examples is None and not cuda:
         args.eval_examples = 128
     if args.eval_batch_size is None:
@@ -173,19 +177,33 @@ def padding_table(lengths: dict[str, np.ndarray], cfg: TrainConfig) -> list[tupl
 
 
 def make_batches(
-    train: dict[str, EncodedTask], cfg: TrainConfig, pad_id: int
+    train: dict[str, EncodedTask], cfg: TrainConfig, per_task: int | None
 ) -> dict[str, dict[str, list[np.ndarray]]]:
-    """Index sets: the trainer's bucketed batches and random batches of the same count per task."""
+    """Index sets: the trainer's bucketed batches and random batches of the same examples.
+
+    With `per_task`, each task keeps that many of its bucketed batches, one from the middle of
+    each stratum of the length-sorted list (short to long), so they carry about the full data's
+    padding; the random batches then split the same examples into as many batches.
+    """
     out: dict[str, dict[str, list[np.ndarray]]] = {"bucketed": {}, "random": {}, "random32": {}}
     for i, (task, enc) in enumerate(train.items()):
         bucketed = batch_indices(enc.lengths, cfg.data.batch_size, bucketing=True, shuffle=True,
                                  seed=11 + i, token_budget=cfg.data.token_budget)
-        per_batch = -(-len(enc) // len(bucketed))  # same number of steps, same examples
+        lengths = enc.lengths
+        if per_task is not None and per_task < len(bucketed):
+            by_length = sorted(bucketed, key=lambda idx: int(lengths[idx].max()))
+            # The middle of each of per_task equal strata: the extremes (a pool's longest batch
+            # spans the long tail) would be over-represented by evenly spaced end points.
+            picks = ((np.arange(per_task) + 0.5) * len(by_length) / per_task).astype(int)
+            bucketed = [by_length[k] for k in picks]
+            np.random.default_rng(11 + i).shuffle(bucketed)  # type: ignore[arg-type]
+        chosen = np.concatenate(bucketed)
+        per_batch = -(-len(chosen) // len(bucketed))  # same number of steps, same examples
+        shuffled = np.random.default_rng(11 + i).permutation(chosen)
         out["bucketed"][task] = bucketed
-        out["random"][task] = batch_indices(enc.lengths, per_batch, bucketing=False,
-                                            shuffle=True, seed=11 + i)
-        out["random32"][task] = batch_indices(enc.lengths, 32, bucketing=False, shuffle=True,
-                                              seed=11 + i)
+        out["random"][task] = [shuffled[k : k + per_batch]
+                               for k in range(0, len(shuffled), per_batch)]
+        out["random32"][task] = [shuffled[k : k + 32] for k in range(0, len(shuffled), 32)]
     return out
 
 
@@ -384,7 +402,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"token budget {cfg.data.token_budget}, cuDNN attention {not args.no_cudnn_attention}, "
           f"train examples {sum(len(e) for e in data.train.values())}", flush=True)
 
-    index_sets = make_batches(data.train, cfg, pad)
+    index_sets = make_batches(data.train, cfg, args.batches_per_task)
 
     def batches(kind: str, multiple: int = 1) -> list[Batch]:
         per_task = {t: [collate(data.train[t], idx, pad, pad_to_multiple=multiple)
@@ -399,9 +417,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     ctx = minbert_context(model, cfg, device)
     plain = lambda b: training_step(ctx, {b.task: b})  # noqa: E731
+    # The same model, optimizer and weights with the padded encoder (model.unpadded: false).
+    padded_cfg = dataclasses.replace(model.cfg, unpadded=False)
+    unpadded_cfg = dataclasses.replace(model.cfg, unpadded=True)
+
+    def padded_encoder(b: Batch) -> torch.Tensor:
+        model.cfg = padded_cfg
+        try:
+            return training_step(ctx, {b.task: b})
+        finally:
+            model.cfg = unpadded_cfg
+
+    model.cfg = unpadded_cfg
     variants = [
         variant("minBERT, bucketed (trainer batches)", plain, bucketed, "train"),
         variant("minBERT, random batches", plain, random_b, "train"),
+        variant("minBERT padded encoder, bucketed", padded_encoder, bucketed, "train"),
+        variant("minBERT padded encoder, random batches", padded_encoder, random_b, "train"),
     ]
     hf_equiv = None
     if not args.no_hf:
@@ -434,7 +466,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.cost_token_budget is not None:  # SMART holds 2 graphs per task: may need less
         cost_cfg = dataclasses.replace(
             cfg, data=dataclasses.replace(cfg.data, token_budget=args.cost_token_budget))
-        index_sets = make_batches(data.train, cost_cfg, pad)
+        index_sets = make_batches(data.train, cost_cfg, args.batches_per_task)
         cost_batches = batches("bucketed")
     triples = [dict(zip(TASKS, group, strict=True)) for group in zip(
         *[[b for b in cost_batches if b.task == t] for t in TASKS], strict=False)]
@@ -498,18 +530,24 @@ def render(args, variants, cost_variants, integrated, eval_rate, pad_rows, fpt, 
                            "gflop_per_token": fpt / 1e9, "equivalence_max_abs_diff": hf_equiv}
     print(f"\n## Training steps ({args.model}, {args.device}, {args.rounds} interleaved rounds, "
           f"{fpt / 1e9:.3f} GFLOP/token)")
-    print("| variant | real tok/s | examples/s | ms/step | MFU | peak GiB (resident) | spread |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| variant | real tok/s | examples/s | ms/step | MFU | peak GiB (resident) | spread "
+          "| batches padded / real |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for v in variants:
         if v.error:
-            print(f"| {v.name} | {v.error} | | | | | |")
+            print(f"| {v.name} | {v.error} | | | | | | |")
             out["train"][v.name] = {"error": v.error}
             continue
         rate = v.tokens_per_s()
         mfu = f"{100 * rate * fpt / peak:.1f}%" if cuda else "n/a"
         mem = (f"{v.peak_bytes / gib:.1f} ({v.resident_bytes / gib:.1f})" if cuda else "n/a")
+        # The unpadded encoder computes its per-token layers on real tokens only whatever this
+        # says; the column shows how much padding the batches carry (and padded attention sees).
+        padded = sum(int(b.padded_tokens or 0) for b in v.items if isinstance(b, Batch))
+        real = sum(int(b.real_tokens or 0) for b in v.items if isinstance(b, Batch))
+        overhead = f"{padded / real:.3f}" if real else "n/a"
         print(f"| {v.name} | {rate:,.0f} | {v.n_examples / v.total_seconds:,.1f} | "
-              f"{v.step_ms():.1f} | {mfu} | {mem} | {100 * v.spread():.0f}% |")
+              f"{v.step_ms():.1f} | {mfu} | {mem} | {100 * v.spread():.0f}% | {overhead} |")
         out["train"][v.name] = {"tokens_per_s": rate,
                                 "examples_per_s": v.n_examples / v.total_seconds,
                                 "ms_per_step": v.step_ms(), "peak_gib": v.peak_bytes / gib,
@@ -531,6 +569,12 @@ def render(args, variants, cost_variants, integrated, eval_rate, pad_rows, fpt, 
             "minBERT, random batches", "transformers, random batches (padded per batch)"),
         "minBERT bucketed / transformers random batches of 32": ratio(
             ours, "transformers, random batches of 32 (seed setting)"),
+        "unpadded / padded minBERT encoder, bucketed": ratio(
+            ours, "minBERT padded encoder, bucketed"),
+        "unpadded / padded minBERT encoder, random batches": ratio(
+            "minBERT, random batches", "minBERT padded encoder, random batches"),
+        "minBERT padded encoder / transformers, identical bucketed batches": ratio(
+            "minBERT padded encoder, bucketed", "transformers, identical bucketed batches"),
     }
     compiled = [v.name for v in variants if v.name.startswith("minBERT compiled")]
     if compiled:
@@ -561,6 +605,15 @@ def render(args, variants, cost_variants, integrated, eval_rate, pad_rows, fpt, 
     print("| batching | overhead |\n|---|---:|")
     for name, value in pad_rows:
         print(f"| {name} | {value:.3f} |")
+    packed_rows = real_tokens = 0
+    for b in variants[1].items:  # the random batches: the most padding
+        for packing in (b.packing, b.packing_b):
+            packed_rows += packing.num_tokens if packing is not None else 0
+        real_tokens += int(b.real_tokens or 0)
+    print(f"\nThe unpadded encoder (`model.unpadded`, the default) runs its per-token layers on "
+          f"{packed_rows / real_tokens:.3f} rows per real token of the timed random batches; only "
+          f"attention off CUDA pads (per batch), varlen attention on CUDA does not.")
+    out["unpadded_rows_per_real_token"] = packed_rows / real_tokens
     print(f"\n## Evaluation: {eval_rate:,.0f} dev examples/s (inference mode, batches of "
           f"{args.eval_batch_size}, bucketed)")
     return out

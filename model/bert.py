@@ -3,7 +3,9 @@
 Real checkpoints load with a strict `load_state_dict` after
 `model.weights.normalize_state_dict_keys`.
 Attention is `F.scaled_dot_product_attention`; the forward takes tensors and returns tensors.
-Shapes: B = batch, T = tokens, H = hidden size, nh = heads, hd = H // nh, I = intermediate size.
+Shapes: B = batch, T = tokens, H = hidden size, nh = heads, hd = H // nh, I = intermediate size,
+N = real (non-padding) tokens of a batch: the unpadded encoder runs its layers on (N, H) rows
+(model/packing.py); the padded one on (B, T, H).
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from model.packing import PackedTokens, packed_attention
+
+# What attention gets besides q, k, v: a (B, 1, 1, T) key mask or None for a padded (B, T, H)
+# batch, or the token layout of an unpadded (N, H) one.
+AttentionLayout = Tensor | PackedTokens | None
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,  # exact erf GELU, as in the original BERT
@@ -121,18 +129,24 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.dropout_p = cfg.attention_probs_dropout_prob
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, layout: AttentionLayout) -> Tensor:
+        if isinstance(layout, PackedTokens):  # x: (N, H) real tokens only
+            q, k, v = self.query(x), self.key(x), self.value(x)
+            return packed_attention(q, k, v, layout, self.num_heads, self._dropout())
         B, T, H = x.shape
 
         def heads(t: Tensor) -> Tensor:  # (B, T, H) -> (B, nh, T, hd)
             return t.view(B, T, self.num_heads, H // self.num_heads).transpose(1, 2)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        # attn_mask: (B, 1, 1, T) bool, True = real key; None lets SDPA pick a fused kernel.
+        # layout: (B, 1, 1, T) bool, True = real key; None lets SDPA pick a fused kernel.
         context = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_p if self.training else 0.0
+            q, k, v, attn_mask=layout, dropout_p=self._dropout()
         )  # (B, nh, T, hd)
         return context.transpose(1, 2).reshape(B, T, H)
+
+    def _dropout(self) -> float:
+        return self.dropout_p if self.training else 0.0
 
 
 class BertResidualOutput(nn.Module):
@@ -156,8 +170,8 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(cfg)
         self.output = BertResidualOutput(cfg, cfg.hidden_size)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
-        return self.output(self.self(x, attn_mask), x)
+    def forward(self, x: Tensor, layout: AttentionLayout) -> Tensor:
+        return self.output(self.self(x, layout), x)
 
 
 class BertIntermediate(nn.Module):
@@ -181,9 +195,9 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(cfg)
         self.output = BertResidualOutput(cfg, cfg.intermediate_size)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
-        x = self.attention(x, attn_mask)
-        return self.output(self.intermediate(x), x)  # (B, T, I) -> (B, T, H)
+    def forward(self, x: Tensor, layout: AttentionLayout) -> Tensor:
+        x = self.attention(x, layout)
+        return self.output(self.intermediate(x), x)  # (B, T, I) -> (B, T, H), or (N, .) packed
 
 
 class BertEncoder(nn.Module):
@@ -193,9 +207,9 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_hidden_layers))
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, layout: AttentionLayout) -> Tensor:
         for block in self.layer:
-            x = block(x, attn_mask)
+            x = block(x, layout)
         return x
 
 
@@ -241,16 +255,28 @@ class BertModel(nn.Module):
         return self.embeddings(input_ids, token_type_ids)
 
     def encode_embeddings(
-        self, embedding_output: Tensor, attention_mask: Tensor, *, has_padding: bool | None = None
+        self,
+        embedding_output: Tensor,
+        attention_mask: Tensor,
+        *,
+        has_padding: bool | None = None,
+        packing: PackedTokens | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Run the encoder and pooler on (B, T, H) embeddings; the seam SMART perturbs through.
 
         `attention_mask` is (B, T), 1 for real tokens and 0 for padding. `has_padding=False`
         promises the mask is all ones, so no mask is passed and SDPA may use its fused (flash)
         kernel; None decides from the mask when that costs no device sync (see `_attention_mask`).
+        With `packing` (the mask's token layout, see model/packing.py) a padded batch runs the
+        transformer stack on its real tokens only; the sequence output is zero at padding.
         """
-        attn_mask = self._attention_mask(attention_mask, has_padding)
-        sequence_output = self.encoder(embedding_output, attn_mask)  # (B, T, H)
+        if packing is not None and has_padding is not False:
+            packing = packing.for_device(attention_mask)
+            packed = self.encoder(packing.pack(embedding_output), packing)  # (N, H)
+            sequence_output = packing.unpack(packed)
+        else:
+            attn_mask = self._attention_mask(attention_mask, has_padding)
+            sequence_output = self.encoder(embedding_output, attn_mask)  # (B, T, H)
         return sequence_output, self.pooler(sequence_output)  # (B, T, H), (B, H)
 
     def forward(
@@ -260,10 +286,13 @@ class BertModel(nn.Module):
         token_type_ids: Tensor | None = None,
         *,
         has_padding: bool | None = None,
+        packing: PackedTokens | None = None,
     ) -> tuple[Tensor, Tensor]:
         """(B, T) token ids and mask -> (sequence_output (B, T, H), pooled_output (B, H))."""
         embedding_output = self.embed(input_ids, token_type_ids)
-        return self.encode_embeddings(embedding_output, attention_mask, has_padding=has_padding)
+        return self.encode_embeddings(
+            embedding_output, attention_mask, has_padding=has_padding, packing=packing
+        )
 
     @staticmethod
     def _attention_mask(attention_mask: Tensor, has_padding: bool | None) -> Tensor | None:

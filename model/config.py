@@ -86,6 +86,9 @@ class ModelConfig:
     mode: TrainMode = "finetune"
     # torch.compile the encoder's layers (GPU speed; the first steps pay the compile time).
     compile: bool = False
+    # Run the transformer stack on real tokens only (model/packing.py): no FLOPs on padding;
+    # attention is varlen on CUDA. Same numerics as the padded encoder (within float rounding).
+    unpadded: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""CS224N data: tab-separated readers, tokenized tasks, length-bucketed batches, data-dir checks.
+"""CS224N data: tab-separated readers, tokenized tasks, length-bucketed batches.
+
+The data directory itself (where it is, file checks) lives in model/data_dir.py.
 
 Files are read by column name (the SST test header is `0\\t\\tid\\tsentence`), rows with an
 unusable label are skipped with one warning, and batches are padded to their own longest sequence.
@@ -7,8 +9,6 @@ unusable label are skipped with one warning, and batches are padded to their own
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 import queue
 import threading
 import warnings
@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from model.config import TASKS
+from model.packing import PackedTokens
 
 T = TypeVar("T")
 
@@ -331,6 +332,9 @@ class Batch:
     real_tokens: int | None = None
     padded_tokens: int | None = None
     has_padding: bool | None = None  # False lets attention skip the mask
+    # Real-token layouts of input_ids / input_ids_b for the unpadded encoder (model/packing.py).
+    packing: PackedTokens | None = None
+    packing_b: PackedTokens | None = None
 
     def __post_init__(self) -> None:
         # Filled in for hand-built batches (tests, benchmarks); collate passes them all.
@@ -343,6 +347,10 @@ class Batch:
             self.padded_tokens = int(sum(m.numel() for m in masks))
         if self.has_padding is None:
             self.has_padding = self.real_tokens < self.padded_tokens
+        if self.packing is None:
+            self.packing = _packing_or_none(self.attention_mask)
+        if self.packing_b is None and self.attention_mask_b is not None:
+            self.packing_b = _packing_or_none(self.attention_mask_b)
 
     @property
     def size(self) -> int:
@@ -360,8 +368,20 @@ class Batch:
         moved: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            moved[f.name] = fn(value) if isinstance(value, torch.Tensor) else value
+            if isinstance(value, torch.Tensor):
+                value = fn(value)
+            elif isinstance(value, PackedTokens):
+                value = value._map(fn)
+            moved[f.name] = value
         return Batch(**moved)
+
+
+def _packing_or_none(attention_mask: torch.Tensor) -> PackedTokens | None:
+    """The unpadded layout of a hand-built batch; None (padded encoder) if it has none."""
+    try:
+        return PackedTokens.from_mask(attention_mask)
+    except ValueError:  # an empty row, or padding before real tokens
+        return None
 
 
 def _pad(
@@ -370,6 +390,7 @@ def _pad(
     """[B, T] int64 ids padded with pad_value and the [B, T] int64 mask.
 
     T is the longest row, rounded up to a multiple of `multiple` (compiled models see few shapes).
+    Every row needs at least one token ([CLS]), so the unpadded layout has no empty sequence.
     """
     lengths = _lengths(rows)
     width = max(1, int(lengths.max(initial=0)))
@@ -395,15 +416,16 @@ def collate(
     ids, mask = _pad([encoded.input_ids[i] for i in indices], pad_id, pad_to_multiple)
     types, _ = _pad([encoded.token_type_ids[i] for i in indices], 0, pad_to_multiple)
     real, padded = int(mask.sum()), mask.size
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {"packing": PackedTokens.from_lengths(mask.sum(1), mask.shape[1])}
     if encoded.input_ids_b is not None and encoded.token_type_ids_b is not None:
         ids_b, mask_b = _pad([encoded.input_ids_b[i] for i in indices], pad_id, pad_to_multiple)
         types_b, _ = _pad([encoded.token_type_ids_b[i] for i in indices], 0, pad_to_multiple)
         real, padded = real + int(mask_b.sum()), padded + mask_b.size
-        fields = {
+        fields |= {
             "input_ids_b": torch.from_numpy(ids_b),
             "attention_mask_b": torch.from_numpy(mask_b),
             "token_type_ids_b": torch.from_numpy(types_b),
+            "packing_b": PackedTokens.from_lengths(mask_b.sum(1), mask_b.shape[1]),
         }
     labels = None
     if encoded.labels is not None:
@@ -474,135 +496,3 @@ def padding_overhead(batches: Iterable[Batch]) -> float:
         real += int(batch.real_tokens or 0)
         padded += int(batch.padded_tokens or 0)
     return padded / real if real else 1.0
-
-
-# ---------------------------------------------------------------------------------------------
-# The data directory
-
-
-@dataclass(frozen=True)
-class KnownFile:
-    """One CS224N file as listed in the data MANIFEST.md."""
-
-    name: str  # relative to the data dir
-    task: str  # sst / para / sts, or cfimdb (same format as sst, labels 0/1)
-    rows: int | None  # excluding the header; None = unknown
-    sha256: str | None
-    label_column: str | None  # None for test-student files
-    optional: bool = False  # absent here; a stand-in file is used instead
-    git_blob: str | None = None  # `git hash-object`, checked when no sha256 is known
-    invalid_labels: int = 0  # known malformed upstream rows
-
-
-# fmt: off
-KNOWN_FILES: tuple[KnownFile, ...] = (
-    KnownFile("ids-sst-train.csv", "sst", 8544,
-              "03b2b625c090f94a6afd59f114cde5282e2053aab0b101e87ed695d8a0c5b1df", "sentiment"),
-    KnownFile("ids-sst-dev.csv", "sst", 1101,
-              "a186ce94577635fbe10beaaddd50f16cccf6c30973221cefdf90deed2a584bfe", "sentiment"),
-    KnownFile("ids-sst-test-student.csv", "sst", 2210,
-              "bdd5a767faa0c26782117e37767ece154c30d5d04fb8727d09c71e3850a55c7b", None),
-    KnownFile("quora-train.csv", "para", 141506, None, "is_duplicate", optional=True,
-              git_blob="a3b5546f6a0e65b60a328a5d294d1038f5bed1da"),
-    KnownFile("partial/quora-train-head5000.csv", "para", 5000,
-              "e9ba85c230f966c64a3ce0abb575ab053eecdf8f8f5d1f08e3ada12b1b0e8f00", "is_duplicate"),
-    KnownFile("quora-dev.csv", "para", 20214,
-              "bfa3cc954a9ba300ae776a980141de65f622a3c1b97e3fd905d63245bc36d5ad", "is_duplicate",
-              invalid_labels=2),
-    KnownFile("quora-test-student.csv", "para", None, None, None, optional=True,
-              git_blob="f257ef00558555afb50819578a58205732b16354"),
-    KnownFile("sts-train.csv", "sts", 6040,
-              "15d12efc2d656fffb1d61ac1f08ec4227f43925fd16f420c037cbd063699c21b", "similarity"),
-    KnownFile("sts-dev.csv", "sts", 863,
-              "ce3cad6f16062586ac7ba462c28b010a9be10c530fd5074165860d7b7ab4e93d", "similarity"),
-    KnownFile("sts-test-student.csv", "sts", 1725,
-              "dee455745b72e9ca3ff74e7c056bd73e34bad5b8d5641045a2c1e7e131866f47", None),
-    KnownFile("ids-cfimdb-train.csv", "cfimdb", 1707,
-              "140fc513045a966109faed46a5c7a898767b96714d71bcb9c15f659129fadcea", "sentiment"),
-    KnownFile("ids-cfimdb-dev.csv", "cfimdb", 245,
-              "3087f571b66860fe5d035b5a018d08202ad3fd3720e4821c04b2acf6c7ded559", "sentiment"),
-    KnownFile("ids-cfimdb-test-student.csv", "cfimdb", 488,
-              "7ae611548c9eac879e9ebb406cc9f8ae68ff12f78090e4965af5cbdfa06240f4", None),
-)
-# fmt: on
-
-
-@dataclass
-class FileCheck:
-    """The state of one known file in a data directory; `problem` is None when all is well."""
-
-    name: str
-    present: bool
-    rows: int | None
-    expected_rows: int | None
-    sha256_ok: bool | None  # the sha256 (or git blob id when no sha256 is known) matches
-    labels_ok: bool | None
-    problem: str | None
-    optional: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """Usable as is: present without problems, or an optional file that is absent."""
-        return self.problem is None or (self.optional and not self.present)
-
-
-def _checksum_ok(path: Path, known: KnownFile) -> bool | None:
-    data = path.read_bytes()
-    if known.sha256 is not None:
-        return hashlib.sha256(data).hexdigest() == known.sha256
-    if known.git_blob is not None:
-        blob = hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False)
-        return blob.hexdigest() == known.git_blob
-    return None
-
-
-def _check_file(data_dir: Path, known: KnownFile) -> FileCheck:
-    path = data_dir / known.name
-    if not path.is_file():
-        why = "missing"
-        if known.optional:
-            why = "missing (optional; not available offline, a stand-in is used)"
-        return FileCheck(known.name, False, None, known.rows, None, None, why, known.optional)
-    problems: list[str] = []
-    sha_ok = _checksum_ok(path, known)
-    if sha_ok is False:
-        problems.append("checksum mismatch")
-    rows: int | None = None
-    labels_ok: bool | None = None
-    try:
-        frame = _read_table(path)
-        rows = len(frame)
-        if known.label_column is not None:
-            _require_columns(path, frame, (known.label_column,))
-            _, valid = _parse_labels(known.task, frame[known.label_column])
-            invalid = int((~valid).sum())
-            labels_ok = invalid == known.invalid_labels
-            if not labels_ok:
-                problems.append(
-                    f"{invalid} invalid '{known.label_column}' labels "
-                    f"(expected {known.invalid_labels})"
-                )
-    except DataError as err:
-        problems.append(str(err))
-    if known.rows is not None and rows is not None and rows != known.rows:
-        problems.append(f"{rows} rows, expected {known.rows}")
-    problem = "; ".join(problems) or None
-    return FileCheck(
-        known.name, True, rows, known.rows, sha_ok, labels_ok, problem, known.optional
-    )
-
-
-def check_data_dir(data_dir: Path) -> list[FileCheck]:
-    """Check every KNOWN_FILES entry in `data_dir`: presence, rows, checksum and label ranges."""
-    return [_check_file(Path(data_dir), known) for known in KNOWN_FILES]
-
-
-def default_data_dir() -> Path:
-    """$ORCHESTRATOR_DATA_DIR, else ./data/cs224n or ../shared/data/cs224n, else by the repo."""
-    from_env = os.environ.get("ORCHESTRATOR_DATA_DIR")
-    if from_env:
-        return Path(from_env)
-    for candidate in (Path("data/cs224n"), Path("../shared/data/cs224n")):
-        if candidate.is_dir():
-            return candidate.resolve()
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cs224n"

@@ -131,15 +131,21 @@ class MultitaskBert(nn.Module):
     def sentence_vectors(self, batch: Batch, embeddings: tuple[Tensor, ...]) -> list[Tensor]:
         """Pooled sentence (or pair) vectors [B, H] from embedding outputs."""
         masks = [batch.attention_mask]
+        packings = [batch.packing]
         if batch.attention_mask_b is not None:
             masks.append(batch.attention_mask_b)
+            packings.append(batch.packing_b)
         # The batcher knows when nothing is padded; then attention runs without a mask (fused
-        # flash kernel on GPU) and no device sync is needed to find that out.
+        # flash kernel on GPU) and no device sync is needed to find that out. Otherwise the
+        # unpadded encoder skips the padding using the layout the batcher computed.
         has_padding = False if batch.has_padding is False else None
         vectors = []
-        for embedding, mask in zip(embeddings, masks, strict=True):
+        for embedding, mask, packing in zip(embeddings, masks, packings, strict=True):
             sequence, pooled = self.encoder.encode_embeddings(
-                embedding, mask, has_padding=has_padding
+                embedding,
+                mask,
+                has_padding=has_padding,
+                packing=packing if self.cfg.unpadded else None,
             )
             vectors.append(pool(sequence, pooled, mask, self.cfg.pooling))
         return vectors

@@ -14,7 +14,8 @@ import click
 
 from model.checkpoint import CheckpointError
 from model.config import ConfigError
-from model.data import DataError, check_data_dir, default_data_dir
+from model.data import DataError
+from model.data_dir import check_data_dir, default_data_dir
 from model.weights import WeightsError
 
 F = TypeVar("F", bound=Callable[..., Any])

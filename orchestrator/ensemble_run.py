@@ -314,7 +314,7 @@ def run_ensemble(
 
 
 def _default_data_dir(configured: str | None) -> Path:
-    from model.data import default_data_dir
+    from model.data_dir import default_data_dir
 
     return Path(configured) if configured else default_data_dir()
 

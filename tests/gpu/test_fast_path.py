@@ -17,6 +17,7 @@ from model.bert import BertConfig, BertModel, compile_encoder
 from model.config import TrainConfig, build_config
 from model.data import Batch
 from model.heads import MultitaskBert
+from model.packing import PackedTokens
 from model.train import StepContext, build_optimizer, linear_warmup_decay, training_step
 
 pytestmark = [
@@ -98,6 +99,47 @@ def test_flash_and_masked_kernels_agree_with_the_math_reference() -> None:
     assert rel_err(fused[real], ref_padded[real]) < 1e-2
 
 
+def test_unpadded_encoder_runs_varlen_flash_and_matches_the_padded_reference() -> None:
+    model = small_model()
+    ids, mask, types = random_batch([40, 17, 33, 8, 1], seed=5)
+    packing = PackedTokens.from_mask(mask)  # built on the host, then moved: no sync
+    real = mask.bool()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        with sdpa_kernel(SDPBackend.MATH):
+            ref, ref_pooled = model(ids, mask, types, has_padding=True)
+        # Flash only: had the jagged tensors fallen back to the math path, SDPA would find no
+        # kernel and raise.
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            out, pooled = model(ids, mask, types, packing=packing)
+    assert rel_err(out[real], ref[real]) < 2e-2
+    assert out[~real].abs().max() == 0
+    assert rel_err(pooled, ref_pooled) < 2e-2
+
+    model.train()  # attention dropout and the backward pass through the varlen kernel
+    with torch.autocast("cuda", dtype=torch.bfloat16), sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        seq, _ = model(ids, mask, types, packing=packing)
+        seq[real].float().square().mean().backward()
+    grads = [p.grad for p in model.encoder.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_compiled_unpadded_encoder_matches_eager() -> None:
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    eager = small_model()
+    compiled = small_model()
+    compile_encoder(compiled)
+    for k, lengths in enumerate(([16, 16, 9], [24, 3, 24, 24, 5], [40, 40, 2])):
+        ids, mask, types = random_batch(lengths, seed=20 + k)
+        packing = PackedTokens.from_mask(mask)
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            ref, _ = eager(ids, mask, types, packing=packing)
+            out, _ = compiled(ids, mask, types, packing=packing)
+        real = mask.bool()
+        assert rel_err(out[real], ref[real]) < 2e-2
+
+
 def tiny_train_config() -> TrainConfig:
     return build_config(
         TrainConfig,
@@ -117,6 +159,8 @@ def cuda_batch(task: str, seed: int) -> Batch:
 
 
 def test_training_step_never_synchronises_with_the_host() -> None:
+    # The default config runs the unpadded encoder: its layout comes from the host, so packing
+    # and varlen attention must not read anything back either.
     from model.weights import load_encoder, resolve_model_dir
 
     cfg = tiny_train_config()

@@ -14,21 +14,19 @@ import pytest
 import torch
 
 from model.data import (
-    KNOWN_FILES,
     Batch,
     DataError,
     EncodedTask,
     PairExample,
     SentenceExample,
     batch_indices,
-    check_data_dir,
     collate,
-    default_data_dir,
     encode_task,
     padding_overhead,
     read_task_file,
     subsample,
 )
+from model.data_dir import KNOWN_FILES, check_data_dir, default_data_dir
 
 DATA_DIR = default_data_dir()  # $ORCHESTRATOR_DATA_DIR or the shared CS224N copy
 needs_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"no CS224N data at {DATA_DIR}")
@@ -421,7 +419,7 @@ def test_check_data_dir_reports_corruption_and_missing_files(tmp_path):
 
 @needs_data
 def test_git_blob_check_is_used_when_no_sha256_is_known(tmp_path, monkeypatch):
-    import model.data as data
+    import model.data_dir as data
 
     # ids-sst-dev.csv's blob id from the manifest, checked through the git-blob path.
     blob_only = data.KnownFile(

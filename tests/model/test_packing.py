@@ -1,0 +1,147 @@
+"""The unpadded encoder: its token layout, and the padded encoder's and transformers' numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from model.bert import BertConfig, BertModel
+from model.config import ModelConfig
+from model.data import Batch, EncodedTask, collate
+from model.heads import MultitaskBert
+from model.packing import PackedTokens
+from tests.model.test_bert import TINY, assert_same_outputs, padded_batch, tiny_pair
+
+KERNELS = ["padded", "jagged"]  # jagged runs torch's per-sequence math path on CPU
+
+
+def test_layout_from_lengths() -> None:
+    packing = PackedTokens.from_lengths(np.array([2, 3, 1]), width=4)
+    assert packing.token_index.tolist() == [0, 1, 4, 5, 6, 8]
+    assert packing.cu_seqlens.tolist() == [0, 2, 5, 6]
+    assert (packing.batch_size, packing.width) == (3, 4)
+    assert (packing.min_seqlen, packing.max_seqlen, packing.num_tokens) == (1, 3, 6)
+
+
+def test_from_mask_equals_from_lengths_and_rejects_what_it_cannot_pack() -> None:
+    _, mask, _ = padded_batch([3, 5, 1], vocab_size=50)
+    by_mask = PackedTokens.from_mask(mask)
+    by_lengths = PackedTokens.from_lengths(np.array([3, 5, 1]), 5)
+    assert torch.equal(by_mask.token_index, by_lengths.token_index)
+    assert torch.equal(by_mask.cu_seqlens, by_lengths.cu_seqlens)
+    with pytest.raises(ValueError, match="right-padded"):
+        PackedTokens.from_mask(torch.tensor([[0, 1, 1]]))
+    with pytest.raises(ValueError, match=r"in \[1, 3\]"):
+        PackedTokens.from_mask(torch.tensor([[1, 1, 0], [0, 0, 0]]))
+
+
+def test_pack_then_unpack_restores_real_tokens_and_zeros_padding() -> None:
+    _, mask, _ = padded_batch([3, 5, 1], vocab_size=50)
+    packing = PackedTokens.from_mask(mask)
+    x = torch.randn(3, 5, 7)
+    packed = packing.pack(x)
+    assert packed.shape == (9, 7)
+    back = packing.unpack(packed)
+    real = mask.bool()
+    assert torch.equal(back[real], x[real])
+    assert back[~real].abs().max() == 0
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_unpadded_encoder_matches_transformers(kernel: str) -> None:
+    hf, ours = tiny_pair()
+    ids, mask, types = padded_batch([7, 3, 12, 1, 9], TINY["vocab_size"], seed=3, pairs=True)
+    packing = PackedTokens.from_mask(mask).with_attention(kernel)
+    assert_same_outputs(hf, ours, ids, mask, types, packing=packing)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_unpadded_encoder_has_the_padded_encoders_gradients(kernel: str) -> None:
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(**{**TINY, "hidden_dropout_prob": 0.0,
+                                    "attention_probs_dropout_prob": 0.0})).train()
+    ids, mask, types = padded_batch([7, 3, 12, 1, 9], TINY["vocab_size"], seed=4)
+    probe = torch.randn(TINY["hidden_size"])  # a loss whose gradient reaches every parameter
+    real = mask.bool()
+
+    def grads(packing: PackedTokens | None) -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        seq, pooled = model(ids, mask, types, packing=packing)
+        ((seq[real] @ probe).square().sum() + pooled.sum()).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    padded = grads(None)
+    unpadded = grads(PackedTokens.from_mask(mask).with_attention(kernel))
+    assert padded.keys() == unpadded.keys()
+    assert len(padded) == len(list(model.parameters()))  # the probe reaches every parameter
+    # Absolute tolerance from the largest gradient: some are exactly zero in theory (the key
+    # bias: softmax ignores a per-query shift) and only rounding noise in practice.
+    scale = max(float(g.abs().max()) for g in padded.values())
+    for name, grad in padded.items():
+        torch.testing.assert_close(unpadded[name], grad, rtol=1e-4, atol=1e-6 * scale, msg=name)
+
+
+def test_an_unpadded_batch_skips_the_packing_and_keeps_the_fused_path() -> None:
+    _, ours = tiny_pair()
+    ids, mask, types = padded_batch([6, 6], TINY["vocab_size"])
+    packing = PackedTokens.from_mask(mask)
+    with torch.no_grad():
+        plain, _ = ours(ids, mask, types, has_padding=False)
+        hinted, _ = ours(ids, mask, types, has_padding=False, packing=packing)
+    assert torch.equal(plain, hinted)
+
+
+def _pair_task(n: int = 6) -> EncodedTask:
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(5, 90, size=int(k)) for k in rng.integers(2, 9, size=n)]
+    rows_b = [rng.integers(5, 90, size=int(k)) for k in rng.integers(2, 9, size=n)]
+    return EncodedTask(
+        task="sts",
+        input_ids=rows,
+        token_type_ids=[np.zeros_like(r) for r in rows],
+        input_ids_b=rows_b,
+        token_type_ids_b=[np.zeros_like(r) for r in rows_b],
+        labels=rng.uniform(0, 5, size=n).astype(np.float32),
+        ids=[f"id{i}" for i in range(n)],
+    )
+
+
+def test_collate_builds_both_layouts_and_moving_keeps_them() -> None:
+    task = _pair_task()
+    batch = collate(task, np.arange(6), pad_id=0, pad_to_multiple=8)
+    assert batch.packing is not None and batch.packing_b is not None
+    assert batch.packing.width == 8 and batch.input_ids.shape[1] == 8
+    assert batch.packing.num_tokens + batch.packing_b.num_tokens == batch.real_tokens
+    assert torch.equal(batch.packing.token_index,
+                       PackedTokens.from_mask(batch.attention_mask).token_index)
+    moved = batch.to("cpu")
+    assert moved.packing is not None and torch.equal(moved.packing.cu_seqlens,
+                                                      batch.packing.cu_seqlens)
+
+
+@pytest.mark.parametrize("pair_encoding,pooling", [("cross", "cls"), ("sbert", "mean"),
+                                                   ("cosine", "pooler")])
+def test_multitask_outputs_do_not_depend_on_the_layout(pair_encoding: str, pooling: str) -> None:
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(**{**TINY, "vocab_size": 100}))
+    cfg = ModelConfig(pair_encoding=pair_encoding, pooling=pooling)  # type: ignore[arg-type]
+    model = MultitaskBert(encoder, cfg).eval()
+    task = _pair_task()
+    if pair_encoding == "cross":
+        task = dataclasses.replace(task, input_ids_b=None, token_type_ids_b=None)
+    batch = collate(task, np.arange(6), pad_id=0)
+    assert batch.has_padding
+    with torch.no_grad():
+        unpadded = model(batch)
+        model.cfg = dataclasses.replace(cfg, unpadded=False)
+        padded = model(batch)
+    torch.testing.assert_close(unpadded, padded, rtol=1e-5, atol=1e-6)
+
+
+def test_hand_built_batch_without_a_packable_mask_uses_the_padded_encoder() -> None:
+    ids = torch.tensor([[5, 6, 0], [0, 0, 0]])
+    batch = Batch("sst", ids, (ids > 0).long(), torch.zeros_like(ids))
+    assert batch.packing is None  # an empty row has no unpadded layout
