@@ -94,6 +94,14 @@ def compile_encoder(model: BertModel) -> None:
     model.encoder.compile(dynamic=True)
 
 
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the encoder's matmuls produce for x: autocast's where it is on (CPU / CUDA)."""
+    device = x.device.type
+    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
 class BertEmbeddings(nn.Module):
     """Word + position + token-type embeddings, then LayerNorm and dropout."""
 
@@ -271,7 +279,12 @@ class BertModel(nn.Module):
         transformer stack on its real tokens only; the sequence output is zero at padding.
         """
         if packing is not None and has_padding is not False:
-            packing = packing.for_device(attention_mask)
+            cfg = self.config
+            packing = packing.for_device(
+                attention_mask,
+                _compute_dtype(embedding_output),
+                cfg.hidden_size // cfg.num_attention_heads,
+            )
             packed = self.encoder(packing.pack(embedding_output), packing)  # (N, H)
             sequence_output = packing.unpack(packed)
         else:

@@ -2,13 +2,18 @@
 
 A padded batch (B, T) with N real tokens becomes one (N, H) matrix: every per-token layer (the
 linear projections, feed-forward, LayerNorm, dropout; ~95% of BERT's FLOPs) then works on real
-tokens only, whatever the batch's length spread. Only attention needs the sequence boundaries:
+tokens only, whatever the batch's length spread. Only attention needs the sequence boundaries;
+three kernels give the same result:
 
-* `jagged`: the tokens become a jagged nested tensor (offsets = cumulative sequence lengths), and
-  `F.scaled_dot_product_attention` runs varlen flash / memory-efficient kernels on CUDA, with no
-  padding and no mask at all. On CPU torch runs it as one math call per sequence (correct, slow).
+* `varlen`: FlashAttention's variable-length kernel on the packed (N, nh, hd) tensors with the
+  cumulative sequence lengths, no padding and no mask (CUDA, bf16 / fp16, head dim a multiple of 8
+  up to 256). `torch.ops.aten._flash_attention_forward` is the op torch's own nested-tensor SDPA
+  calls, differentiable, with attention dropout (the public `varlen_attn` has no dropout).
+* `jagged`: the same through torch's public jagged nested tensors and
+  `F.scaled_dot_product_attention` (it picks flash / memory-efficient / cuDNN on CUDA; on CPU one
+  math call per sequence). Correct everywhere, but each nested-tensor op costs Python time.
 * `padded`: q, k and v are scattered into a zero-padded (B, T) buffer for one masked SDPA call and
-  gathered back. The default off CUDA, where SDPA has no varlen kernel.
+  gathered back. `auto` picks it off CUDA and for fp32 or unusual head sizes.
 
 The indices are built on the host by the batcher (`from_lengths`), so nothing here reads a device
 value back (no host-device sync per step); `from_mask` covers hand-built batches.
@@ -26,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-AttentionKernel = Literal["auto", "jagged", "padded"]
+AttentionKernel = Literal["auto", "varlen", "jagged", "padded"]
+_HALF = (torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class PackedTokens:
     """Where the real tokens of a right-padded (B, T) batch are, and the sequence boundaries."""
 
     token_index: Tensor  # (N,) long: flat positions b * T + t of the real tokens, in order
-    cu_seqlens: Tensor  # (B + 1,) long: cumulative sequence lengths, cu_seqlens[-1] = N
+    cu_seqlens: Tensor  # (B + 1,) int32 (what flash takes): cumulative lengths, [-1] = N
     batch_size: int  # B
     width: int  # T, the padded length
     max_seqlen: int
@@ -51,7 +57,7 @@ class PackedTokens:
             raise ValueError(f"sequence lengths must be in [1, {width}], got {lengths.tolist()}")
         starts = np.arange(len(lengths), dtype=np.int64) * width
         token_index = np.repeat(starts, lengths) + _positions_within(lengths)
-        cu = np.zeros(len(lengths) + 1, dtype=np.int64)
+        cu = np.zeros(len(lengths) + 1, dtype=np.int32)
         np.cumsum(lengths, out=cu[1:])
         return cls(
             token_index=torch.from_numpy(token_index),
@@ -79,11 +85,14 @@ class PackedTokens:
     def with_attention(self, attention: AttentionKernel) -> PackedTokens:
         return dataclasses.replace(self, attention=attention)
 
-    def for_device(self, attention_mask: Tensor) -> PackedTokens:
-        """Resolve `auto` for the tensors' device; the padded kernel gets its key mask once."""
+    def for_device(
+        self, attention_mask: Tensor, compute_dtype: torch.dtype, head_dim: int
+    ) -> PackedTokens:
+        """Resolve `auto` for the device and dtype; the padded kernel gets its key mask once."""
         kernel = self.attention
         if kernel == "auto":
-            kernel = "jagged" if attention_mask.is_cuda else "padded"
+            varlen_ok = compute_dtype in _HALF and head_dim % 8 == 0 and head_dim <= 256
+            kernel = "varlen" if attention_mask.is_cuda and varlen_ok else "padded"
         key_mask = None
         if kernel == "padded":
             key_mask = attention_mask[:, None, None, :].to(torch.bool)
@@ -129,20 +138,37 @@ def packed_attention(
 
     `packing` comes from `for_device`, so its kernel is resolved.
     """
+    if packing.attention == "varlen":
+        return _varlen_attention(q, k, v, packing, num_heads, dropout_p)
     if packing.attention == "jagged":
         return _jagged_attention(q, k, v, packing, num_heads, dropout_p)
     return _padded_attention(q, k, v, packing, num_heads, dropout_p)
+
+
+def _varlen_attention(
+    q: Tensor, k: Tensor, v: Tensor, packing: PackedTokens, num_heads: int, dropout_p: float
+) -> Tensor:
+    N, H = q.shape
+    q, k, v = (t.view(N, num_heads, H // num_heads) for t in (q, k, v))
+    longest = packing.max_seqlen
+    context = torch.ops.aten._flash_attention_forward(
+        q, k, v, packing.cu_seqlens, packing.cu_seqlens, longest, longest, dropout_p,
+        False,  # is_causal
+        False,  # return_debug_mask
+    )[0]  # (N, nh, hd)
+    return context.reshape(N, H)
 
 
 def _jagged_attention(
     q: Tensor, k: Tensor, v: Tensor, packing: PackedTokens, num_heads: int, dropout_p: float
 ) -> Tensor:
     N, H = q.shape
+    offsets = packing.cu_seqlens.long()  # one tensor for q, k and v: the same ragged dimension
 
     def heads(t: Tensor) -> Tensor:  # (N, H) -> jagged (B, nh, j, hd)
         nested = torch.nested.nested_tensor_from_jagged(
             t.view(N, num_heads, H // num_heads),
-            offsets=packing.cu_seqlens,
+            offsets=offsets,
             # Known on the host: NJT would otherwise compute them from the offsets (a sync).
             min_seqlen=packing.min_seqlen,
             max_seqlen=packing.max_seqlen,
