@@ -333,54 +333,53 @@ def fit(
 
     last_dir, best_dir = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
     best_dev_predictions: dict[str, TaskPredictions] = {}
-    bar = _progress_bar(progress, total_steps, state.global_step)
-    for epoch in range(state.epoch + 1, cfg.optim.epochs + 1):
-        loss_sum = torch.zeros((), device=device)
-        steps = 0
-        for batches in _device_batches(streams, plans[epoch - 1], device):
-            loss_sum += training_step(ctx, batches)
-            steps += 1
-            global_step = state.global_step + steps
-            bar.advance(global_step)
-            if global_step % cfg.log_every == 0 or steps == len(plans[epoch - 1]):
-                # Reading the loss forces a host-device sync: only at log intervals.
-                mean_loss = (loss_sum / steps).item()
-                if not math.isfinite(mean_loss):
-                    raise NonFiniteLossError(
-                        f"training loss is {mean_loss} at epoch {epoch}, step {global_step}"
-                    )
-                bar.update(global_step, f"epoch {epoch} loss {mean_loss:.4f}")
-        train_loss = (loss_sum / max(steps, 1)).item()
+    with _progress_bar(progress, total_steps, state.global_step) as bar:
+        for epoch in range(state.epoch + 1, cfg.optim.epochs + 1):
+            loss_sum = torch.zeros((), device=device)
+            steps = 0
+            for batches in _device_batches(streams, plans[epoch - 1], device):
+                loss_sum += training_step(ctx, batches)
+                steps += 1
+                global_step = state.global_step + steps
+                bar.advance(global_step)
+                if global_step % cfg.log_every == 0 or steps == len(plans[epoch - 1]):
+                    # Reading the loss forces a host-device sync: only at log intervals.
+                    mean_loss = (loss_sum / steps).item()
+                    if not math.isfinite(mean_loss):
+                        raise NonFiniteLossError(
+                            f"training loss is {mean_loss} at epoch {epoch}, step {global_step}"
+                        )
+                    bar.update(global_step, f"epoch {epoch} loss {mean_loss:.4f}")
+            train_loss = (loss_sum / max(steps, 1)).item()
 
-        predictions = evaluate(model, data, "dev", cfg, device, amp_dtype, data.pad_id)
-        metrics = dev_metrics(predictions, data.dev_labels)
-        metrics.update({"train/loss": train_loss, "epoch": float(epoch)})
-        is_best = metrics["dev/overall"] > state.best_score
-        if is_best:
-            best_dev_predictions = predictions
-        best_metrics = dict(metrics) if is_best else state.best_metrics
-        state = TrainerState(
-            epoch=epoch,
-            global_step=state.global_step + steps,
-            best_score=max(state.best_score, metrics["dev/overall"]),
-            best_metrics=best_metrics,
-            history=[*state.history, metrics],
-        )
-        if is_best:
-            save_checkpoint(best_dir, model, cfg, model_dir, metrics)
-        save_checkpoint(
-            last_dir,
-            model,
-            cfg,
-            model_dir,
-            metrics,
-            resume_state=_resume_state(optimizer, scheduler, streams, ctx.bregman),
-            trainer_state=state,
-        )
-        bar.log(_format_metrics(metrics))
-        if on_epoch is not None:
-            on_epoch(EpochResult(epoch, metrics, last_dir, best_dir, is_best))
-    bar.close()
+            predictions = evaluate(model, data, "dev", cfg, device, amp_dtype, data.pad_id)
+            metrics = dev_metrics(predictions, data.dev_labels)
+            metrics.update({"train/loss": train_loss, "epoch": float(epoch)})
+            is_best = metrics["dev/overall"] > state.best_score
+            if is_best:
+                best_dev_predictions = predictions
+            best_metrics = dict(metrics) if is_best else state.best_metrics
+            state = TrainerState(
+                epoch=epoch,
+                global_step=state.global_step + steps,
+                best_score=max(state.best_score, metrics["dev/overall"]),
+                best_metrics=best_metrics,
+                history=[*state.history, metrics],
+            )
+            if is_best:
+                save_checkpoint(best_dir, model, cfg, model_dir, metrics)
+            save_checkpoint(
+                last_dir,
+                model,
+                cfg,
+                model_dir,
+                metrics,
+                resume_state=_resume_state(optimizer, scheduler, streams, ctx.bregman),
+                trainer_state=state,
+            )
+            bar.log(_format_metrics(metrics))
+            if on_epoch is not None:
+                on_epoch(EpochResult(epoch, metrics, last_dir, best_dir, is_best))
 
     _write_best_outputs(
         best_dir, out_dir, data, cfg, device, amp_dtype, prediction_splits, best_dev_predictions
@@ -454,7 +453,12 @@ class _Progress:
 
     def __init__(self, enabled: bool, total: int, done: int):
         self.bar = None
+        # torch's UserWarnings would tear the live bar apart; they are muted while it is shown
+        # (and only then: the filter is restored when the bar closes).
+        self._muted = warnings.catch_warnings()
         if enabled:
+            self._muted.__enter__()
+            warnings.filterwarnings("ignore", category=UserWarning, module="torch")
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -484,12 +488,15 @@ class _Progress:
         if self.bar is not None:
             self.bar.console.print(message)
 
-    def close(self) -> None:
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
+            self._muted.__exit__(None, None, None)
+            self.bar = None
 
 
 def _progress_bar(enabled: bool, total: int, done: int) -> _Progress:
-    if enabled:
-        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     return _Progress(enabled, total, done)

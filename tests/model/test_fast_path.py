@@ -100,3 +100,17 @@ def test_limit_cuda_memory_checks_the_fraction() -> None:
         limit_cuda_memory(1.5)
     if not torch.cuda.is_available():
         assert limit_cuda_memory(0.25) is False
+
+
+def test_progress_bar_mutes_torch_warnings_only_while_it_is_shown() -> None:
+    import warnings
+
+    from model.train import _progress_bar
+
+    before = list(warnings.filters)
+    with _progress_bar(True, total=3, done=0) as bar:
+        bar.advance(1)
+        assert ("ignore", None, UserWarning) == warnings.filters[0][:3]
+    assert warnings.filters == before
+    with _progress_bar(False, total=3, done=0):
+        assert warnings.filters == before

@@ -20,14 +20,11 @@ from model.train import (
     linear_warmup_decay,
     training_step,
 )
+from tests.tiny_model import TINY_ARCHITECTURE
 
 TINY: dict[str, Any] = {
     "model": {
-        "random_init": True,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
+        **TINY_ARCHITECTURE,
         "hidden_dropout": 0.0,
         "attention_dropout": 0.0,
         "head_dropout": 0.0,

@@ -12,16 +12,10 @@ from typing import Any
 from model.checkpoint import save_checkpoint
 from model.config import TrainConfig, build_config, config_to_dict, flatten, merge, unflatten
 from model.train import build_model, seed_everything
+from tests.tiny_model import TINY_ARCHITECTURE
 
 TINY_MODEL: dict[str, Any] = {
-    "model": {
-        "random_init": True,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "max_length": 32,
-    },
+    "model": {**TINY_ARCHITECTURE, "max_length": 32},
     "device": "cpu",
     "precision": "fp32",
 }
