@@ -123,7 +123,6 @@ class PackedTokens:
         )
 
 
-
 def _positions_within(lengths: np.ndarray) -> np.ndarray:
     """[0, 1, .., l0-1, 0, 1, .., l1-1, ...] for the given lengths."""
     total = int(lengths.sum())
