@@ -170,3 +170,29 @@ def test_hand_built_batch_without_a_packable_mask_uses_the_padded_encoder() -> N
     ids = torch.tensor([[5, 6, 0], [0, 0, 0]])
     batch = Batch("sst", ids, (ids > 0).long(), torch.zeros_like(ids))
     assert batch.packing is None  # an empty row has no unpadded layout
+
+
+@pytest.mark.parametrize("sections", [{}, {"smart": {"weight": 1.0, "steps": 1}},
+                                      {"model": {"pooling": "mean"}}])
+def test_training_steps_are_the_same_with_either_encoder(sections: dict) -> None:
+    # Dropout is off in the tiny config, so the two layouts must compute the same training run:
+    # the same losses step after step, SMART's adversarial term included.
+    from tests.model.tiny_training import make_context, synthetic_batches, tiny_config, train_plan
+
+    def padded(batch: Batch, row_lengths: list[int]) -> Batch:
+        mask = (torch.arange(batch.input_ids.shape[1])[None, :]
+                < torch.tensor(row_lengths)[:, None]).long()
+        return Batch(batch.task, batch.input_ids * mask, mask, batch.token_type_ids,
+                     labels=batch.labels)
+
+    lengths = [6, 3, 5, 2, 6, 4, 3, 6]
+    data = {t: [padded(b, lengths) for b in synthetic_batches(t, n_batches=3)]
+            for t in ("sst", "para", "sts")}
+    plan = [("sst", "para", "sts")] * 6
+    runs = {}
+    for unpadded in (True, False):
+        cfg = tiny_config(**sections)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, unpadded=unpadded))
+        runs[unpadded] = train_plan(make_context(cfg, total_steps=len(plan)), plan, data)
+    assert runs[True][-1] < runs[True][0]  # it trained
+    np.testing.assert_allclose(runs[True], runs[False], rtol=1e-4)
