@@ -114,3 +114,28 @@ def test_progress_bar_mutes_torch_warnings_only_while_it_is_shown() -> None:
     assert warnings.filters == before
     with _progress_bar(False, total=3, done=0):
         assert warnings.filters == before
+
+
+def test_cpu_optimizer_is_fused_and_takes_the_same_step_as_torchs_loop() -> None:
+    from model.train import build_optimizer
+    from tests.model.tiny_training import make_context, tiny_config
+
+    cfg = tiny_config()
+    model = make_context(cfg, total_steps=1).model
+    fused = build_optimizer(model, cfg, torch.device("cpu"))
+    assert fused.defaults["fused"]
+    reference_model = MultitaskBert(model.encoder.__class__(model.encoder.config), cfg.model)
+    reference_model.load_state_dict(model.state_dict())
+    reference = build_optimizer(reference_model, cfg, torch.device("cpu"))
+    for group in reference.param_groups:
+        group["fused"], group["foreach"] = False, False  # torch's per-tensor loop
+    for m in (model, reference_model):
+        for i, p in enumerate(m.parameters()):
+            p.grad = torch.full_like(p, 0.01 * (i % 7 - 3))
+    for _ in range(3):
+        fused.step()
+        reference.step()
+    for (name, p), q in zip(model.named_parameters(), reference_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7, msg=name)
+    assert any(not torch.equal(p, q0) for p, q0 in
+               zip(model.parameters(), make_context(cfg, 1).model.parameters(), strict=True))
