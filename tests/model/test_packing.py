@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -196,3 +197,29 @@ def test_training_steps_are_the_same_with_either_encoder(sections: dict) -> None
         runs[unpadded] = train_plan(make_context(cfg, total_steps=len(plan)), plan, data)
     assert runs[True][-1] < runs[True][0]  # it trained
     np.testing.assert_allclose(runs[True], runs[False], rtol=1e-4)
+
+
+@pytest.mark.integration  # inductor compiles C++ for the CPU: ~20 s, so not in the quick run
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="needs C++")
+def test_compiled_encoder_matches_eager_in_both_layouts_without_a_recompile_per_shape() -> None:
+    import torch._dynamo
+
+    from model.bert import compile_encoder
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = BertModel(BertConfig(**TINY)).eval()
+    compiled = BertModel(BertConfig(**TINY)).eval()
+    compiled.load_state_dict(eager.state_dict())
+    compile_encoder(compiled)
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for k, lengths in enumerate(([5, 9, 1, 7], [3, 3, 8], [12, 2, 2, 2, 2])):
+        ids, mask, types = padded_batch(lengths, TINY["vocab_size"], seed=k)
+        real = mask.bool()
+        for packing in (None, PackedTokens.from_mask(mask)):
+            with torch.no_grad():
+                ref, _ = eager(ids, mask, types, packing=packing)
+                out, _ = compiled(ids, mask, types, packing=packing)
+            torch.testing.assert_close(out[real], ref[real], rtol=1e-4, atol=1e-5)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - before
+    assert graphs <= 4, graphs  # per layout: a first static graph, then one dynamic graph
