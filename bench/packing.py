@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import queue
 import sys
 import tempfile
@@ -71,6 +72,10 @@ def worker(rank: int, n: int, args: argparse.Namespace, cache_dir: str, barrier,
 
     fraction = 1.0 / n
     limit_cuda_memory(fraction)
+    if args.device == "cpu":
+        # As a Ray trial with its share of the CPUs: N processes with every core's threads each
+        # would oversubscribe the cores and measure the contention instead.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
     cfg = trial_config(args, cache_dir, seed=rank)
     seed_everything(rank)
     device = torch.device(args.device)
