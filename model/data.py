@@ -123,6 +123,14 @@ def read_task_file(
     empty = np.flatnonzero((ids == "").to_numpy())
     if len(empty):
         raise DataError(f"{path}: row {empty[0] + 1}: empty 'id'")
+    # Predictions and ensembles are keyed by id: a repeated id would silently merge two rows.
+    repeated = np.flatnonzero(ids.duplicated().to_numpy())
+    if len(repeated):
+        row = repeated[0]
+        first = int(np.flatnonzero((ids == ids.iloc[row]).to_numpy())[0])
+        raise DataError(
+            f"{path}: row {row + 1}: duplicate id '{ids.iloc[row]}' (first at row {first + 1})"
+        )
 
     keep = np.ones(len(frame), dtype=bool)
     labels: np.ndarray | None = None
@@ -139,6 +147,9 @@ def read_task_file(
             )
 
     rows = np.flatnonzero(keep)
+    if not len(rows):
+        reason = f"every '{label_column}' label is missing or invalid" if len(frame) else "no rows"
+        raise DataError(f"{path}: no usable examples ({reason})")
     id_list = ids.to_numpy()[rows].tolist()
     # Like the handout we strip surrounding whitespace (SST sentences start with a space).
     texts = [frame[c].str.strip().to_numpy()[rows].tolist() for c in SENTENCE_COLUMNS[task]]

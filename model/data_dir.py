@@ -11,7 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.data import DataError, _parse_labels, _read_table, _require_columns
+from model.data import (
+    SENTENCE_COLUMNS,
+    DataError,
+    _parse_labels,
+    _read_table,
+    _require_columns,
+)
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,8 @@ def _check_file(data_dir: Path, known: KnownFile) -> FileCheck:
     try:
         frame = _read_table(path)
         rows = len(frame)
+        # cfimdb has SST's layout; every file is read by these column names.
+        _require_columns(path, frame, ("id", *SENTENCE_COLUMNS.get(known.task, ("sentence",))))
         if known.label_column is not None:
             _require_columns(path, frame, (known.label_column,))
             _, valid = _parse_labels(known.task, frame[known.label_column])

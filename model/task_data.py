@@ -54,7 +54,7 @@ def load_task_data(cfg: TrainConfig, data_dir: Path, tokenizer_dir: Path) -> Tas
     cache = TokenCache(Path(cfg.data.cache_dir), tokenizer) if cfg.data.cache_dir else None
     for i, task in enumerate(TASKS):
         train_path = resolve_data_path(data_dir, task_file(cfg, task, "train"))
-        train_files = [(train_path, read_task_file(task, train_path))]
+        train_files = [(train_path, read_task_file(task, train_path, labelled=True))]
         for extra in getattr(cfg.data.extra_train, task):
             extra_path = resolve_data_path(data_dir, extra)
             train_files.append((extra_path, read_task_file(task, extra_path, labelled=True)))

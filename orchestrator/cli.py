@@ -53,6 +53,20 @@ def resolve_data_dir(option: str | None) -> Path:
     return path
 
 
+def check_writable_dir(path: Path, what: str) -> None:
+    """Fail before any work if `path` cannot be (or become) a directory we may write into.
+
+    Otherwise a run would train for minutes and then die at its first write (a checkpoint).
+    """
+    for existing in (path, *path.absolute().parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise UserInputError(f"{what} {path}: {existing} is a file, not a directory")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise UserInputError(f"{what} {path}: {existing} is not writable")
+            return
+
+
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
@@ -98,6 +112,9 @@ def train(config: str, overrides: tuple[str, ...], data_dir: str | None, out: st
     cfg = load_train_config(Path(config), overrides)
     data_path = resolve_data_dir(data_dir or cfg.data.data_dir)
     out_dir = Path(out) if out else Path("results") / "train" / Path(config).stem
+    check_writable_dir(out_dir, "--out")
+    if cfg.data.cache_dir:
+        check_writable_dir(Path(cfg.data.cache_dir), "data.cache_dir")
     result = fit(cfg, data_dir=data_path, out_dir=out_dir, progress=sys.stderr.isatty())
     click.echo(f"best epoch {int(result.best_metrics.get('epoch', 0))} of {result.epochs_run}")
     for key in ("dev/sst_acc", "dev/para_acc", "dev/sts_corr", "dev/overall"):

@@ -196,6 +196,27 @@ def test_empty_id_is_an_error_naming_the_row(tmp_path):
         read_task_file("sst", path)
 
 
+def test_duplicate_id_is_an_error_naming_both_rows(tmp_path):
+    path = write_tsv(tmp_path / "s.csv", "\tid\tsentence\n0\ta\tx\n1\tb\ty\n2\ta\tz\n")
+    with pytest.raises(DataError, match=r"s\.csv: row 3: duplicate id 'a' \(first at row 1\)"):
+        read_task_file("sst", path)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("\tid\tsentence\tsentiment\n", "no rows"),
+        ("\tid\tsentence\tsentiment\n0\ta\tx\t7\n1\tb\ty\t\n", "every 'sentiment' label"),
+    ],
+)
+def test_a_file_without_one_usable_example_is_an_error(tmp_path, text, reason):
+    path = write_tsv(tmp_path / "s.csv", text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the skipped-rows warning
+        with pytest.raises(DataError, match=rf"s\.csv: no usable examples \({reason}"):
+            read_task_file("sst", path, labelled=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Subsampling and encoding
 

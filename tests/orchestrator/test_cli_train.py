@@ -62,17 +62,48 @@ def test_missing_data_file_names_it(tmp_path, data_dir, tiny_config_dict):
     assert not out.exists()
 
 
-def test_csv_missing_column_names_it(tmp_path, data_dir, tiny_config_dict):
+@pytest.mark.parametrize("name", ["ids-sst-dev.csv", "ids-sst-train.csv"])
+def test_csv_missing_label_column_names_it(tmp_path, data_dir, tiny_config_dict, name):
     copy = tmp_path / "data"
     shutil.copytree(data_dir, copy)
-    lines = (copy / "ids-sst-dev.csv").read_text().splitlines()
+    lines = (copy / name).read_text().splitlines()
     header = lines[0].replace("sentiment", "label")
-    (copy / "ids-sst-dev.csv").write_text("\n".join([header, *lines[1:]]) + "\n")
+    (copy / name).write_text("\n".join([header, *lines[1:]]) + "\n")
     config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
     out = tmp_path / "out"
     result = run("train", str(config), "--data-dir", str(copy), "--out", str(out))
     assert result.exit_code == 2, result.output
-    assert "ids-sst-dev.csv" in result.output and "sentiment" in result.output
+    assert name in result.output and "'sentiment'" in result.output
+    assert not out.exists()
+
+
+def test_header_only_training_file_is_a_one_line_error(tmp_path, data_dir, tiny_config_dict):
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    header = (copy / "sts-train.csv").read_text().splitlines()[0]
+    (copy / "sts-train.csv").write_text(header + "\n")
+    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
+    out = tmp_path / "out"
+    result = run("train", str(config), "--data-dir", str(copy), "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert "sts-train.csv: no usable examples (no rows)" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--out", "data.cache_dir"])
+def test_an_output_path_under_a_file_fails_before_training(tmp_path, data_dir, tiny_config_dict,
+                                                          flag):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
+    out = tmp_path / "out"
+    if flag == "--out":
+        args = ["--out", str(blocker / "run")]
+    else:
+        args = ["--out", str(out), "--set", f"data.cache_dir={blocker / 'cache'}"]
+    result = run("train", str(config), "--data-dir", str(data_dir), *args)
+    assert result.exit_code == 2, result.output
+    assert f"{flag} " in result.output and "is a file, not a directory" in result.output
     assert not out.exists()
 
 
@@ -118,3 +149,15 @@ def test_data_check_names_missing_file(tmp_path, data_dir):
     result = run("data", "check", str(copy))
     assert result.exit_code == 2
     assert "sts-dev.csv" in result.output.splitlines()[-1]
+
+
+def test_data_check_names_a_test_files_missing_column(tmp_path, data_dir):
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    path = copy / "sts-test-student.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0].replace("\tid\t", "\tkey\t"), *lines[1:]]) + "\n")
+    result = run("data", "check", str(copy), "--json")
+    assert result.exit_code == 2
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert "missing column 'id'" in checks["sts-test-student.csv"]["problem"]
