@@ -9,6 +9,7 @@ keys and wrong types with a `ConfigError` that names the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -212,7 +213,8 @@ def build_config(cls: type[T], values: Mapping[str, Any] | None, prefix: str = "
     """Build dataclass `cls` from a nested mapping, checking every key and type."""
     values = {} if values is None else values
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {_type_name(values)}")
+        where = prefix.rstrip(".") or "config"
+        raise ConfigError(f"config key '{where}': expected a mapping, got {_type_name(values)}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
@@ -366,22 +368,49 @@ def _hint_name(hint: Any) -> str:
 
 def check_ranges(cfg: TrainConfig) -> None:
     """Reject values of the right type but outside their meaningful range; names the key."""
+    optim, model, smart = cfg.optim, cfg.model, cfg.smart
     checks: list[tuple[str, bool, str]] = [
-        ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
-        ("optim.epochs", cfg.optim.epochs >= 1, "must be >= 1"),
-        ("optim.warmup_ratio", 0 <= cfg.optim.warmup_ratio < 1, "must be in [0, 1)"),
-        ("optim.weight_decay", cfg.optim.weight_decay >= 0, "must be >= 0"),
+        # `1e400` parses as inf: finite is part of "> 0" for a learning rate.
+        ("optim.lr", math.isfinite(optim.lr) and optim.lr > 0, "must be a finite number > 0"),
+        ("optim.head_lr", optim.head_lr is None
+         or (math.isfinite(optim.head_lr) and optim.head_lr > 0), "must be a finite number > 0"),
+        ("optim.epochs", optim.epochs >= 1, "must be >= 1"),
+        ("optim.warmup_ratio", 0 <= optim.warmup_ratio < 1, "must be in [0, 1)"),
+        ("optim.weight_decay", optim.weight_decay >= 0, "must be >= 0"),
+        ("optim.betas", all(0 <= b < 1 for b in optim.betas), "must both be in [0, 1)"),
+        ("optim.eps", optim.eps > 0, "must be > 0"),
+        ("optim.grad_clip", optim.grad_clip is None or optim.grad_clip > 0,
+         "must be > 0 (or null for no clipping)"),
+        ("seed", 0 <= cfg.seed < 2**32, "must be in [0, 2**32)"),
         ("data.batch_size", cfg.data.batch_size >= 1, "must be >= 1"),
         ("data.eval_batch_size", cfg.data.eval_batch_size >= 1, "must be >= 1"),
+        ("data.token_budget", cfg.data.token_budget is None or cfg.data.token_budget >= 1,
+         "must be >= 1 (or null to batch by examples)"),
+        ("model.head_hidden", model.head_hidden >= 1, "must be >= 1"),
+        ("schedule.temperature", cfg.schedule.temperature > 0, "must be > 0"),
+        ("schedule.para_warmup_epochs", cfg.schedule.para_warmup_epochs >= 0, "must be >= 0"),
+        ("smart.weight", smart.weight >= 0, "must be >= 0"),
+        ("smart.epsilon", smart.epsilon > 0, "must be > 0"),
+        ("smart.step_size", smart.step_size > 0, "must be > 0"),
+        ("smart.noise_std", smart.noise_std >= 0, "must be >= 0"),
+        ("smart.bregman_mu", smart.bregman_mu >= 0, "must be >= 0"),
+        ("smart.bregman_beta", 0 <= smart.bregman_beta < 1, "must be in [0, 1)"),
+        ("loss.sst_label_smoothing", 0 <= cfg.loss.sst_label_smoothing < 1, "must be in [0, 1)"),
+        ("loss.head_penalty_coef", cfg.loss.head_penalty_coef >= 0, "must be >= 0"),
         ("model.max_length", 8 <= cfg.model.max_length <= 512, "must be in [8, 512]"),
         ("model.head_layers", cfg.model.head_layers >= 1, "must be >= 1"),
         ("model.head_dropout", 0 <= cfg.model.head_dropout < 1, "must be in [0, 1)"),
         ("log_every", cfg.log_every >= 1, "must be >= 1"),
     ]
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        size = getattr(model, name)
+        checks.append((f"model.{name}", size is None or size >= 1, "must be >= 1"))
     for name in ("hidden_dropout", "attention_dropout"):
         value = getattr(cfg.model, name)
         checks.append((f"model.{name}", value is None or 0 <= value < 1, "must be in [0, 1)"))
     for task in TASKS:
+        weight = getattr(cfg.loss.task_weights, task)
+        checks.append((f"loss.task_weights.{task}", weight >= 0, "must be >= 0"))
         ratio = getattr(cfg.data.subsample_ratio, task)
         checks.append((f"data.subsample_ratio.{task}", 0 < ratio <= 1, "must be in (0, 1]"))
         for section in ("max_examples", "dev_max_examples"):

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
-
 from model.config import (
     ConfigError,
     TrainConfig,
@@ -32,7 +30,7 @@ from model.config import (
     merge,
     unflatten,
 )
-from orchestrator.config import load_train_config
+from orchestrator.config import load_train_config, load_yaml_file
 
 # Names every part of the system reports under (metrics.json, Ray results, MLflow).
 METRICS: tuple[str, ...] = (
@@ -163,29 +161,12 @@ class SearchSpace:
         return dataclasses.replace(self, **changes)
 
 
-class _SpaceLoader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-5` as a float (YAML 1.1 wants `1.0e-5`, and nobody types that)."""
-
-
-_SpaceLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
 def load_space(path: Path | str) -> SearchSpace:
     """Read and validate a search-space YAML file; raise SpaceError naming the file and key."""
     path = Path(path)
     if not path.is_file():
         raise SpaceError(f"{path}: no such search-space file")
-    try:
-        raw = yaml.load(path.read_text(), Loader=_SpaceLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SpaceError(f"{path}:{where} malformed YAML ({problem})") from None
+    raw = load_yaml_file(path, SpaceError)
     return parse_space(raw, source=str(path), base_dir=path.parent, default_name=path.stem)
 
 
@@ -491,11 +472,36 @@ def _parse_when(raw: Any, key: str, earlier: list[Param], fail: Any) -> tuple[Co
                 raise fail(f"{where}.{other}", f"{op} needs a list")
             if op in ("gt", "ge", "lt", "le") and not _number(value):
                 raise fail(f"{where}.{other}", f"{op} needs a number, got {value!r}")
-            value = tuple(_freeze(v) for v in value) if isinstance(value, list) else value
-            conditions.append(Condition(other, op, value))
         else:
-            conditions.append(Condition(other, "eq", _freeze(test)))
+            op, value = "eq", test
+        _check_reachable(declared[other], op, value, f"{where}.{other}", fail)
+        value = tuple(_freeze(v) for v in value) if isinstance(value, list) else _freeze(value)
+        conditions.append(Condition(other, op, value))
     return tuple(conditions)
+
+
+def _check_reachable(param: Param, op: str, value: Any, where: str, fail: Any) -> None:
+    """Reject a condition that can never hold: the parameter would silently never be sampled."""
+    if isinstance(value, Mapping):
+        raise fail(where, f"expected a value or one of {', '.join(OPERATORS)}, got {value!r}")
+    takes: tuple[Any, ...] | None = None  # the values a choice or fixed parameter can have
+    if param.kind == "choice":
+        takes = param.choices
+    elif param.kind == "fixed":
+        takes = (param.value,)
+    if takes is None:  # a float / int range: only comparisons against numbers make sense
+        tested = value if op in ("in", "not_in") else [value]
+        if not all(_number(v) for v in tested):
+            raise fail(where, f"{param.key} is a number range, got {value!r}")
+        return
+    if op in ("gt", "ge", "lt", "le"):
+        if not all(_number(v) for v in takes):
+            raise fail(where, f"{op} compares numbers, but {param.key} takes {list(takes)}")
+        return
+    tested = value if op in ("in", "not_in") else [value]
+    missing = [v for v in tested if _freeze(v) not in takes]
+    if missing:
+        raise fail(where, f"{missing[0]!r} is not a value {param.key} takes ({list(takes)})")
 
 
 def _values_to_check(param: Param) -> list[Any]:

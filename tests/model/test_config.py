@@ -41,6 +41,7 @@ def test_nested_values_are_typed():
         ({"data": {"max_examples": {"quora": 5}}}, "data.max_examples.quora"),
         ({"optim": 3}, "optim"),
         ({"optim": {"betas": [0.9]}}, "optim.betas"),
+        ({"data": {"max_examples": 3}}, "'data.max_examples': expected a mapping"),
     ],
 )
 def test_bad_values_name_the_key(values, needle):
@@ -64,6 +65,23 @@ def test_unknown_key_suggests_the_close_one():
         ({"smart": {"tasks": ["sst", "quora"]}}, "smart.tasks"),
         ({"schedule": {"order": ["sst", "nli"]}}, "schedule.order"),
         ({"smart": {"steps": -1}}, "smart.steps"),
+        ({"optim": {"lr": float("inf")}}, "optim.lr"),
+        ({"optim": {"head_lr": -1.0}}, "optim.head_lr"),
+        ({"optim": {"eps": -1.0}}, "optim.eps"),
+        ({"optim": {"betas": [2.0, 0.9]}}, "optim.betas"),
+        ({"optim": {"grad_clip": -1.0}}, "optim.grad_clip"),
+        ({"loss": {"sst_label_smoothing": 2.0}}, "loss.sst_label_smoothing"),
+        ({"loss": {"task_weights": {"sst": -1.0}}}, "loss.task_weights.sst"),
+        ({"loss": {"head_penalty_coef": -1.0}}, "loss.head_penalty_coef"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**32}, "seed"),
+        ({"data": {"token_budget": 0}}, "data.token_budget"),
+        ({"model": {"hidden_size": 0}}, "model.hidden_size"),
+        ({"model": {"num_hidden_layers": -1}}, "model.num_hidden_layers"),
+        ({"model": {"head_hidden": 0}}, "model.head_hidden"),
+        ({"schedule": {"temperature": 0.0}}, "schedule.temperature"),
+        ({"smart": {"bregman_beta": 2.0}}, "smart.bregman_beta"),
+        ({"smart": {"epsilon": 0.0}}, "smart.epsilon"),
     ],
 )
 def test_ranges(values, needle):

@@ -134,7 +134,25 @@ BAD_SPACES = [
         },
         "space.smart.epsilon.when.smart.weight: expected one of eq",
     ),
-    ({"space": {"optim.lr": {"float": [0.0, 1e-3]}}}, "config key 'optim.lr' must be > 0"),
+    ({"space": {"optim.lr": {"float": [0.0, 1e-3]}}}, "'optim.lr' must be a finite number > 0"),
+    (
+        {"space": {"schedule.sampling": {"choice": ["proportional", "sqrt"]},
+                   "schedule.temperature": {"float": [1.5, 5.0],
+                                            "when": {"schedule.sampling": "temperatur"}}}},
+        "schedule.sampling: 'temperatur' is not a value schedule.sampling takes",
+    ),
+    (
+        {"space": {"schedule.sampling": {"choice": ["proportional", "sqrt"]},
+                   "schedule.temperature": {"float": [1.5, 5.0],
+                                            "when": {"schedule.sampling": {"gt": 1}}}}},
+        "gt compares numbers, but schedule.sampling takes",
+    ),
+    (
+        {"space": {"smart.weight": {"float": [0.0, 2.0]},
+                   "smart.epsilon": {"float": [1e-6, 1e-4],
+                                     "when": {"smart.weight": {"eq": {"a": 1}}}}}},
+        "space.smart.epsilon.when.smart.weight: expected a value or one of",
+    ),
     ({"space": {}}, "space: expected a non-empty mapping"),
     ({"metric": "dev/accuracy"}, "metric: 'dev/accuracy' is not one of"),
     ({"mode": "maximize"}, "mode: expected max or min"),
@@ -182,3 +200,19 @@ def test_fixed_mapping_on_a_section_becomes_one_value_per_leaf() -> None:
     ]
     with pytest.raises(SpaceError, match=r"space.data.max_examples.ssst: unknown config key"):
         parse_space(space_dict(space={"data.max_examples": {"ssst": 800}}))
+
+
+def test_space_yaml_reads_1e_minus_5_and_rejects_a_repeated_key(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    text = yaml.safe_dump(space_dict()).replace("optim.lr:", "optim.lr: {float: [1e-5, 1e-3]}\n"
+                                                "  optim.lr:", 1)
+    path.write_text(text)
+    with pytest.raises(SpaceError, match=r"space.yaml: line \d+ malformed YAML \(duplicate key"):
+        load_space(path)
+
+
+def test_a_space_file_that_is_not_utf8_is_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(SpaceError, match=r"binary.yaml: not UTF-8 text \(byte 0\)"):
+        load_space(path)
