@@ -67,3 +67,17 @@ def test_existing_sweep_needs_resume_and_resume_needs_a_sweep(
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2
     assert "sweep 'cli-demo' already exists; pass --resume to continue it" in again.output
+
+
+def test_dry_run_checks_the_data_and_results_dirs_the_real_run_needs(tmp_path: Path) -> None:
+    path = write_space(tmp_path)
+    missing = CliRunner().invoke(
+        main, ["sweep", str(path), "--dry-run", "--data-dir", str(tmp_path / "nowhere")]
+    )
+    assert missing.exit_code == 2 and "nowhere: data directory not found" in missing.output
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    blocked = CliRunner().invoke(
+        main, ["sweep", str(path), "--dry-run", "--results-dir", str(blocker / "results")]
+    )
+    assert blocked.exit_code == 2 and "is a file, not a directory" in blocked.output

@@ -153,6 +153,7 @@ BAD_SPACES = [
                                      "when": {"smart.weight": {"eq": {"a": 1}}}}}},
         "space.smart.epsilon.when.smart.weight: expected a value or one of",
     ),
+    ({"space": {"optim.epochs": {"int": [1, 4], "step": 10}}}, "optim.epochs.step: 10 exceeds"),
     ({"space": {}}, "space: expected a non-empty mapping"),
     ({"metric": "dev/accuracy"}, "metric: 'dev/accuracy' is not one of"),
     ({"mode": "maximize"}, "mode: expected max or min"),
