@@ -21,6 +21,8 @@ from model.weights import WeightsError
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Errors caused by what the user gave us (a file, a flag, a config value): one line, exit 2.
+# model.train.NonFiniteLossError (a diverging loss: change optim.lr, ...) is a ConfigError, so
+# this module need not import model.train (and scipy, ~0.5 s) at startup to list it.
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, WeightsError, CheckpointError)
 
 
@@ -220,6 +222,10 @@ def sweep(
         space = space.replace(num_samples=num_samples)
     if name is not None:
         space = space.replace(name=check_name(name))
+    # Checked before a dry run too, so "valid" means the real run would start.
+    data_path = resolve_data_dir(data_dir or space.base.data.data_dir)
+    local_results = local_results_dir(results_dir)
+    check_writable_dir(local_results, "--results-dir")
     if dry_run:
         click.echo(f"{space.source}: valid; {space.total_trials} trials, sampler {space.sampler}")
         for i, (label, params) in enumerate(describe_dry_run(space, space.num_samples)):
@@ -227,11 +233,10 @@ def sweep(
             for key, value in params.items():
                 click.echo(f"      {key} = {value!r}")
         return
-    data_path = resolve_data_dir(data_dir or space.base.data.data_dir)
     outcome = run_sweep(
         space,
         data_dir=data_path,
-        results_dir=local_results_dir(results_dir),
+        results_dir=local_results,
         address=address,
         resume=resume,
     )
