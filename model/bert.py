@@ -11,6 +11,7 @@ N = real (non-padding) tokens of a batch: the unpadded encoder runs its layers o
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,25 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+_SIZE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class BertConfig:
     """Architecture of a BERT encoder; defaults are bert-base-uncased's, field names are HF's."""
@@ -52,7 +72,27 @@ class BertConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
-        if self.hidden_act not in ACTIVATIONS:
+        # Every field is checked here, once: a config.json is user input, and a bad value would
+        # otherwise surface as a ZeroDivisionError here or a TypeError deep in the first forward.
+        # The message starts with the field name, so loaders can prefix the file.
+        for name in _SIZE_FIELDS:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not _is_int(self.pad_token_id) or not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(
+                f"pad_token_id must be an integer in [0, vocab_size={self.vocab_size}), "
+                f"got {self.pad_token_id!r}"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+        for name in ("layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
             raise ValueError(
                 f"hidden_act {self.hidden_act!r} is not supported "
                 f"(known: {', '.join(ACTIVATIONS)})"
@@ -66,6 +106,10 @@ class BertConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BertConfig:
         """Read a Hugging Face config.json dict; unrelated keys ignored, missing ones defaulted."""
+        if not isinstance(d, Mapping):
+            raise ValueError(
+                f"expected a JSON object of BERT config fields, got {type(d).__name__}"
+            )
         kind = d.get("position_embedding_type", "absolute")
         if kind != "absolute":
             raise ValueError(

@@ -20,12 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model.bert import BertConfig, BertModel
-from model.config import ConfigError, TrainConfig, build_config, config_to_dict
+from model.config import TrainConfig, build_config, config_to_dict
 from model.heads import MultitaskBert
-from model.weights import TextTokenizer, load_tokenizer
+from model.weights import (
+    TextTokenizer,
+    WeightsError,
+    check_tokenizer_fits,
+    load_tokenizer,
+    shape_mismatch,
+)
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -115,13 +122,13 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
 
 def read_checkpoint_config(checkpoint: Path) -> tuple[BertConfig, TrainConfig]:
     """The encoder architecture and training config stored in a checkpoint's config.json."""
+    raw = _read_config_json(checkpoint)
     path = Path(checkpoint) / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{checkpoint}: not a checkpoint (no {CONFIG_FILE})")
     try:
-        raw = json.loads(path.read_text())
         return BertConfig.from_dict(raw["bert"]), build_config(TrainConfig, raw["train_config"])
-    except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as err:
+    except KeyError as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint config (no {err} entry)") from err
+    except (TypeError, ValueError) as err:  # ValueError: BertConfig's checks, ConfigError
         raise CheckpointError(f"{path}: unreadable checkpoint config ({err})") from err
 
 
@@ -134,11 +141,25 @@ def load_checkpoint_model(checkpoint: Path) -> tuple[MultitaskBert, TextTokenize
         raise CheckpointError(f"{checkpoint}: missing {WEIGHTS_FILE}")
     model = MultitaskBert(BertModel(bert_config), cfg.model)
     try:
-        model.load_state_dict(load_file(str(weights)), strict=True)
-    except Exception as err:  # safetensors raises its own error types for truncated files
+        state = load_file(str(weights))
+    except (OSError, SafetensorError) as err:  # e.g. a truncated file
         raise CheckpointError(f"{weights}: cannot load weights ({err})") from err
-    tokenizer_dir = checkpoint if _has_tokenizer(checkpoint) else Path(_tokenizer_ref(checkpoint))
-    return model, load_tokenizer(tokenizer_dir, cfg.model.max_length), cfg
+    mismatch = shape_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"{weights}: does not match {CONFIG_FILE}: {mismatch}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # missing or unexpected keys, listed after a header line
+        raise CheckpointError(f"{weights}: {' '.join(str(err).split())}") from err
+    tokenizer_dir = checkpoint if _has_tokenizer(checkpoint) else _tokenizer_ref(checkpoint)
+    try:
+        tokenizer = load_tokenizer(tokenizer_dir, cfg.model.max_length)
+        check_tokenizer_fits(
+            bert_config, tokenizer, cfg.model.pair_encoding, checkpoint / CONFIG_FILE
+        )
+    except WeightsError as err:  # it names the tokenizer file or config field at fault
+        raise CheckpointError(str(err)) from err
+    return model, tokenizer, cfg
 
 
 def load_resume_state(checkpoint: Path) -> tuple[dict[str, Any], TrainerState]:
@@ -156,5 +177,28 @@ def _has_tokenizer(directory: Path) -> bool:
     return (directory / "tokenizer.json").is_file() or (directory / "vocab.txt").is_file()
 
 
-def _tokenizer_ref(checkpoint: Path) -> str:
-    return json.loads((checkpoint / CONFIG_FILE).read_text())["tokenizer"]
+def _tokenizer_ref(checkpoint: Path) -> Path:
+    """The model directory whose tokenizer a checkpoint without tokenizer files refers to."""
+    ref = _read_config_json(checkpoint).get("tokenizer")
+    if not isinstance(ref, str):
+        raise CheckpointError(
+            f"{checkpoint / CONFIG_FILE}: no tokenizer files in {checkpoint} and no "
+            "'tokenizer' entry naming a model directory"
+        )
+    return Path(ref)
+
+
+def _read_config_json(checkpoint: Path) -> dict[str, Any]:
+    path = Path(checkpoint) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{checkpoint}: not a checkpoint (no {CONFIG_FILE})")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
+        raise CheckpointError(f"{path}: unreadable checkpoint config ({err})") from err
+    if not isinstance(raw, dict):
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint config (expected a JSON object, got "
+            f"{type(raw).__name__})"
+        )
+    return raw

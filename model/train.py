@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -27,7 +28,7 @@ from model.checkpoint import (
     save_checkpoint,
     write_json_atomic,
 )
-from model.config import TrainConfig
+from model.config import ConfigError, TrainConfig
 from model.data import Batch, EncodedTask, batch_indices, collate, prefetch
 from model.evaluate import (
     TaskPredictions,
@@ -42,13 +43,18 @@ from model.pcgrad import pcgrad_backward
 from model.schedule import sample_task_order
 from model.smart import BregmanProximalPoint, smart_penalty
 from model.task_data import TaskData, load_task_data
-from model.weights import load_encoder, resolve_model_dir
+from model.weights import check_tokenizer_fits, load_encoder, load_tokenizer, resolve_model_dir
 
 __all__ = ["EpochResult", "FitResult", "NonFiniteLossError", "fit", "load_checkpoint_model"]
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the message names the epoch and step."""
+class NonFiniteLossError(ConfigError, RuntimeError):
+    """The training loss became NaN or infinite; the message names the epoch, step and the
+    config keys to change.
+
+    A ConfigError, so the CLI reports it in one line (exit 2) without importing this module at
+    startup; still a RuntimeError for callers that catch it as one.
+    """
 
 
 @dataclass
@@ -71,6 +77,8 @@ class FitResult:
 
 
 def resolve_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'device' is cuda, but torch sees no CUDA device here")
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
@@ -102,7 +110,14 @@ def build_model(cfg: TrainConfig) -> tuple[MultitaskBert, Path]:
         "hidden_dropout_prob": cfg.model.hidden_dropout,
         "attention_probs_dropout_prob": cfg.model.attention_dropout,
     }
-    encoder, _ = load_encoder(model_dir, random_init=cfg.model.random_init, overrides=overrides)
+    encoder, bert_config = load_encoder(
+        model_dir, random_init=cfg.model.random_init, overrides=overrides
+    )
+    # Checked here, before the data is tokenized, rather than as an IndexError mid-epoch.
+    tokenizer = load_tokenizer(model_dir, cfg.model.max_length)
+    check_tokenizer_fits(
+        bert_config, tokenizer, cfg.model.pair_encoding, model_dir / "config.json"
+    )
     return MultitaskBert(encoder, cfg.model), model_dir
 
 
@@ -349,7 +364,8 @@ def fit(
                     mean_loss = (loss_sum / steps).item()
                     if not math.isfinite(mean_loss):
                         raise NonFiniteLossError(
-                            f"training loss is {mean_loss} at epoch {epoch}, step {global_step}"
+                            f"training loss is {mean_loss} at epoch {epoch}, step {global_step}; "
+                            "lower optim.lr, set optim.grad_clip or use precision: fp32"
                         )
                     bar.update(global_step, f"epoch {epoch} loss {mean_loss:.4f}")
             train_loss = (loss_sum / max(steps, 1)).item()
@@ -407,9 +423,16 @@ def _write_best_outputs(
         for split in splits:
             if split not in by_split:
                 by_split[split] = evaluate(model, data, split, cfg, device, amp_dtype, data.pad_id)
+    # Written aside, then swapped in whole: a rerun into the same --out leaves no stale file of an
+    # earlier run (e.g. a test set that is absent now), and a crash leaves the old set intact.
+    final, partial = out_dir / "predictions", out_dir / "predictions.partial"
+    shutil.rmtree(partial, ignore_errors=True)
     for split in splits:
         for task, preds in by_split[split].items():
-            write_predictions(out_dir / "predictions" / prediction_filename(task, split), preds)
+            write_predictions(partial / prediction_filename(task, split), preds)
+    shutil.rmtree(final, ignore_errors=True)
+    if partial.is_dir():
+        partial.rename(final)
 
 
 def _resume_state(optimizer, scheduler, streams: dict[str, TaskBatches], bregman=None) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
@@ -135,28 +136,78 @@ def load_state_dict_file(model_dir: Path) -> dict[str, torch.Tensor]:
     safetensors_file = model_dir / "model.safetensors"
     index_file = model_dir / "model.safetensors.index.json"
     bin_file = model_dir / "pytorch_model.bin"
-    try:
-        if safetensors_file.is_file():
-            return load_file(safetensors_file)
-        if index_file.is_file():
-            shards = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
-            state: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                state.update(load_file(model_dir / shard))
-            return state
-        if bin_file.is_file():
-            # weights_only=True refuses to unpickle anything but tensors and plain containers.
-            state = torch.load(bin_file, map_location="cpu", weights_only=True)
-            if not isinstance(state, Mapping):
-                raise WeightsError(
-                    f"{bin_file}: expected a state dict, got {type(state).__name__}"
-                )
-            return dict(state)
-    except (OSError, KeyError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
-        if isinstance(err, WeightsError):
-            raise
-        raise WeightsError(f"cannot read weights from {model_dir}: {err}") from err
+    if safetensors_file.is_file():
+        return _read_safetensors(safetensors_file)
+    if index_file.is_file():
+        state: dict[str, torch.Tensor] = {}
+        for shard in _shard_names(index_file):
+            state.update(_read_safetensors(model_dir / shard))
+        return state
+    if bin_file.is_file():
+        return _read_torch_bin(bin_file)
     raise WeightsError(f"{model_dir} has neither model.safetensors nor pytorch_model.bin")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if path.is_file() and path.stat().st_size == 0:
+        raise WeightsError(f"cannot read weights from {path}: the file is empty")
+    try:
+        return load_file(path)
+    except (OSError, SafetensorError) as err:  # a missing shard; a truncated or foreign file
+        raise WeightsError(f"cannot read weights from {path}: {_first_line(err)}") from err
+
+
+def _shard_names(index_file: Path) -> list[str]:
+    """The shard files a model.safetensors.index.json names in its weight_map."""
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
+        raise WeightsError(f"{index_file}: {err}") from err
+    if not isinstance(index, dict):
+        raise WeightsError(f"{index_file}: expected a JSON object, got {type(index).__name__}")
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(shard, str) for shard in weight_map.values()
+    ):
+        raise WeightsError(
+            f"{index_file}: weight_map must be an object mapping tensor names to shard files"
+        )
+    return sorted(set(weight_map.values()))
+
+
+def _read_torch_bin(path: Path) -> dict[str, torch.Tensor]:
+    if path.stat().st_size == 0:
+        raise WeightsError(f"cannot read weights from {path}: the file is empty")
+    try:
+        # weights_only=True refuses to unpickle anything but tensors and plain containers.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message is a page of advice; the reason is on its "WeightsUnpickler" line.
+        reason = re.search(r"WeightsUnpickler error: ([^\n]*?)(?:\. Please|$)", str(err), re.M)
+        detail = f": {reason.group(1)}" if reason and reason.group(1) else ""
+        raise WeightsError(
+            f"cannot read weights from {path}: not a state dict of plain tensors "
+            f"(torch.load with weights_only=True refused it{detail})"
+        ) from err
+    except Exception as err:  # torch.load's legacy pickle path fails in arbitrary ways on junk
+        raise WeightsError(
+            f"cannot read weights from {path}: not a PyTorch checkpoint "
+            f"({type(err).__name__}: {_first_line(err)})"
+        ) from err
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightsError(
+                f"{path}: expected a state dict of tensors, but {key!r} is of type "
+                f"{type(value).__name__}"
+            )
+    return dict(state)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def read_config(model_dir: Path, overrides: Mapping[str, Any] | None = None) -> BertConfig:
@@ -220,11 +271,60 @@ def load_encoder(
             f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
             f"{'...' if len(unexpected) > 5 else ''}"
         )
+    mismatch = shape_mismatch(expected, state)
+    if mismatch:
+        raise WeightsError(f"{model_dir}: weights do not match its config.json: {mismatch}")
+    # NaN / inf weights would only show up as a NaN loss at the first step; name the tensor.
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise WeightsError(f"{model_dir}: weight {key} has NaN or infinite values")
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as err:  # shape mismatches
-        raise WeightsError(f"{model_dir}: {err}") from err
+    except RuntimeError as err:  # the reasons follow a header line: keep them on one line
+        raise WeightsError(f"{model_dir}: {' '.join(str(err).split())}") from err
     return model, cfg
+
+
+def shape_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str:
+    """One line naming the first tensor whose shape differs from the model's ('' if none).
+
+    `load_state_dict`'s own message puts every mismatch on its own line after a header, and a
+    one-line error would keep only the header.
+    """
+    bad = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if not bad:
+        return ""
+    key = bad[0]
+    more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+    return (
+        f"{key} has shape {tuple(state[key].shape)} in the weights but "
+        f"{tuple(expected[key].shape)} in the model{more}"
+    )
+
+
+def check_tokenizer_fits(
+    cfg: BertConfig, tokenizer: TextTokenizer, pair_encoding: str, config_file: Path
+) -> None:
+    """Fail before training if the tokenizer's ids, lengths or token types overflow `cfg`'s
+    embedding tables (otherwise an IndexError at the first batch that reaches them)."""
+    top_id = max(tokenizer.tokenizer.get_vocab(with_added_tokens=True).values())
+    if top_id >= cfg.vocab_size:
+        raise WeightsError(
+            f"{config_file}: vocab_size {cfg.vocab_size} is smaller than the vocabulary of "
+            f"tokenizer {tokenizer.reference} (ids up to {top_id})"
+        )
+    if tokenizer.max_length > cfg.max_position_embeddings:
+        raise WeightsError(
+            f"{config_file}: max_position_embeddings {cfg.max_position_embeddings} is below "
+            f"model.max_length {tokenizer.max_length}; set model.max_length to at most "
+            f"{cfg.max_position_embeddings}"
+        )
+    if pair_encoding == "cross" and cfg.type_vocab_size < 2:
+        raise WeightsError(
+            f"{config_file}: type_vocab_size {cfg.type_vocab_size} has no token type for the "
+            "second sentence of a cross-encoded pair; set model.pair_encoding to a bi-encoder "
+            "(bi_concat, sbert, cosine or cosine_mix)"
+        )
 
 
 class TextTokenizer:
@@ -285,14 +385,19 @@ def wordpiece_from_vocab(model_dir: Path) -> Tokenizer:
     if config_file.is_file():
         try:
             options = json.loads(config_file.read_text())
-        except json.JSONDecodeError as err:
+        except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
             raise WeightsError(f"{config_file}: {err}") from err
+        _check_tokenizer_options(options, config_file)
     special = {
-        name: str(options.get(f"{name}_token") or f"[{name.upper()}]")
+        name: _token_text(options.get(f"{name}_token")) or f"[{name.upper()}]"
         for name in ("pad", "unk", "cls", "sep", "mask")
     }
     vocab_file = model_dir / "vocab.txt"
-    tokenizer = Tokenizer(models.WordPiece.from_file(str(vocab_file), unk_token=special["unk"]))
+    try:
+        wordpiece = models.WordPiece.from_file(str(vocab_file), unk_token=special["unk"])
+    except Exception as err:  # tokenizers raises a bare Exception (e.g. a file not in UTF-8)
+        raise WeightsError(f"{vocab_file}: {err}") from err
+    tokenizer = Tokenizer(wordpiece)
     missing = [tok for tok in special.values() if tokenizer.token_to_id(tok) is None]
     if missing:
         raise WeightsError(f"{vocab_file}: special tokens {missing} are not in the vocabulary")
@@ -313,3 +418,26 @@ def wordpiece_from_vocab(model_dir: Path) -> Tokenizer:
     # As in HF: special tokens written in the text map to their ids instead of being split.
     tokenizer.add_special_tokens(list(special.values()))
     return tokenizer
+
+
+def _check_tokenizer_options(options: Any, config_file: Path) -> None:
+    """The tokenizer_config.json options we read have the types BertTokenizerFast gives them."""
+    if not isinstance(options, dict):
+        raise WeightsError(f"{config_file}: expected a JSON object, got {type(options).__name__}")
+    for key in ("do_lower_case", "tokenize_chinese_chars", "strip_accents"):
+        value = options.get(key, True)
+        # strip_accents may be null: accents are then stripped when lowercasing, as in HF.
+        if not isinstance(value, bool) and not (key == "strip_accents" and value is None):
+            raise WeightsError(f"{config_file}: {key} must be true or false, got {value!r}")
+    for name in ("pad", "unk", "cls", "sep", "mask"):
+        value = options.get(f"{name}_token")
+        if value is not None and _token_text(value) is None:
+            raise WeightsError(f"{config_file}: {name}_token must be a string, got {value!r}")
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as written in tokenizer_config.json: a string, or a serialised
+    AddedToken object with its text under "content"."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None

@@ -195,8 +195,27 @@ def test_config_from_dict_ignores_unrelated_keys_and_round_trips() -> None:
         ({"hidden_act": "swish"}, "hidden_act"),
         ({"num_attention_heads": 5}, "num_attention_heads"),
         ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
+        ({"num_attention_heads": 0}, "^num_attention_heads must be a positive integer, got 0$"),
+        ({"num_hidden_layers": -1}, "^num_hidden_layers must be a positive integer"),
+        ({"hidden_size": "32"}, "^hidden_size must be a positive integer, got '32'$"),
+        ({"vocab_size": 32.0}, "^vocab_size must be a positive integer"),
+        ({"type_vocab_size": True}, "^type_vocab_size must be a positive integer"),
+        ({"pad_token_id": 99}, r"^pad_token_id must be an integer in \[0, vocab_size=99\)"),
+        ({"layer_norm_eps": "tiny"}, "^layer_norm_eps must be a positive number, got 'tiny'$"),
+        ({"layer_norm_eps": 0.0}, "^layer_norm_eps must be a positive number"),
+        ({"initializer_range": float("nan")}, "^initializer_range must be a positive number"),
+        ({"attention_probs_dropout_prob": 1}, r"^attention_probs_dropout_prob .* \[0, 1\)"),
+        ({"hidden_dropout_prob": -0.1}, r"^hidden_dropout_prob must be a number in \[0, 1\)"),
+        ({"hidden_act": ["gelu"]}, "^hidden_act"),
     ],
 )
 def test_config_rejects_unsupported_values(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BertConfig.from_dict({**TINY, **change})
+
+
+def test_config_from_dict_needs_a_mapping() -> None:
+    with pytest.raises(ValueError, match="expected a JSON object of BERT config fields, got list"):
+        BertConfig.from_dict([])  # type: ignore[arg-type]
+    # Integers are accepted where HF writes floats (a dropout of 0, an eps of 1).
+    assert BertConfig.from_dict({**TINY, "hidden_dropout_prob": 0, "layer_norm_eps": 1})

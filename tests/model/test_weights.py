@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -17,6 +18,7 @@ from safetensors.torch import save_file
 from model.bert import BertConfig, BertModel
 from model.weights import (
     WeightsError,
+    check_tokenizer_fits,
     load_encoder,
     load_state_dict_file,
     load_tokenizer,
@@ -284,6 +286,99 @@ def test_bad_config_json_is_named(tmp_path) -> None:
         load_encoder(tmp_path, random_init=True)
 
 
+# --- malformed model directories: one-line WeightsError naming the file and field ----------------
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    ("fmt", "corrupt", "file", "needle"),
+    [
+        ("safetensors", _truncate, "model.safetensors", "deserializing header"),
+        ("safetensors", lambda p: p.write_bytes(os.urandom(5000)), "model.safetensors", "header"),
+        ("safetensors", lambda p: p.write_bytes(b""), "model.safetensors", "the file is empty"),
+        ("bin", lambda p: p.write_bytes(b""), "pytorch_model.bin", "the file is empty"),
+        ("bin", lambda p: p.write_text("hello"), "pytorch_model.bin", "not a PyTorch checkpoint"),
+        ("bin", _truncate, "pytorch_model.bin", "not a PyTorch checkpoint"),
+        (
+            "bin",
+            lambda p: torch.save({"w": torch.zeros(1), "step": 3}, p),
+            "pytorch_model.bin",
+            "'step' is of type int",
+        ),
+    ],
+)
+def test_unreadable_weights_file_is_a_weights_error_naming_it(
+    tmp_path, fmt: str, corrupt, file: str, needle: str
+) -> None:
+    model_dir = write_model_dir(tmp_path, tiny_hf(), fmt)
+    corrupt(model_dir / file)
+    with pytest.raises(WeightsError) as caught:
+        load_encoder(model_dir)
+    message = str(caught.value)
+    assert f"{model_dir / file}:" in message and needle in message
+    assert len(message.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("index", "needle"),
+    [
+        ([], "expected a JSON object, got list"),
+        ({"weight_map": {"a": ["shard.safetensors"]}}, "weight_map must be an object"),
+        ({"weight_map": ["shard.safetensors"]}, "weight_map must be an object"),
+    ],
+)
+def test_malformed_safetensors_index_names_weight_map(tmp_path, index, needle: str) -> None:
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(WeightsError, match=rf"model\.safetensors\.index\.json: {needle}"):
+        load_state_dict_file(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ([1, 2], "expected a JSON object of BERT config fields, got list"),
+        ({**TINY, "num_attention_heads": 0}, "num_attention_heads must be a positive integer"),
+        ({**TINY, "hidden_size": "abc"}, "hidden_size must be a positive integer, got 'abc'"),
+        ({**TINY, "layer_norm_eps": "tiny"}, "layer_norm_eps must be a positive number"),
+        (
+            {**TINY, "hidden_dropout_prob": 1.0},
+            r"hidden_dropout_prob must be a number in \[0, 1\)",
+        ),
+        ({**TINY, "hidden_act": "swish"}, "hidden_act 'swish' is not supported"),
+    ],
+)
+def test_invalid_config_json_names_file_and_field(tmp_path, config, needle: str) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match=rf"^{tmp_path / 'config.json'}: {needle}"):
+        load_encoder(tmp_path, random_init=True)
+
+
+def test_shape_mismatch_names_the_first_tensor_and_both_shapes(tmp_path) -> None:
+    model_dir = write_model_dir(tmp_path, tiny_hf(), "safetensors")
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "hidden_size": 64}))
+    with pytest.raises(WeightsError) as caught:
+        load_encoder(model_dir)
+    message = str(caught.value)
+    assert message.startswith(f"{model_dir}: weights do not match its config.json: ")
+    assert "embeddings.word_embeddings.weight has shape (99, 32) in the weights but (99, 64)" in (
+        message
+    )
+    assert len(message.splitlines()) == 1
+
+
+def test_non_finite_weights_name_the_tensor(tmp_path) -> None:
+    hf = tiny_hf()
+    state = dict(hf.state_dict())
+    state["bert.encoder.layer.1.output.dense.weight"] = torch.full((32, 37), float("nan"))
+    model_dir = write_model_dir(tmp_path, hf, "safetensors", state=state)
+    with pytest.raises(WeightsError, match=r"encoder\.layer\.1\.output\.dense\.weight has NaN"):
+        load_encoder(model_dir)
+
+
 # --- tokenizer -----------------------------------------------------------------------------------
 
 
@@ -369,3 +464,78 @@ def test_tokenizer_attributes_and_errors(tmp_path) -> None:
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\n")
     with pytest.raises(WeightsError, match=r"vocab\.txt.*\[CLS\]"):
         load_tokenizer(tmp_path, 32)
+
+
+def _vocab_dir(path: Path, options: object = None) -> Path:
+    """A model directory with only a 6-token vocab.txt (and tokenizer_config.json if given)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\n")
+    if options is not None:
+        (path / "tokenizer_config.json").write_text(json.dumps(options))
+    return path
+
+
+def test_vocab_txt_not_in_utf8_is_a_weights_error_naming_it(tmp_path) -> None:
+    _vocab_dir(tmp_path)
+    (tmp_path / "vocab.txt").write_bytes(b"[PAD]\n\xff\xfe\n")
+    with pytest.raises(WeightsError, match=rf"^{tmp_path / 'vocab.txt'}: .*UTF-8"):
+        load_tokenizer(tmp_path, 32)
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ([], "expected a JSON object, got list"),
+        ({"do_lower_case": "yes"}, "do_lower_case must be true or false, got 'yes'"),
+        ({"unk_token": 3}, "unk_token must be a string, got 3"),
+    ],
+)
+def test_malformed_tokenizer_config_names_file_and_field(tmp_path, options, needle: str) -> None:
+    _vocab_dir(tmp_path, options)
+    with pytest.raises(WeightsError, match=rf"^{tmp_path / 'tokenizer_config.json'}: {needle}"):
+        load_tokenizer(tmp_path, 32)
+
+
+def test_tokenizer_config_special_tokens_may_be_serialised_added_tokens(tmp_path) -> None:
+    options = {"unk_token": {"__type": "AddedToken", "content": "[UNK]"}, "strip_accents": None}
+    tok = load_tokenizer(_vocab_dir(tmp_path, options), 32)
+    assert tok.encode(["hello nope"])[0] == [[2, 5, 1, 3]]
+
+
+@pytest.mark.parametrize(
+    ("change", "max_length", "encoding", "needle"),
+    [
+        ({"vocab_size": 5}, 32, "cross", r"vocab_size 5 is smaller than the vocabulary"),
+        ({"max_position_embeddings": 16}, 32, "sbert", r"max_position_embeddings 16 is below "
+         r"model\.max_length 32; set model\.max_length to at most 16"),
+        ({"type_vocab_size": 1}, 32, "cross", r"type_vocab_size 1 .* set model\.pair_encoding"),
+    ],
+)  # fmt: skip
+def test_encoder_too_small_for_tokenizer_names_config_field(
+    tmp_path, change: dict, max_length: int, encoding: str, needle: str
+) -> None:
+    tok = load_tokenizer(_vocab_dir(tmp_path), max_length)
+    cfg = BertConfig.from_dict({**TINY, **change})
+    config_file = tmp_path / "config.json"
+    with pytest.raises(WeightsError, match=rf"^{config_file}: {needle}"):
+        check_tokenizer_fits(cfg, tok, encoding, config_file)
+
+
+def test_encoder_that_fits_passes_and_one_token_type_suffices_for_bi_encoders(tmp_path) -> None:
+    tok = load_tokenizer(_vocab_dir(tmp_path), 32)
+    check_tokenizer_fits(BertConfig.from_dict(TINY), tok, "cross", tmp_path / "config.json")
+    one_type = BertConfig.from_dict({**TINY, "type_vocab_size": 1, "vocab_size": 6})
+    check_tokenizer_fits(one_type, tok, "bi_concat", tmp_path / "config.json")
+
+
+def test_build_model_checks_sizes_before_any_data_is_read(tmp_path) -> None:
+    from model.config import TrainConfig, build_config
+    from model.train import build_model
+
+    model_dir = _vocab_dir(tmp_path)
+    (model_dir / "config.json").write_text(json.dumps({**TINY, "max_position_embeddings": 16}))
+    cfg = build_config(
+        TrainConfig, {"model": {"name": str(model_dir), "random_init": True, "max_length": 32}}
+    )
+    with pytest.raises(WeightsError, match=r"config\.json: max_position_embeddings 16"):
+        build_model(cfg)

@@ -118,6 +118,9 @@ def test_train_tiny_writes_metrics_checkpoint_and_predictions(
 ):
     config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
     out = tmp_path / "out"
+    stale = out / "predictions" / "para-test-output.csv"  # an earlier run's, absent from this one
+    stale.parent.mkdir(parents=True)
+    stale.write_text("id \t Predicted_Is_Paraphrase \n")
     result = run("train", str(config), "--data-dir", str(data_dir), "--out", str(out))
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -132,6 +135,11 @@ def test_train_tiny_writes_metrics_checkpoint_and_predictions(
     predictions = {p.name for p in (out / "predictions").iterdir()}
     assert {"sst-dev-output.csv", "para-dev-output.csv", "sts-dev-output.csv"} <= predictions
     assert "sst-test-output.csv" in predictions and "sts-test-output.csv" in predictions
+    if (data_dir / "quora-test-student.csv").is_file():
+        assert len(stale.read_text().splitlines()) > 1  # rewritten by this run
+    else:
+        assert "para-test-output.csv" not in predictions  # not predicted now: the stale one went
+    assert not (out / "predictions.partial").exists()
 
 
 def test_data_check_on_shared_data(data_dir):
@@ -161,3 +169,89 @@ def test_data_check_names_a_test_files_missing_column(tmp_path, data_dir):
     assert result.exit_code == 2
     checks = {c["name"]: c for c in json.loads(result.stdout)}
     assert "missing column 'id'" in checks["sts-test-student.csv"]["problem"]
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"num_attention_heads": 0}, "num_attention_heads must be a positive integer, got 0"),
+        ({"max_position_embeddings": 16}, "max_position_embeddings 16 is below model.max_length"),
+    ],
+)
+def test_broken_model_dir_exits_2_naming_config_field(
+    tmp_path, data_dir, tiny_config_dict, change, needle
+):
+    from model.weights import resolve_model_dir
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(resolve_model_dir("minilm"), model_dir)
+    raw = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**raw, **change}))
+    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
+    out = tmp_path / "out"
+    result = run("train", str(config), "--data-dir", str(data_dir), "--out", str(out),
+                 "--set", f"model.name={model_dir}")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Error: {model_dir / 'config.json'}: {needle}")
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_diverging_loss_exits_2_naming_what_to_change(
+    tmp_path, data_dir, tiny_config_dict, monkeypatch
+):
+    import model.train
+
+    def diverge(*args, **kwargs):
+        raise model.train.NonFiniteLossError(
+            "training loss is nan at epoch 1, step 5; lower optim.lr, set optim.grad_clip or "
+            "use precision: fp32"
+        )
+
+    monkeypatch.setattr(model.train, "fit", diverge)
+    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
+    result = run("train", str(config), "--data-dir", str(data_dir), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "Error: training loss is nan at epoch 1, step 5; lower optim.lr, set optim.grad_clip or "
+        "use precision: fp32"
+    ]
+
+
+def test_a_bad_override_is_blamed_on_set_not_on_the_file(tmp_path, data_dir, tiny_config_dict):
+    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
+    result = run("train", str(config), "--set", "optim.lrr=1", "--data-dir", str(data_dir))
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: --set: unknown config key 'optim.lrr'")
+
+
+def test_config_yaml_reads_1e_minus_5_and_rejects_repeats_and_non_utf8(tmp_path):
+    from model.config import ConfigError
+    from orchestrator.config import load_train_config
+
+    good = tmp_path / "good.yaml"
+    good.write_text("optim:\n  lr: 1e-5\n")
+    assert load_train_config(good).optim.lr == 1e-5
+    repeated = tmp_path / "repeated.yaml"
+    repeated.write_text("optim:\n  lr: 1.0e-5\n  lr: 3.0e-5\n")
+    with pytest.raises(ConfigError, match=r"repeated.yaml: line 3 malformed YAML \(duplicate key"):
+        load_train_config(repeated)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    result = run("train", str(binary), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "binary.yaml: not UTF-8 text" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_device_cuda_without_cuda_is_a_one_line_error(tmp_path, data_dir, tiny_config_dict):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
+    out = tmp_path / "out"
+    result = run("train", str(config), "--set", "device=cuda", "--data-dir", str(data_dir),
+                 "--out", str(out))
+    assert result.exit_code == 2
+    assert "'device' is cuda, but torch sees no CUDA device" in result.output
+    assert not out.exists()

@@ -302,6 +302,53 @@ def test_ensemble_deleted_checkpoint(
         shutil.move(backup, original)
 
 
+def _zero_heads(best: Path) -> None:
+    raw = json.loads((best / "config.json").read_text())
+    raw["bert"]["num_attention_heads"] = 0
+    (best / "config.json").write_text(json.dumps(raw))
+
+
+def _config_not_utf8(best: Path) -> None:
+    (best / "config.json").write_bytes(b"\xff{}")
+
+
+def _vocab_not_utf8(best: Path) -> None:
+    (best / "tokenizer.json").unlink()  # so vocab.txt is read
+    (best / "vocab.txt").write_bytes(b"[PAD]\n\xff\n")
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "needle"),
+    [
+        (_zero_heads, "config.json: unreadable checkpoint config (num_attention_heads must be"),
+        (_config_not_utf8, "config.json: unreadable checkpoint config ('utf-8' codec can't"),
+        (_vocab_not_utf8, "vocab.txt: Error while reading WordPiece file"),
+    ],
+)
+def test_ensemble_skips_a_malformed_checkpoint_with_a_note(
+    sweep_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corrupt, needle: str
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    results = tmp_path / "results"
+    shutil.copytree(sweep_store / "results", results)
+    # As above: the store's tags point at the fixture's checkpoints, so corrupt t1's there.
+    original = sweep_store / "results" / "fake" / "t1" / "best"
+    backup = tmp_path / "t1-best"
+    shutil.copytree(original, backup)
+    try:
+        corrupt(original)
+        args = ["--results-dir", str(results), "--data-dir", str(sweep_store / "data")]
+        code, lines = invoke("ensemble", "--top", "2", *args)
+        assert code == 0, lines
+        summary = json.loads((results / "fake" / "ensemble" / "metrics.json").read_text())
+        assert [m["trial_id"] for m in summary["members"]] == ["t2", "t0"]
+        skipped = [note for note in summary["notes"] if note.startswith("skipped trial t1: ")]
+        assert len(skipped) == 1 and str(original) in skipped[0] and needle in skipped[0]
+    finally:
+        shutil.rmtree(original)
+        shutil.move(backup, original)
+
+
 def test_dev_subset_uses_the_trials_fixed_subset(sweep_store: Path) -> None:
     from orchestrator.ensemble_run import SplitInputs
 
