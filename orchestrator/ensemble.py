@@ -153,10 +153,14 @@ def check_top(top: int, finished: int, total: int, sweep: str) -> None:
     """Raise EnsembleError unless 1 <= top <= the number of finished trials (which it names)."""
     if top < 1:
         raise EnsembleError(f"--top must be at least 1, got {top}")
+    if finished == 0:
+        raise EnsembleError(
+            f"sweep '{sweep}' has no finished trial yet (of {total}); nothing to ensemble"
+        )
     if top > finished:
         raise EnsembleError(
             f"sweep '{sweep}' has {finished} finished trial{'s' if finished != 1 else ''} "
-            f"(of {total}); --top {top} asks for more: use --top {max(finished, 1)} or fewer"
+            f"(of {total}); --top {top} asks for more: use --top {finished} or fewer"
         )
 
 

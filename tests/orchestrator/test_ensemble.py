@@ -196,6 +196,8 @@ def test_check_top_says_how_many_trials_finished() -> None:
         check_top(0, 3, 5, "s")
     with pytest.raises(EnsembleError, match=r"'s' has 3 finished trials \(of 5\); --top 4"):
         check_top(4, 3, 5, "s")
+    with pytest.raises(EnsembleError, match=r"'s' has no finished trial yet \(of 2\); nothing"):
+        check_top(2, 0, 2, "s")
 
 
 # ---------------------------------------------------------------------------------------------
