@@ -39,6 +39,9 @@ PROBE_FILE_PREFIX = ".orchestrator-storage-probe-"
 DEFAULT_TRACKING_STORE = "sqlite:///results/mlflow.db"
 DEFAULT_ARTIFACTS = "results/mlartifacts"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Backend stores `mlflow server` can keep runs and its model registry in: SQLAlchemy engines
+# (optionally `engine+driver://`, e.g. postgresql+psycopg2://) and a `file://` directory.
+BACKEND_STORE_ENGINES = ("sqlite", "postgresql", "mysql", "mssql", "file")
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)*$")
 
@@ -365,21 +368,48 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def resolve_backend_store(uri: str) -> str:
-    """A relative `sqlite:///path` made absolute (its directory created); other URIs unchanged."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = Path(uri.removeprefix("sqlite:///")).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
-    if uri.startswith("sqlite:////"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return uri
-    if not is_uri(uri):
+def resolve_backend_store(uri: str) -> tuple[str, Path | None]:
+    """Check `--backend-store-uri` and return it (a relative `sqlite:///path` made absolute) with
+    the directory its SQLite file needs, if any. Creates nothing: the caller does, once every
+    argument has been checked."""
+    scheme = uri.split("://", 1)[0].lower() if is_uri(uri) else ""
+    engine, _, driver = scheme.partition("+")
+    drivers_ok = not driver or (engine != "file" and driver.replace("_", "").isalnum())
+    if engine not in BACKEND_STORE_ENGINES or not drivers_ok or scheme.endswith("+"):
+        if not is_uri(uri):
+            problem = "expected a database URI"
+        else:
+            problem = f"mlflow server cannot store runs in '{scheme}://'; expected a database URI"
         raise ClusterError(
-            f"--backend-store-uri {uri}: expected a database URI such as "
-            "sqlite:///results/mlflow.db or postgresql://USER@HOST:5432/DB"
+            f"--backend-store-uri {redact_uri(uri)}: {problem} such as "
+            "sqlite:///results/mlflow.db, postgresql://USER@HOST:5432/DB, mysql://USER@HOST/DB "
+            "or file:///DIR"
         )
-    return uri
+    if engine != "sqlite":
+        return uri, None
+    # sqlite:///relative/path or sqlite:////absolute/path (SQLAlchemy's spelling), then ?options.
+    rest = uri.split("://", 1)[1]
+    name, sep, query = rest.removeprefix("/").partition("?")
+    if not rest.startswith("/") or not name:
+        raise ClusterError(
+            f"--backend-store-uri {uri}: expected sqlite:///PATH naming the database file, "
+            "e.g. sqlite:///results/mlflow.db"
+        )
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else path.resolve()
+    if path.is_dir():
+        raise ClusterError(f"--backend-store-uri {uri}: {path} is a directory, not a file")
+    _check_creatable(path.parent, f"--backend-store-uri {uri}")
+    return f"{scheme}:///{path}{sep}{query}", path.parent
+
+
+def _check_creatable(directory: Path, what: str) -> None:
+    """Raise ClusterError if `directory` cannot be (or become) a directory: a file in the way."""
+    for existing in (directory, *directory.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ClusterError(f"{what}: {existing} is a file, not a directory")
+            return
 
 
 @dataclass(frozen=True)
@@ -405,12 +435,21 @@ def tracking_server(
     through $MLFLOW_BACKEND_STORE_URI, not argv, so a database password never shows in `ps`."""
     if not 1 <= port <= 65535:
         raise ClusterError(f"--port {port}: must be in 1-65535")
-    store = resolve_backend_store(backend_store_uri)
+    store, store_dir = resolve_backend_store(backend_store_uri)
     if is_uri(artifacts_destination):
-        destination = artifacts_destination
+        destination, artifacts_dir = artifacts_destination, None
     else:
-        Path(artifacts_destination).mkdir(parents=True, exist_ok=True)
-        destination = str(Path(artifacts_destination).resolve())
+        artifacts_dir = Path(artifacts_destination).expanduser().resolve()
+        _check_creatable(artifacts_dir, f"--artifacts-destination {artifacts_destination}")
+        destination = str(artifacts_dir)
+    # Only now, with every argument checked, create the directories (a bad flag leaves none).
+    made = {"--backend-store-uri": store_dir, "--artifacts-destination": artifacts_dir}
+    for flag, directory in made.items():
+        if directory is not None:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise ClusterError(f"{flag}: cannot create {directory}: {err.strerror}") from err
     argv = [
         sys.executable, "-m", "mlflow", "server",
         "--host", host, "--port", str(port), "--workers", str(workers),

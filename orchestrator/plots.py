@@ -30,7 +30,7 @@ def optimization_history(frame: pd.DataFrame, metric: str, path: Path, mode: str
     order = np.arange(1, len(values) + 1)
     fig, ax = plt.subplots(figsize=(7, 4))
     for state, marker in STATE_MARKERS.items():
-        mask = (frame["state"] == state).to_numpy() & np.isfinite(values)
+        mask = (_states(frame) == state).to_numpy() & np.isfinite(values)
         if mask.any():
             ax.scatter(order[mask], values[mask], marker=marker, label=state, zorder=3)
     sign = 1.0 if mode == "max" else -1.0
@@ -42,6 +42,11 @@ def optimization_history(frame: pd.DataFrame, metric: str, path: Path, mode: str
     ax.set(xlabel="trial (start order)", ylabel=metric, title="optimization history")
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
+
+
+def _states(frame: pd.DataFrame) -> pd.Series:
+    """Each trial's state; a frame of no trials has no columns at all."""
+    return frame["state"] if "state" in frame else pd.Series("", index=frame.index, dtype=object)
 
 
 def _axis_positions(values: pd.Series) -> tuple[np.ndarray, list[tuple[float, str]]]:
@@ -96,7 +101,7 @@ def axis_effects(
     frame: pd.DataFrame, axes: Sequence[str], base: Mapping[str, Any], metric: str, path: Path
 ) -> Path:
     """Per swept axis: each value's mean ± 95% CI of the metric over completed trials."""
-    done = frame[frame["state"] == "completed"]
+    done = frame[_states(frame) == "completed"]
     column = f"{BEST_PREFIX}{metric}"
     shown = [a for a in axes if a in done]
     fig, plots = plt.subplots(1, max(len(shown), 1), figsize=(4 * max(len(shown), 1), 3.8),

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +33,7 @@ RUN_COLUMNS = ("run_id", "run_name", "trial_id", "state", "status")
 
 
 class ReportError(ConfigError):
-    """The report cannot be written as asked (no store, unknown sweep); one line."""
+    """The report cannot be written as asked (no store, unknown sweep, no finished trial)."""
 
 
 @dataclass
@@ -294,56 +297,98 @@ def _resolve_sweep(results_dir: Path, sweep: str | None) -> tuple[str, Any]:
     return tracking.find_sweep(results_dir, sweep)
 
 
+FINISHED_STATES = ("completed", "pruned", "failed", "killed")
+
+
 def write_report(
     sweep: str | None, *, results_dir: Path, log_to_mlflow: bool = True
 ) -> ReportWritten:
-    """Write trials.parquet, ablation.md, importance.md and plots/ of a sweep (default: newest)."""
+    """Write trials.parquet, ablation.md, importance.md and plots/ of a sweep (default: newest).
+
+    All of them are made in a temporary directory and moved into place once every one exists, so
+    a failure leaves the previous report (or none) rather than half of a new one.
+    """
     from orchestrator import plots, tracking
 
     uri, stored = _resolve_sweep(Path(results_dir), sweep)
+    if not any(_finished(run) for run in stored.trials):
+        running = f" ({len(stored.trials)} running)" if stored.trials else ""
+        raise ReportError(f"{stored.name}: no finished trials yet{running}; nothing to report")
     out_dir = Path(results_dir) / stored.name
-    out_dir.mkdir(parents=True, exist_ok=True)
     histories = {
         run.run_id: tracking.metric_histories(uri, run.run_id, DEV_METRICS)
         for run in stored.trials
     }
     gpu = float(parse_param(stored.parent.params.get("sweep.resources.gpu")) or 0.0)
     frame = trials_frame(stored.trials, histories, gpu_per_trial=gpu)
-    written = ReportWritten(stored.name, len(frame))
-
-    parquet = out_dir / "trials.parquet"
-    frame.to_parquet(parquet, index=False)
     axes = swept_axes(stored.parent.params, frame)
     base = {axis: parse_param(stored.parent.params.get(f"base.{axis}")) for axis in axes}
-    ablation = out_dir / "ablation.md"
-    ablation.write_text(ablation_markdown(frame, axes, base, sweep=stored.name))
+    scores, note = _importances(out_dir / "sweep.json", stored.name)
+    texts = {
+        "ablation.md": ablation_markdown(frame, axes, base, sweep=stored.name),
+        "importance.md": importance_markdown(scores, sweep=stored.name, note=note),
+    }
+    metric = stored.parent.params.get("sweep.metric", "dev/overall")
+    mode = stored.parent.params.get("sweep.mode", "max")
 
-    scores, note = None, ""
-    state_file = out_dir / "sweep.json"
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    try:
+        frame.to_parquet(staging / "trials.parquet", index=False)
+        for name, text in texts.items():
+            (staging / name).write_text(text)
+        plot_files = plots.write_plots(
+            frame, axes, base, staging / "plots", metric=metric, mode=mode
+        )
+        _move_into_place(staging, out_dir, ["trials.parquet", *texts, "plots"])
+    except BaseException as err:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise ReportError(f"{out_dir}: cannot write the report: {err}") from err
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    files = [out_dir / "trials.parquet", *(out_dir / name for name in texts)]
+    written = ReportWritten(stored.name, len(frame))
+    written.files = [*files, *(out_dir / "plots" / p.name for p in plot_files)]
+    if log_to_mlflow:
+        save_ablation_view(uri, stored)
+        tracking.log_run_artifacts(uri, stored.parent.run_id, files, "report")
+        tracking.log_run_artifacts(uri, stored.parent.run_id, [out_dir / "plots"], "report")
+    return written
+
+
+def _finished(run: Any) -> bool:
+    """Whether the sweep has ended this trial run (stores without a state tag: its status)."""
+    if run.state:
+        return run.state in FINISHED_STATES
+    return run.status in ("FINISHED", "FAILED", "KILLED")
+
+
+def _importances(state_file: Path, sweep: str) -> tuple[dict[str, float] | None, str]:
+    """The Optuna importances of the sweep's study, or None and why not."""
     storage = (
         json.loads(state_file.read_text()).get("optuna_storage") if state_file.is_file() else None
     )
     if storage is None:
-        note = f"{state_file} not found: no Optuna study to read."
-    else:
-        try:
-            scores = study_importances(storage, stored.name)
-        except Exception as err:  # optuna: too few completed trials, no varying parameter, ...
-            note = f"Optuna could not compute importances: {str(err).splitlines()[0]}"
-    importance = out_dir / "importance.md"
-    importance.write_text(importance_markdown(scores, sweep=stored.name, note=note))
+        return None, f"{state_file} not found: no Optuna study to read."
+    try:
+        return study_importances(storage, sweep), ""
+    except Exception as err:  # optuna: too few completed trials, no varying parameter, ...
+        return None, f"Optuna could not compute importances: {str(err).splitlines()[0]}"
 
-    metric = stored.parent.params.get("sweep.metric", "dev/overall")
-    mode = stored.parent.params.get("sweep.mode", "max")
-    plot_files = plots.write_plots(frame, axes, base, out_dir / "plots", metric=metric, mode=mode)
-    written.files = [parquet, ablation, importance, *plot_files]
-    if log_to_mlflow:
-        save_ablation_view(uri, stored)
-        tracking.log_run_artifacts(
-            uri, stored.parent.run_id, [parquet, ablation, importance], "report"
-        )
-        tracking.log_run_artifacts(uri, stored.parent.run_id, [out_dir / "plots"], "report")
-    return written
+
+def _move_into_place(staging: Path, out_dir: Path, names: Sequence[str]) -> None:
+    """Rename each staged file or directory over its namesake in `out_dir` (same filesystem)."""
+    for name in names:
+        target = out_dir / name
+        if target.is_dir() and not target.is_symlink():
+            # rename() cannot replace a non-empty directory: move the old one aside first.
+            target.rename(staging / f"old-{name}")
+        os.replace(staging / name, target)
 
 
 ABLATION_VIEW = "ablation"  # the runs-table view `ui` opens: trials, swept params, best metrics

@@ -437,7 +437,7 @@ def _parse_distribution(key: str, kind: str, spec: Mapping, hint: Any, fail: Any
     if step is not None and log:
         raise fail(where, "log and step cannot be combined")
     if step is not None and step > high - low:
-        raise fail(f"{where}.step", f"{step} exceeds the range [{low}, {high}]: only lo is sampled")
+        raise fail(f"{where}.step", f"{step} exceeds the range [{low}, {high}]: only lo is drawn")
     accepted = _scalar_types(hint)
     if kind == "int":
         if not all(isinstance(b, int) for b in bounds) or (step is not None and step != int(step)):

@@ -9,11 +9,14 @@ directory per trial (Ray's result files and latest `checkpoint_*`; the trainer's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,11 +98,13 @@ def run_sweep(
     resume: bool = False,
     live_table: bool = True,
     num_cpus: int | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> SweepOutcome:
     """Run (or with `resume`, continue) the sweep `space` and return how every trial ended.
 
     Raises SweepStateError before anything starts when `<results>/<name>/` already holds a sweep
-    and `resume` is false, or holds none and `resume` is true.
+    and `resume` is false, or holds none and `resume` is true; ResourcesError when local Ray can
+    never start a trial. `echo` shows notices (default: stderr).
     """
     from ray import tune
 
@@ -128,9 +133,11 @@ def run_sweep(
     else:
         state = {}
 
-    # Join Ray before anything is written: on a cluster, a results or data path some node cannot
-    # see stops the sweep here with a one-line error (orchestrator/cluster.py).
+    # Join Ray before anything is written: trials Ray could never start (orchestrator/
+    # placement.py) or, on a cluster, a results or data path some node cannot see
+    # (orchestrator/cluster.py) stop the sweep here with a one-line error.
     init_ray(address, num_cpus)
+    space = fit_trials_to_cluster(space, local=address is None, echo=echo or _stderr_line)
     check_cluster_paths(exp_dir.parent, data_dir=data_dir)
     uri = state.get("tracking_uri") or tracking_uri(Path(results_dir))
     tracker = SweepTracker(uri, space.name)
@@ -160,7 +167,6 @@ def run_sweep(
         }
         state_file.write_text(json.dumps(state, indent=2) + "\n")
 
-    init_ray(address, num_cpus)
     trainable = tune.with_resources(
         tune.with_parameters(
             train_trial,
@@ -297,6 +303,28 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
         # Workers import `model` and `orchestrator` from this checkout even when not installed.
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
     )
+
+
+def fit_trials_to_cluster(
+    space: SearchSpace, *, local: bool, echo: Callable[[str], None]
+) -> SearchSpace:
+    """`space` with per-trial resources the connected Ray can place (see placement.py): on a
+    laptop without a GPU, a GPU space's trials move to the CPU. Echoes the plan's notice."""
+    from orchestrator.cluster import alive_nodes
+    from orchestrator.placement import plan_trial_resources
+
+    nodes = [node.get("Resources", {}) for node in alive_nodes()]
+    placement = plan_trial_resources(space.source, space.resources, nodes, local=local)
+    if placement.notice:
+        echo(placement.notice)
+    if placement.on_cpu:
+        # `device: auto` finds no GPU here anyway; a base config saying `cuda` would fail.
+        space = space.replace(base=dataclasses.replace(space.base, device="cpu"))
+    return space.replace(resources=placement.resources)
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _concurrency(space: SearchSpace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -81,3 +82,24 @@ def test_dry_run_checks_the_data_and_results_dirs_the_real_run_needs(tmp_path: P
         main, ["sweep", str(path), "--dry-run", "--results-dir", str(blocker / "results")]
     )
     assert blocked.exit_code == 2 and "is a file, not a directory" in blocked.output
+
+
+def test_resources_no_machine_has_are_one_line_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator import cluster, sweep
+
+    # Ray itself is faked: a 2-core machine without a GPU (tests/integration has the real one).
+    monkeypatch.setattr(sweep, "init_ray", lambda address, num_cpus: None)
+    monkeypatch.setattr(cluster, "alive_nodes", lambda: [{"Resources": {"CPU": 2.0}}])
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "data").mkdir()
+    results = tmp_path / "results"
+    args = ["--results-dir", str(results), "--data-dir", str(tmp_path / "data")]
+    for resources, key in (({"cpu": 1000}, "resources.cpu"), ({"gpu": 1.5}, "resources.gpu")):
+        path = write_space(tmp_path, resources=resources)
+        result = CliRunner().invoke(main, ["sweep", str(path), *args])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: {path}: {key}: "), lines
+        assert not results.exists()

@@ -288,3 +288,51 @@ def test_cli_sweep_refuses_bad_cluster_options_before_starting(
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "s3:").exists() and not Path("s3:").exists()
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        (
+            "bogus://x",
+            "--backend-store-uri bogus://x: mlflow server cannot store runs in 'bogus://'",
+        ),
+        ("http://mlflow:5000", "cannot store runs in 'http://'; expected a database URI such as"),
+        ("postgresql+a+b://db/m", "cannot store runs in 'postgresql+a+b://'"),
+        ("mlflow.db", "--backend-store-uri mlflow.db: expected a database URI such as"),
+        ("sqlite://", "--backend-store-uri sqlite://: expected sqlite:///PATH naming the"),
+        ("sqlite:///", "--backend-store-uri sqlite:///: expected sqlite:///PATH naming the"),
+    ],
+)
+def test_cli_tracking_server_refuses_a_bad_store_and_creates_nothing(
+    uri: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cluster, "exec_tracking_server", lambda server: pytest.fail("started"))
+    args = ["tracking-server", "--backend-store-uri", uri, "--artifacts-destination", "art"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tracking_server_checks_every_argument_before_creating_directories(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "afile").write_text("")
+    store = f"sqlite:///{tmp_path}/new/dir/mlflow.db"
+    with pytest.raises(ClusterError, match=r"afile is a file, not a directory"):
+        tracking_server(backend_store_uri=store, artifacts_destination=str(tmp_path / "afile/a"))
+    with pytest.raises(ClusterError, match=r"afile is a file, not a directory"):
+        tracking_server(backend_store_uri=f"sqlite:///{tmp_path}/afile/x.db")
+    with pytest.raises(ClusterError, match=r"is a directory, not a file"):
+        tracking_server(backend_store_uri=f"sqlite:///{tmp_path}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    # Valid arguments: now the database's directory (a path the user named) is created.
+    server = tracking_server(backend_store_uri=store, artifacts_destination=str(tmp_path / "art"))
+    assert server.env["MLFLOW_BACKEND_STORE_URI"] == store
+    assert (tmp_path / "new" / "dir").is_dir() and (tmp_path / "art").is_dir()
+    for accepted in ("postgresql+psycopg2://u@db/m", "mysql://u@db/m", "file:///srv/mlruns"):
+        server = tracking_server(backend_store_uri=accepted, artifacts_destination="s3://b/a")
+        assert server.env["MLFLOW_BACKEND_STORE_URI"] == accepted

@@ -233,3 +233,57 @@ def test_report_command_on_a_small_store(tmp_path: Path, monkeypatch: pytest.Mon
     assert result.output.strip().splitlines() == [
         f"Error: no sweep named 'nope' in sqlite:///{results}/mlflow.db (sweeps there: rep)"
     ]
+
+
+def test_report_with_no_finished_trial_is_one_line_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    results = tmp_path / "results"
+    fake_sweep(f"sqlite:///{results}/mlflow.db", "empty", [])
+    fake_sweep(f"sqlite:///{results}/mlflow.db", "busy", [FakeTrial("a", 0.4, state="running")])
+    before = sorted(results.rglob("*"))
+    for sweep, running in (("empty", ""), ("busy", " (1 running)")):
+        result = CliRunner().invoke(main, ["report", sweep, "--results-dir", str(results)])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines() == [
+            f"Error: {sweep}: no finished trials yet{running}; nothing to report"
+        ]
+    assert sorted(results.rglob("*")) == before
+
+
+def test_a_report_that_fails_midway_leaves_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator import plots
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    results = tmp_path / "results"
+    trials = [FakeTrial("a", 0.5, params={"optim.lr": 2e-5}, history=[0.5])]
+    fake_sweep(f"sqlite:///{results}/mlflow.db", "rep", trials, searched=("optim.lr",))
+    real_write_plots = plots.write_plots
+
+    def one_plot_then_fail(frame: pd.DataFrame, axes, base, out_dir: Path, **kwargs) -> None:
+        plots.optimization_history(frame, "dev/overall", out_dir / "optimization_history.png")
+        raise RuntimeError("plotting broke")
+
+    monkeypatch.setattr(plots, "write_plots", one_plot_then_fail)
+    with pytest.raises(RuntimeError, match="plotting broke"):
+        write_report("rep", results_dir=results, log_to_mlflow=False)
+    assert not (results / "rep").exists()  # a first report: no directory at all
+
+    monkeypatch.setattr(plots, "write_plots", real_write_plots)
+    written = write_report("rep", results_dir=results, log_to_mlflow=False)
+    report = {p: p.read_bytes() for p in written.files}
+    assert len(report) == 6 and all(p.is_relative_to(results / "rep") for p in report)
+
+    monkeypatch.setattr(plots, "write_plots", one_plot_then_fail)
+    with pytest.raises(RuntimeError, match="plotting broke"):
+        write_report("rep", results_dir=results, log_to_mlflow=False)
+    assert {p: p.read_bytes() for p in written.files} == report
+    assert sorted(p.name for p in (results / "rep").iterdir()) == [
+        "ablation.md",
+        "importance.md",
+        "plots",
+        "trials.parquet",
+    ]
