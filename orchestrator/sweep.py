@@ -240,6 +240,9 @@ def run_sweep(
         status = "KILLED"
         raise
     finally:
+        if status != "FINISHED":
+            # Trials still RUNNING in MLflow would read as in progress forever (report, UI).
+            tracker.end_running_trials("KILLED", {"trial_state": "killed"})
         outcome.wall_s = time.monotonic() - started
         best = outcome.best
         tags = {"trials": str(len(outcome.trials)), "wall_s": f"{outcome.wall_s:.1f}"}

@@ -205,6 +205,14 @@ class SweepTracker:
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         self._log_batch(run_id, tags=tags)
 
+    def end_running_trials(self, status: Status, tags: Mapping[str, str]) -> int:
+        """Finish every trial run of this sweep still RUNNING (a sweep stopped by Ctrl-C: Ray
+        calls no callback for its unfinished trials); returns how many there were."""
+        running = [run for run in self.child_runs() if run.info.status == "RUNNING"]
+        for run in running:
+            self.finish_run(run.info.run_id, status, tags=tags)
+        return len(running)
+
     def child_runs(self) -> list[Any]:
         """Every child run of this sweep's parent run (mlflow `Run` objects)."""
         return list(

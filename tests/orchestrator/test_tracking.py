@@ -68,6 +68,19 @@ def test_sweep_and_trial_runs(store: str) -> None:
     assert [r.info.run_id for r in tracker.child_runs()] == [child]
 
 
+def test_an_interrupted_sweep_ends_its_running_trial_runs_as_killed(store: str) -> None:
+    tracker = SweepTracker(store, "unit-interrupted")
+    tracker.start_sweep(run_name="s", params={}, tags={})
+    done = tracker.start_trial("t1", run_name="a", config=TrainConfig(), tags={})
+    tracker.finish_run(done, "FINISHED", tags={"trial_state": "completed"})
+    running = tracker.start_trial("t2", run_name="b", config=TrainConfig(), tags={})
+    assert tracker.end_running_trials("KILLED", {"trial_state": "killed"}) == 1
+    assert tracker.client.get_run(done).info.status == "FINISHED"
+    killed = tracker.client.get_run(running)
+    assert killed.info.status == "KILLED" and killed.data.tags["trial_state"] == "killed"
+    assert tracker.end_running_trials("KILLED", {"trial_state": "killed"}) == 0
+
+
 def test_resumed_sweep_reuses_runs_and_skips_logged_epochs(store: str) -> None:
     first = SweepTracker(store, "unit-resume")
     parent = first.start_sweep(run_name="s", params={}, tags={})
