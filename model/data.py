@@ -146,9 +146,25 @@ def read_task_file(
                 stacklevel=2,
             )
 
+    # An empty text is a truncated row (pandas fills missing trailing fields with ""): a labelled
+    # one is skipped like a bad label; a test row still needs its prediction, so it stays.
+    for column in SENTENCE_COLUMNS[task]:
+        empty_text = np.flatnonzero(keep & (frame[column].str.strip() == "").to_numpy())
+        if len(empty_text):
+            some = ", ".join(ids.iloc[empty_text[:3]])
+            more = ", ..." if len(empty_text) > 3 else ""
+            action = "skipped" if labelled else "predicting from empty text for"
+            warnings.warn(
+                f"{path}: {action} {len(empty_text)} rows with an empty '{column}' "
+                f"(ids {some}{more})",
+                stacklevel=2,
+            )
+            if labelled:
+                keep[empty_text] = False
+
     rows = np.flatnonzero(keep)
     if not len(rows):
-        reason = f"every '{label_column}' label is missing or invalid" if len(frame) else "no rows"
+        reason = "no rows" if not len(frame) else "every row lacks a label or a sentence"
         raise DataError(f"{path}: no usable examples ({reason})")
     id_list = ids.to_numpy()[rows].tolist()
     # Like the handout we strip surrounding whitespace (SST sentences start with a space).

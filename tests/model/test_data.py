@@ -206,7 +206,7 @@ def test_duplicate_id_is_an_error_naming_both_rows(tmp_path):
     ("text", "reason"),
     [
         ("\tid\tsentence\tsentiment\n", "no rows"),
-        ("\tid\tsentence\tsentiment\n0\ta\tx\t7\n1\tb\ty\t\n", "every 'sentiment' label"),
+        ("\tid\tsentence\tsentiment\n0\ta\tx\t7\n1\tb\t\t2\n", "every row lacks a label"),
     ],
 )
 def test_a_file_without_one_usable_example_is_an_error(tmp_path, text, reason):
@@ -215,6 +215,22 @@ def test_a_file_without_one_usable_example_is_an_error(tmp_path, text, reason):
         warnings.simplefilter("ignore")  # the skipped-rows warning
         with pytest.raises(DataError, match=rf"s\.csv: no usable examples \({reason}"):
             read_task_file("sst", path, labelled=True)
+
+
+def test_rows_with_an_empty_sentence_are_skipped_when_labelled_and_kept_in_test_files(tmp_path):
+    text = "\tid\tsentence1\tsentence2\tsimilarity\n0\ta\tx\ty\t3.0\n1\tb\tx\n2\tc\t\ty\t1.0\n"
+    path = write_tsv(tmp_path / "sts.csv", text)
+    with pytest.warns(UserWarning) as record:
+        labelled = read_task_file("sts", path, labelled=True)
+    assert [e.id for e in labelled] == ["a"]
+    messages = [str(w.message) for w in record]
+    assert any("skipped 1 rows with an empty 'sentence1' (ids c)" in m for m in messages)
+    unlabelled_text = "\tid\tsentence1\tsentence2\n0\ta\tx\ty\n1\tb\tx\n"
+    test_path = write_tsv(tmp_path / "sts-test.csv", unlabelled_text)
+    with pytest.warns(UserWarning, match=r"predicting from empty text for 1 rows with an empty "
+                                         r"'sentence2' \(ids b\)"):
+        unlabelled = read_task_file("sts", test_path, labelled=False)
+    assert [(e.id, e.sentence2) for e in unlabelled] == [("a", "y"), ("b", "")]
 
 
 # ---------------------------------------------------------------------------------------------
