@@ -34,7 +34,8 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-_SIZE_FIELDS = (
+# The fields that size parameter tensors: positive integers, and fixed by pretrained weights.
+SIZE_FIELDS = (
     "vocab_size",
     "hidden_size",
     "num_hidden_layers",
@@ -75,7 +76,7 @@ class BertConfig:
         # Every field is checked here, once: a config.json is user input, and a bad value would
         # otherwise surface as a ZeroDivisionError here or a TypeError deep in the first forward.
         # The message starts with the field name, so loaders can prefix the file.
-        for name in _SIZE_FIELDS:
+        for name in SIZE_FIELDS:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -22,19 +22,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from model.bert import BertConfig, BertModel
+from model.bert import SIZE_FIELDS, BertConfig, BertModel
 
 MINILM_ALIASES = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 # Overrides that change parameter shapes (or their meaning) cannot apply to pretrained weights.
-ARCHITECTURE_KEYS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "max_position_embeddings",
-    "type_vocab_size",
-)
+ARCHITECTURE_KEYS = SIZE_FIELDS
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _SUPPLY_HINT = (
     "set model.name to a directory containing config.json, model.safetensors (or "

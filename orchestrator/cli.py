@@ -55,20 +55,6 @@ def resolve_data_dir(option: str | None) -> Path:
     return path
 
 
-def check_writable_dir(path: Path, what: str) -> None:
-    """Fail before any work if `path` cannot be (or become) a directory we may write into.
-
-    Otherwise a run would train for minutes and then die at its first write (a checkpoint).
-    """
-    for existing in (path, *path.absolute().parents):
-        if existing.exists():
-            if not existing.is_dir():
-                raise UserInputError(f"{what} {path}: {existing} is a file, not a directory")
-            if not os.access(existing, os.W_OK | os.X_OK):
-                raise UserInputError(f"{what} {path}: {existing} is not writable")
-            return
-
-
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
@@ -109,14 +95,15 @@ def train(config: str, overrides: tuple[str, ...], data_dir: str | None, out: st
       orchestrator train configs/quickstart.yaml --set optim.epochs=1 --out results/try1
     """
     from model.train import fit
+    from orchestrator.cluster import check_creatable
     from orchestrator.config import load_train_config
 
     cfg = load_train_config(Path(config), overrides)
     data_path = resolve_data_dir(data_dir or cfg.data.data_dir)
     out_dir = Path(out) if out else Path("results") / "train" / Path(config).stem
-    check_writable_dir(out_dir, "--out")
+    check_creatable(out_dir, f"--out {out_dir}")
     if cfg.data.cache_dir:
-        check_writable_dir(Path(cfg.data.cache_dir), "data.cache_dir")
+        check_creatable(Path(cfg.data.cache_dir), f"data.cache_dir {cfg.data.cache_dir}")
     result = fit(cfg, data_dir=data_path, out_dir=out_dir, progress=sys.stderr.isatty())
     click.echo(f"best epoch {int(result.best_metrics.get('epoch', 0))} of {result.epochs_run}")
     for key in ("dev/sst_acc", "dev/para_acc", "dev/sts_corr", "dev/overall"):
@@ -212,7 +199,7 @@ def sweep(
       orchestrator sweep search_spaces/smart.yaml --dry-run --num-samples 4
       orchestrator sweep search_spaces/smart.yaml --resume
     """
-    from orchestrator.cluster import local_results_dir, parse_address
+    from orchestrator.cluster import check_creatable, local_results_dir, parse_address
     from orchestrator.space import check_name, load_space
     from orchestrator.sweep import describe_dry_run, run_sweep
 
@@ -225,7 +212,7 @@ def sweep(
     # Checked before a dry run too, so "valid" means the real run would start.
     data_path = resolve_data_dir(data_dir or space.base.data.data_dir)
     local_results = local_results_dir(results_dir)
-    check_writable_dir(local_results, "--results-dir")
+    check_creatable(local_results, f"--results-dir {results_dir}")
     if dry_run:
         click.echo(f"{space.source}: valid; {space.total_trials} trials, sampler {space.sampler}")
         for i, (label, params) in enumerate(describe_dry_run(space, space.num_samples)):

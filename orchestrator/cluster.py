@@ -399,16 +399,20 @@ def resolve_backend_store(uri: str) -> tuple[str, Path | None]:
     path = path if path.is_absolute() else path.resolve()
     if path.is_dir():
         raise ClusterError(f"--backend-store-uri {uri}: {path} is a directory, not a file")
-    _check_creatable(path.parent, f"--backend-store-uri {uri}")
+    check_creatable(path.parent, f"--backend-store-uri {uri}")
     return f"{scheme}:///{path}{sep}{query}", path.parent
 
 
-def _check_creatable(directory: Path, what: str) -> None:
-    """Raise ClusterError if `directory` cannot be (or become) a directory: a file in the way."""
-    for existing in (directory, *directory.parents):
+def check_creatable(directory: Path, what: str) -> None:
+    """Raise ClusterError (naming `what`) if `directory` cannot be, or become, a directory we can
+    write into: a file in the way, or an unwritable ancestor. Checked before work that would
+    otherwise fail only at its first write (a checkpoint after an epoch, a server's first run)."""
+    for existing in (directory, *directory.absolute().parents):
         if existing.exists():
             if not existing.is_dir():
                 raise ClusterError(f"{what}: {existing} is a file, not a directory")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise ClusterError(f"{what}: {existing} is not writable")
             return
 
 
@@ -440,7 +444,7 @@ def tracking_server(
         destination, artifacts_dir = artifacts_destination, None
     else:
         artifacts_dir = Path(artifacts_destination).expanduser().resolve()
-        _check_creatable(artifacts_dir, f"--artifacts-destination {artifacts_destination}")
+        check_creatable(artifacts_dir, f"--artifacts-destination {artifacts_destination}")
         destination = str(artifacts_dir)
     # Only now, with every argument checked, create the directories (a bad flag leaves none).
     made = {"--backend-store-uri": store_dir, "--artifacts-destination": artifacts_dir}

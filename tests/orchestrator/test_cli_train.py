@@ -50,13 +50,21 @@ def test_bad_override_names_key(tmp_path, data_dir, tiny_config_dict):
     assert result.exit_code == 2 and "optim.lr" in result.output
 
 
-def test_missing_data_file_names_it(tmp_path, data_dir, tiny_config_dict):
+def train_on_edited_data(tmp_path, data_dir, config_dict, edit):
+    """`orchestrator train` on a copy of the data dir that `edit(copy)` changed; (result, out)."""
     copy = tmp_path / "data"
     shutil.copytree(data_dir, copy)
-    (copy / "sts-train.csv").unlink()
-    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
+    edit(copy)
+    config = write_yaml(tmp_path / "tiny.yaml", config_dict)
     out = tmp_path / "out"
-    result = run("train", str(config), "--data-dir", str(copy), "--out", str(out))
+    return run("train", str(config), "--data-dir", str(copy), "--out", str(out)), out
+
+
+def test_missing_data_file_names_it(tmp_path, data_dir, tiny_config_dict):
+    def remove(copy):
+        (copy / "sts-train.csv").unlink()
+
+    result, out = train_on_edited_data(tmp_path, data_dir, tiny_config_dict, remove)
     assert result.exit_code == 2, result.output
     assert "sts-train.csv" in result.output
     assert not out.exists()
@@ -64,27 +72,23 @@ def test_missing_data_file_names_it(tmp_path, data_dir, tiny_config_dict):
 
 @pytest.mark.parametrize("name", ["ids-sst-dev.csv", "ids-sst-train.csv"])
 def test_csv_missing_label_column_names_it(tmp_path, data_dir, tiny_config_dict, name):
-    copy = tmp_path / "data"
-    shutil.copytree(data_dir, copy)
-    lines = (copy / name).read_text().splitlines()
-    header = lines[0].replace("sentiment", "label")
-    (copy / name).write_text("\n".join([header, *lines[1:]]) + "\n")
-    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
-    out = tmp_path / "out"
-    result = run("train", str(config), "--data-dir", str(copy), "--out", str(out))
+    def rename_label(copy):
+        lines = (copy / name).read_text().splitlines()
+        header = lines[0].replace("sentiment", "label")
+        (copy / name).write_text("\n".join([header, *lines[1:]]) + "\n")
+
+    result, out = train_on_edited_data(tmp_path, data_dir, tiny_config_dict, rename_label)
     assert result.exit_code == 2, result.output
     assert name in result.output and "'sentiment'" in result.output
     assert not out.exists()
 
 
 def test_header_only_training_file_is_a_one_line_error(tmp_path, data_dir, tiny_config_dict):
-    copy = tmp_path / "data"
-    shutil.copytree(data_dir, copy)
-    header = (copy / "sts-train.csv").read_text().splitlines()[0]
-    (copy / "sts-train.csv").write_text(header + "\n")
-    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
-    out = tmp_path / "out"
-    result = run("train", str(config), "--data-dir", str(copy), "--out", str(out))
+    def keep_header_only(copy):
+        header = (copy / "sts-train.csv").read_text().splitlines()[0]
+        (copy / "sts-train.csv").write_text(header + "\n")
+
+    result, out = train_on_edited_data(tmp_path, data_dir, tiny_config_dict, keep_header_only)
     assert result.exit_code == 2, result.output
     assert "sts-train.csv: no usable examples (no rows)" in result.output
     assert not out.exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -272,18 +274,36 @@ def test_ensemble_bad_top_is_a_one_line_error(sweep_store: Path, top: str, messa
     assert lines == [message]
 
 
+@contextmanager
+def best_trial_checkpoint_changed(sweep_store: Path, tmp_path: Path) -> Iterator[Path]:
+    """The fixture's t1 checkpoint, to break for one test and restored afterwards.
+
+    The store's tags point at the fixture's checkpoints, so a test changes t1's there (with a
+    copy of the results layout for its own outputs) and this puts the original back.
+    """
+    original = sweep_store / "results" / "fake" / "t1" / "best"
+    backup = tmp_path / "t1-best"
+    shutil.copytree(original, backup)
+    try:
+        yield original
+    finally:
+        shutil.rmtree(original, ignore_errors=True)
+        shutil.move(backup, original)
+
+
+def copied_results(sweep_store: Path, tmp_path: Path) -> Path:
+    results = tmp_path / "results"
+    shutil.copytree(sweep_store / "results", results)
+    return results
+
+
 def test_ensemble_deleted_checkpoint(
     sweep_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    results = tmp_path / "results"
-    shutil.copytree(sweep_store / "results", results)
-    # The store's tags point at the original checkpoints: delete the best trial's (t1) there in
-    # a copy of the whole layout, so the fixture stays intact for other tests.
-    original = sweep_store / "results" / "fake" / "t1" / "best"
-    backup = tmp_path / "t1-best"
-    shutil.move(original, backup)
-    try:
+    results = copied_results(sweep_store, tmp_path)
+    with best_trial_checkpoint_changed(sweep_store, tmp_path) as original:
+        shutil.rmtree(original)
         args = ["--results-dir", str(results), "--data-dir", str(sweep_store / "data")]
         code, lines = invoke("ensemble", "--top", "3", *args)
         assert code == 2
@@ -300,8 +320,6 @@ def test_ensemble_deleted_checkpoint(
         summary = json.loads((results / "fake" / "ensemble" / "metrics.json").read_text())
         assert [m["trial_id"] for m in summary["members"]] == ["t2", "t0"]
         assert any("skipped trial t1" in note for note in summary["notes"])
-    finally:
-        shutil.move(backup, original)
 
 
 def _zero_heads(best: Path) -> None:
@@ -331,13 +349,8 @@ def test_ensemble_skips_a_malformed_checkpoint_with_a_note(
     sweep_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corrupt, needle: str
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    results = tmp_path / "results"
-    shutil.copytree(sweep_store / "results", results)
-    # As above: the store's tags point at the fixture's checkpoints, so corrupt t1's there.
-    original = sweep_store / "results" / "fake" / "t1" / "best"
-    backup = tmp_path / "t1-best"
-    shutil.copytree(original, backup)
-    try:
+    results = copied_results(sweep_store, tmp_path)
+    with best_trial_checkpoint_changed(sweep_store, tmp_path) as original:
         corrupt(original)
         args = ["--results-dir", str(results), "--data-dir", str(sweep_store / "data")]
         code, lines = invoke("ensemble", "--top", "2", *args)
@@ -346,9 +359,6 @@ def test_ensemble_skips_a_malformed_checkpoint_with_a_note(
         assert [m["trial_id"] for m in summary["members"]] == ["t2", "t0"]
         skipped = [note for note in summary["notes"] if note.startswith("skipped trial t1: ")]
         assert len(skipped) == 1 and str(original) in skipped[0] and needle in skipped[0]
-    finally:
-        shutil.rmtree(original)
-        shutil.move(backup, original)
 
 
 def test_dev_subset_uses_the_trials_fixed_subset(sweep_store: Path) -> None:
