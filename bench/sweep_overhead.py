@@ -82,10 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     warnings.filterwarnings("ignore")
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # a private store in the results directory
-    from model.config import config_to_dict
+    from model.config import config_to_dict, flatten_config
     from model.data_dir import default_data_dir
     from orchestrator.config import load_train_config
-    from orchestrator.space import flat_config, parse_space
+    from orchestrator.space import parse_space
     from orchestrator.sweep import init_ray, run_sweep
 
     overrides = args.overrides if args.overrides is not None else list(QUICKSTART_TRIAL)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     per_trial = (swept - direct_total) / args.trials
     mean_trial = direct_total / args.trials
     print(f"config: {args.config} {' '.join(overrides)}")
-    print(f"trial size: {flat_config(cfg)['optim.epochs']} epochs, {args.threads} thread(s)")
+    print(f"trial size: {flatten_config(cfg)['optim.epochs']} epochs, {args.threads} thread(s)")
     print(f"direct: {args.trials} fits in {direct_total:.1f} s ({mean_trial:.1f} s per trial)")
     print(f"sweep:  {args.trials} trials in {swept:.1f} s (+ Ray start-up {ray_start:.1f} s)")
     print(f"ratio sweep/direct: {swept / direct_total:.3f}")

@@ -47,6 +47,31 @@ OPTIMIZER_FILE = "optimizer.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
 
 
+@dataclass(frozen=True)
+class RunLayout:
+    """Where `fit` writes under its output directory; the one place these names are spelled."""
+
+    out_dir: Path
+
+    @property
+    def best(self) -> Path:
+        """The best epoch's checkpoint (what ensembles and predictions load)."""
+        return self.out_dir / "checkpoints" / "best"
+
+    @property
+    def last(self) -> Path:
+        """The last epoch's checkpoint with resume state (optimizer, RNG): resuming reads it."""
+        return self.out_dir / "checkpoints" / "last"
+
+    @property
+    def metrics(self) -> Path:
+        return self.out_dir / METRICS_FILE
+
+    @property
+    def predictions(self) -> Path:
+        return self.out_dir / "predictions"
+
+
 class CheckpointError(ValueError):
     """A checkpoint directory is missing, incomplete or corrupt; the message names the path."""
 

@@ -243,6 +243,11 @@ def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def flatten_config(config: Any) -> dict[str, Any]:
+    """Dotted view of a whole config (`optim.lr` -> 2e-5), for params, tags and hashes."""
+    return flatten(config_to_dict(config))
+
+
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     """{'optim.lr': 1} -> {'optim': {'lr': 1}}; later keys win over earlier ones."""
     nested: dict[str, Any] = {}

@@ -25,6 +25,16 @@ METRIC_NAMES: dict[str, str] = {
     "sts": "dev/sts_corr",
 }
 OVERALL = "dev/overall"
+TRAIN_LOSS = "train/loss"
+EPOCH = "epoch"
+# Every metric name a run reports, here and only here: metrics.json, Ray results, MLflow, tables.
+DEV_METRICS: tuple[str, ...] = (OVERALL, *METRIC_NAMES.values())
+REPORTED_METRICS: tuple[str, ...] = (*DEV_METRICS, TRAIN_LOSS)
+
+
+def metric_mode(metric: str) -> str:
+    """Whether a reported metric is better high ("max": scores) or low ("min": the loss)."""
+    return "min" if metric == TRAIN_LOSS else "max"
 SST_CLASSES = 5
 # Header column of each task's prediction file; "Similiary" is the handout's own spelling.
 PREDICTION_HEADERS: dict[str, str] = {

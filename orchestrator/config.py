@@ -9,7 +9,15 @@ from typing import Any
 
 import yaml
 
-from model.config import ConfigError, TrainConfig, build_config, check_ranges, merge, unflatten
+from model.config import (
+    ConfigError,
+    TrainConfig,
+    build_config,
+    check_ranges,
+    config_to_dict,
+    merge,
+    unflatten,
+)
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -120,3 +128,11 @@ def _valid(values: Mapping[str, Any]) -> bool:
     except ConfigError:
         return False
     return True
+
+
+def apply_params(base: TrainConfig, params: Mapping[str, Any]) -> TrainConfig:
+    """The base config with dotted `params` applied, validated (types and ranges) once more."""
+    merged = merge(config_to_dict(base), unflatten(dict(params)))
+    cfg = build_config(TrainConfig, merged)
+    check_ranges(cfg)
+    return cfg

@@ -35,6 +35,7 @@ from model.evaluate import (
 from model.task_data import DEV_SUBSET_SEED, resolve_data_path, task_file
 from model.train import autocast_dtype
 from model.weights import WeightsError
+from orchestrator.contract import BEST_CHECKPOINT, BEST_PREFIX, METRICS
 from orchestrator.ensemble import (
     FINISHED_STATES,
     METHODS,
@@ -49,7 +50,6 @@ from orchestrator.ensemble import (
     greedy_forward_selection,
     rank_candidates,
 )
-from orchestrator.space import BEST_CHECKPOINT, BEST_PREFIX, METRICS
 
 SPLITS: tuple[str, ...] = ("dev", "test")
 Predictions = dict[str, dict[str, TaskPredictions]]  # split -> task -> predictions

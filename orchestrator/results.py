@@ -24,8 +24,8 @@ import pandas as pd
 from scipy import stats
 
 from model.config import ConfigError
+from orchestrator.contract import BEST_PREFIX
 from orchestrator.search import study_importances
-from orchestrator.space import BEST_PREFIX
 
 DEV_METRICS: tuple[str, ...] = ("dev/overall", "dev/sst_acc", "dev/para_acc", "dev/sts_corr")
 MAX_LEVELS = 6  # an axis with more distinct values than this is binned into quartiles

@@ -20,7 +20,8 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator.space import EPOCHS_LEFT, NONFINITE_LOSS, Param, SearchSpace, SpaceError
+from orchestrator.contract import EPOCHS_LEFT, NONFINITE_LOSS
+from orchestrator.space import Param, SearchSpace, SpaceError
 
 logger = logging.getLogger(__name__)
 

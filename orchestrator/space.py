@@ -22,26 +22,12 @@ from typing import Any, Literal, Union
 from model.config import (
     ConfigError,
     TrainConfig,
-    build_config,
-    check_ranges,
     config_field_types,
-    config_to_dict,
     flatten,
-    merge,
-    unflatten,
 )
-from orchestrator.config import load_train_config, load_yaml_file
+from orchestrator.config import apply_params, load_train_config, load_yaml_file
+from orchestrator.contract import METRICS
 
-# Names every part of the system reports under (metrics.json, Ray results, MLflow).
-METRICS: tuple[str, ...] = (
-    "dev/overall", "dev/sst_acc", "dev/para_acc", "dev/sts_corr", "train/loss"
-)  # fmt: skip
-# Reported by the trainable with every epoch: 0 on the last epoch, so a trial that completes with
-# epochs left was stopped early by the scheduler (pruned), not finished.
-EPOCHS_LEFT = "epochs_left"
-BEST_PREFIX = "best/"  # result keys of the best epoch so far: best/dev/overall, ...
-BEST_CHECKPOINT = "best_checkpoint"  # result key: where a trial's best checkpoint lives
-NONFINITE_LOSS = "nonfinite_loss"  # result key: why a trial diverged (its last result); FAILED
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "grid", "cmaes", "gp", "qmc")
 OPERATORS: tuple[str, ...] = ("eq", "ne", "gt", "ge", "lt", "le", "in", "not_in")
 TOP_LEVEL_KEYS = frozenset(
@@ -249,13 +235,6 @@ def check_name(name: Any, source: str = "--name") -> str:
         )
     return name
 
-
-def apply_params(base: TrainConfig, params: Mapping[str, Any]) -> TrainConfig:
-    """The base config with dotted `params` applied, validated (types and ranges) once more."""
-    merged = merge(config_to_dict(base), unflatten(dict(params)))
-    cfg = build_config(TrainConfig, merged)
-    check_ranges(cfg)
-    return cfg
 
 
 def run_name(space: SearchSpace, params: Mapping[str, Any]) -> str:
@@ -542,7 +521,3 @@ def _mapping_valued(hint: Any) -> bool:
 def _hint_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
-
-def flat_config(cfg: TrainConfig) -> dict[str, Any]:
-    """Dotted view of a config (`optim.lr` -> 2e-5), for params, tags and hashes."""
-    return flatten(config_to_dict(cfg))

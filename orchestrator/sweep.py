@@ -21,17 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.config import ConfigError
-from orchestrator.space import (
-    BEST_CHECKPOINT,
-    BEST_PREFIX,
-    EPOCHS_LEFT,
-    NONFINITE_LOSS,
-    SearchSpace,
-    apply_params,
-    flat_config,
-    run_name,
-)
+from model.config import ConfigError, flatten_config
+from orchestrator.config import apply_params
+from orchestrator.contract import BEST_CHECKPOINT, BEST_PREFIX, EPOCHS_LEFT, NONFINITE_LOSS
+from orchestrator.space import SearchSpace, run_name
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +270,7 @@ def _sweep_params(space: SearchSpace) -> dict[str, Any]:
         "sweep.resources.gpu": space.resources.gpu,
         "sweep.searched": " ".join(p.key for p in space.searched),
     }
-    params.update({f"base.{k}": v for k, v in flat_config(space.base).items()})
+    params.update({f"base.{k}": v for k, v in flatten_config(space.base).items()})
     return params
 
 

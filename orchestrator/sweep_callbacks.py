@@ -19,16 +19,15 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from orchestrator.space import (
+from orchestrator.config import apply_params
+from orchestrator.contract import (
     BEST_CHECKPOINT,
     BEST_PREFIX,
     EPOCHS_LEFT,
     METRICS,
     NONFINITE_LOSS,
-    SearchSpace,
-    apply_params,
-    run_name,
 )
+from orchestrator.space import SearchSpace, run_name
 from orchestrator.trainable import trial_params
 
 logger = logging.getLogger(__name__)

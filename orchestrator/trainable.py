@@ -21,13 +21,13 @@ from ray import tune
 from model.config import TrainConfig
 from model.device import limit_cuda_memory
 from model.train import EpochResult, NonFiniteLossError, fit
-from orchestrator.space import (
+from orchestrator.config import apply_params
+from orchestrator.contract import (
     BEST_CHECKPOINT,
     BEST_PREFIX,
     EPOCHS_LEFT,
     METRICS,
     NONFINITE_LOSS,
-    apply_params,
 )
 
 

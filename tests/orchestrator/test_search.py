@@ -12,6 +12,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from orchestrator.config import apply_params
+from orchestrator.contract import EPOCHS_LEFT
 from orchestrator.search import (
     ORPHAN_ATTR,
     DefineByRun,
@@ -20,7 +22,7 @@ from orchestrator.search import (
     make_sampler,
     sample_configs,
 )
-from orchestrator.space import EPOCHS_LEFT, SpaceError, apply_params, parse_space
+from orchestrator.space import SpaceError, parse_space
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from model.config import config_field_types
+from orchestrator.config import apply_params
 from orchestrator.search import sample_configs
-from orchestrator.space import apply_params, load_space
+from orchestrator.space import load_space
 
 REPO = Path(__file__).resolve().parents[2]
 SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))

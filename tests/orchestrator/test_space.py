@@ -8,14 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.space import (
-    Condition,
-    SpaceError,
-    apply_params,
-    load_space,
-    parse_space,
-    run_name,
-)
+from orchestrator.config import apply_params
+from orchestrator.space import Condition, SpaceError, load_space, parse_space, run_name
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "tiny.yaml")

@@ -1,0 +1,113 @@
+"""What the sweep driver, the trainable, MLflow, `ensemble` and `report` agree on, spelled once.
+
+- Result keys: what a trial reports to Ray Tune each epoch besides the metrics (whose names live in
+  `model.evaluate`), and the prefixes the driver and the store read back.
+- MLflow tags: how runs say what they are (sweep parent, trial child, ensemble) and how they ended.
+- Layout: where a sweep's and a trial's files live under `<results>/<sweep>/`.
+
+Nothing here imports a framework: every module may import this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.checkpoint import RunLayout
+from model.evaluate import EPOCH, REPORTED_METRICS
+
+# ----------------------------------------------------------------------------------- result keys
+METRICS = REPORTED_METRICS  # reported every epoch under these names (dev/overall, ..., train/loss)
+EPOCH_KEY = EPOCH
+# 0 on the last epoch, so a trial that ends with epochs left was stopped early (pruned).
+EPOCHS_LEFT = "epochs_left"
+BEST_PREFIX = "best/"  # the best epoch so far: best/dev/overall, best/epoch, ...
+BEST_CHECKPOINT = "best_checkpoint"  # where a trial's best checkpoint lives (result key and tag)
+NONFINITE_LOSS = "nonfinite_loss"  # why a trial diverged (in its last result): FAILED
+
+
+def best_key(metric: str) -> str:
+    """The result key / MLflow metric of a metric's best-epoch value: `best/dev/overall`."""
+    return f"{BEST_PREFIX}{metric}"
+
+
+def trial_params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampled dotted config keys of a trial config (Ray's own keys start with `_`)."""
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+# ------------------------------------------------------------------------------------ MLflow tags
+ROLE_TAG = "role"  # what a run is: one of the roles below
+SWEEP_ROLE = "sweep"  # the parent run of one sweep invocation
+TRIAL_ROLE = "trial"  # a child run: one trial
+ENSEMBLE_ROLE = "ensemble"  # the run `orchestrator ensemble` logs
+SWEEP_TAG = "sweep"  # the sweep's name, on every run of it
+TRIAL_ID_TAG = "trial_id"  # Ray's trial id, on a trial's run
+STATE_TAG = "trial_state"  # how a trial ended: one of TRIAL_STATES
+MEMBERS_TAG = "ensemble.members"  # comma-separated member run ids of an ensemble run
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag
+TRIAL_STATES = ("running", "completed", "pruned", "failed", "killed", "orphaned")
+# The parameter of a sweep's parent run that names the metric it optimised.
+SWEEP_METRIC_PARAM = "sweep.metric"
+
+
+# ----------------------------------------------------------------------------------------- layout
+SWEEP_STATE_FILE = "sweep.json"  # which MLflow parent run and Optuna study a sweep writes to
+OPTUNA_DB = "optuna.db"
+ENSEMBLE_DIR = "ensemble"
+
+
+@dataclass(frozen=True)
+class TrialLayout:
+    """A trial's files: `<results>/<sweep>/<trial_id>/`, the trainer's output in `train/`.
+
+    Derived from the trial id rather than Ray's working directory, which is per Ray session and
+    so would change when a sweep is resumed.
+    """
+
+    root: Path
+
+    @property
+    def train(self) -> RunLayout:
+        return RunLayout(self.root / "train")
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.train.best
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    """A sweep's files: `<results>/<sweep>/` holding Ray's state, one directory per trial,
+    `optuna.db`, `sweep.json` and what `ensemble` and `report` write."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, results_dir: Path | str, name: str) -> SweepLayout:
+        return cls((Path(results_dir) / name).resolve())
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / SWEEP_STATE_FILE
+
+    @property
+    def optuna_db(self) -> Path:
+        return self.root / OPTUNA_DB
+
+    @property
+    def optuna_url(self) -> str:
+        return f"sqlite:///{self.optuna_db}"
+
+    @property
+    def ensemble_dir(self) -> Path:
+        return self.root / ENSEMBLE_DIR
+
+    def trial(self, trial_id: str) -> TrialLayout:
+        return TrialLayout(self.root / trial_id)
