@@ -15,3 +15,4 @@ test: install
 
 lint:
 	.venv/bin/ruff check .
+	.venv/bin/mypy

@@ -57,18 +57,12 @@ def worker(rank: int, n: int, args: argparse.Namespace, cache_dir: str, barrier,
     warnings.filterwarnings("ignore")
     import torch
 
+    from model.batching import TaskBatches
     from model.data_dir import default_data_dir
     from model.device import limit_cuda_memory
+    from model.step import StepContext, training_step
     from model.task_data import load_task_data
-    from model.train import (
-        StepContext,
-        TaskBatches,
-        autocast_dtype,
-        build_model,
-        build_optimizer,
-        seed_everything,
-        training_step,
-    )
+    from model.train import autocast_dtype, build_model, build_optimizer, seed_everything
 
     fraction = 1.0 / n
     limit_cuda_memory(fraction)

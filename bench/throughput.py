@@ -2,7 +2,7 @@
 
 One run, the same examples for every variant, timed in interleaved rounds (so a noisy machine
 slows every variant alike):
-  * minBERT: `model.train.training_step` on the trainer's length-bucketed batches (token budget
+  * minBERT: `model.step.training_step` on the trainer's length-bucketed batches (token budget
     when set), and on random batches; with its default unpadded encoder (per-token layers on real
     tokens only) and with the padded one (`model.unpadded: false`), same weights and optimizer;
   * transformers: `BertModel` (SDPA attention, same weights and heads, torch AdamW) on random
@@ -37,29 +37,22 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from model.batching import Batch, batch_indices, collate  # noqa: E402
 from model.bert import COMPILE_PAD_MULTIPLE, compile_encoder  # noqa: E402
 from model.config import TASKS, TrainConfig, build_config  # noqa: E402
-from model.data import (  # noqa: E402
-    Batch,
-    EncodedTask,
-    batch_indices,
-    collate,
-    encode_task,
-    read_task_file,
-)
+from model.data import EncodedTask, encode_task, read_task_file  # noqa: E402
 from model.data_dir import default_data_dir  # noqa: E402
 from model.evaluate import predict_task  # noqa: E402
 from model.losses import task_loss  # noqa: E402
+from model.step import StepContext, training_step  # noqa: E402
 from model.task_data import load_task_data, resolve_data_path, task_file  # noqa: E402
+from model.tokenizer import load_tokenizer  # noqa: E402
 from model.train import (  # noqa: E402
-    StepContext,
     autocast_dtype,
     build_model,
     build_optimizer,
     seed_everything,
-    training_step,
 )
-from model.weights import load_tokenizer  # noqa: E402
 
 BERT_BASE = {
     "hidden_size": 768,
@@ -470,7 +463,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 lambda b: training_step(cctx, {b.task: b}), rounded, "train"))
 
     # SMART / PCGrad: the same 3-task simultaneous steps, each with its own StepContext.
-    import model.train as trainer
+    import model.step as trainer
 
     cost_batches = bucketed
     if args.cost_token_budget is not None:  # SMART holds 2 graphs per task: may need less
@@ -609,7 +602,7 @@ def render(args, variants, cost_variants, integrated, eval_rate, pad_rows, fpt, 
         out["cost"][v.name] = {"ms_per_step": v.step_ms(), "ratio": v.step_ms() / base}
     if not integrated:
         print("| SMART K=1 3-task step | n/a | n/a |\n| PCGrad 3-task step | n/a | n/a |")
-        print("(SMART / PCGrad are not wired into model.train.training_step yet)")
+        print("(SMART / PCGrad are not wired into model.step.training_step yet)")
 
     print("\n## Padding overhead (padded / real tokens, full real training data)")
     print("| batching | overhead |\n|---|---:|")

@@ -4,13 +4,15 @@ Layout (shared with the sweep and ensemble commands):
   model.safetensors    every parameter and buffer of MultitaskBert
   config.json          {"bert": BertConfig, "train_config": TrainConfig, "tokenizer": reference}
   tokenizer files      copied from the model directory, so a checkpoint predicts on its own
-  metrics.json         dev metrics of the epoch it holds
+  metrics.json         metrics of the epoch it holds (dev, SST details, selection split)
   optimizer.pt         optional: optimizer, LR schedule and RNG state (loaded weights_only=True)
   trainer_state.json   optional: epoch, global step and best-so-far, for resuming
+The two optional files are one `ResumeState`, written and read only here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -26,13 +28,8 @@ from safetensors.torch import load_file, save_file
 from model.bert import BertConfig, BertModel
 from model.config import TrainConfig, build_config, config_to_dict
 from model.heads import MultitaskBert
-from model.weights import (
-    TextTokenizer,
-    WeightsError,
-    check_tokenizer_fits,
-    load_tokenizer,
-    shape_mismatch,
-)
+from model.tokenizer import TextTokenizer, check_tokenizer_fits, load_tokenizer
+from model.weights import WeightsError, shape_mismatch
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -87,6 +84,32 @@ class TrainerState:
     history: list[dict[str, float]]
 
 
+@dataclass(frozen=True)
+class ResumeState:
+    """Everything resuming needs besides the weights: progress (trainer_state.json) and the
+    optimizer, LR schedule, torch RNG, passes of each task's batch stream and, when SMART's
+    proximal term is on, its EMA copy of the model (optimizer.pt)."""
+
+    progress: TrainerState
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    torch_rng: torch.Tensor
+    stream_passes: dict[str, int]
+    bregman_ema: dict[str, torch.Tensor] | None = None
+
+    def tensors(self) -> dict[str, Any]:
+        """The optimizer.pt payload: plain containers of tensors, so it loads weights_only."""
+        payload = {
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "torch_rng": self.torch_rng,
+            "stream_passes": self.stream_passes,
+        }
+        if self.bregman_ema is not None:
+            payload["bregman_ema"] = self.bregman_ema
+        return payload
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON through a temp file and rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,10 +126,10 @@ def save_checkpoint(
     tokenizer_dir: Path,
     metrics: dict[str, float],
     *,
-    resume_state: dict[str, Any] | None = None,
-    trainer_state: TrainerState | None = None,
+    resume: ResumeState | None = None,
 ) -> Path:
-    """Write a checkpoint into a temp dir beside `target`, then swap it into place."""
+    """Write a checkpoint into a temp dir beside `target`, then swap it into place; with `resume`,
+    one that training can continue from."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
@@ -122,10 +145,10 @@ def save_checkpoint(
         for name in TOKENIZER_FILES:
             if (tokenizer_dir / name).is_file():
                 shutil.copy2(tokenizer_dir / name, tmp / name)
-        if resume_state is not None:
-            torch.save(resume_state, tmp / OPTIMIZER_FILE)
-        if trainer_state is not None:
-            (tmp / TRAINER_STATE_FILE).write_text(json.dumps(trainer_state.__dict__, indent=2))
+        if resume is not None:
+            torch.save(resume.tensors(), tmp / OPTIMIZER_FILE)
+            progress = json.dumps(dataclasses.asdict(resume.progress), indent=2)
+            (tmp / TRAINER_STATE_FILE).write_text(progress)
         _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -161,21 +184,8 @@ def load_checkpoint_model(checkpoint: Path) -> tuple[MultitaskBert, TextTokenize
     """Rebuild a trained MultitaskBert and its tokenizer from a checkpoint directory."""
     checkpoint = Path(checkpoint)
     bert_config, cfg = read_checkpoint_config(checkpoint)
-    weights = checkpoint / WEIGHTS_FILE
-    if not weights.is_file():
-        raise CheckpointError(f"{checkpoint}: missing {WEIGHTS_FILE}")
     model = MultitaskBert(BertModel(bert_config), cfg.model)
-    try:
-        state = load_file(str(weights))
-    except (OSError, SafetensorError) as err:  # e.g. a truncated file
-        raise CheckpointError(f"{weights}: cannot load weights ({err})") from err
-    mismatch = shape_mismatch(model.state_dict(), state)
-    if mismatch:
-        raise CheckpointError(f"{weights}: does not match {CONFIG_FILE}: {mismatch}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:  # missing or unexpected keys, listed after a header line
-        raise CheckpointError(f"{weights}: {' '.join(str(err).split())}") from err
+    load_weights(checkpoint, model)
     tokenizer_dir = checkpoint if _has_tokenizer(checkpoint) else _tokenizer_ref(checkpoint)
     try:
         tokenizer = load_tokenizer(tokenizer_dir, cfg.model.max_length)
@@ -187,13 +197,31 @@ def load_checkpoint_model(checkpoint: Path) -> tuple[MultitaskBert, TextTokenize
     return model, tokenizer, cfg
 
 
-def load_resume_state(checkpoint: Path) -> tuple[dict[str, Any], TrainerState]:
-    """Optimizer/schedule/RNG state and trainer progress saved by `save_checkpoint`."""
+def load_weights(checkpoint: Path, model: MultitaskBert) -> None:
+    """Load a checkpoint's model.safetensors into `model`, strictly (every key, every shape)."""
+    weights = Path(checkpoint) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{checkpoint}: missing {WEIGHTS_FILE}")
+    try:
+        state = load_file(str(weights))
+    except (OSError, SafetensorError) as err:  # e.g. a truncated file
+        raise CheckpointError(f"{weights}: cannot load weights ({err})") from err
+    mismatch = shape_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"{weights}: does not match {CONFIG_FILE}: {mismatch}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # missing or unexpected keys, listed after a header line
+        raise CheckpointError(f"{weights}: {' '.join(str(err).split())}") from err
+
+
+def load_resume_state(checkpoint: Path) -> ResumeState:
+    """The ResumeState `save_checkpoint(..., resume=...)` wrote into `checkpoint`."""
     checkpoint = Path(checkpoint)
     try:
-        state = torch.load(checkpoint / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-        progress = json.loads((checkpoint / TRAINER_STATE_FILE).read_text())
-        return state, TrainerState(**progress)
+        payload = torch.load(checkpoint / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        progress = TrainerState(**json.loads((checkpoint / TRAINER_STATE_FILE).read_text()))
+        return ResumeState(progress=progress, **payload)
     except (OSError, json.JSONDecodeError, TypeError, RuntimeError) as err:
         raise CheckpointError(f"{checkpoint}: cannot resume from it ({err})") from err
 

@@ -1,20 +1,59 @@
-"""Typed, frozen training configuration: one dataclass per concern.
+"""Typed, frozen training configuration: one dataclass per concern, valid by construction.
 
 Every config key used anywhere (YAML, `--set`, search spaces, Ray trial dicts, MLflow params) is a
 dotted path into `TrainConfig`, e.g. `optim.lr`, `smart.weight`, `data.max_examples.sst`.
-`build_config` turns a nested mapping into these dataclasses once, at the edge, and rejects unknown
-keys and wrong types with a `ConfigError` that names the key.
+`build_config` turns a nested mapping into these dataclasses once, at the edge; each dataclass
+checks its own types and ranges in `__post_init__`, so a direct `OptimConfig(eps=-1)` fails too,
+with a `ConfigError` that names the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal
+
+from model.config_mapping import (
+    ConfigError,
+    build_config,
+    check_field_types,
+    check_ranges,
+    config_to_dict,
+    flatten,
+    flatten_config,
+    hint_name,
+    is_finite_number,
+    merge,
+    unflatten,
+)
+
+__all__ = [
+    "TASKS",
+    "ConfigError",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PCGradConfig",
+    "PerTaskFiles",
+    "PerTaskFloat",
+    "PerTaskInt",
+    "ScheduleConfig",
+    "SmartConfig",
+    "TrainConfig",
+    "build_config",
+    "config_field_types",
+    "config_to_dict",
+    "flatten",
+    "flatten_config",
+    "hint_name",
+    "is_finite_number",
+    "merge",
+    "unflatten",
+]
 
 TASKS: tuple[str, ...] = ("sst", "para", "sts")
 
@@ -30,8 +69,32 @@ StsLoss = Literal["mse", "cosine", "pearson"]
 HeadPenalty = Literal["none", "l1", "l2", "linf"]
 
 
-class ConfigError(ValueError):
-    """A config value is unknown, of the wrong type or out of range; the message names the key."""
+
+def _at_least(value: float | None, low: float) -> bool:
+    """`value >= low`, or None (the key's "not set")."""
+    return value is None or value >= low
+
+
+def _finite_positive(value: float) -> bool:
+    # `1e400` parses as inf: finite is part of "> 0" for a learning rate.
+    return math.isfinite(value) and value > 0
+
+
+def _fraction(value: float | None) -> bool:
+    """In [0, 1), or None: a dropout or smoothing probability, a momentum."""
+    return value is None or 0 <= value < 1
+
+
+def _per_task(
+    section: str, values: Any, ok: Callable[[Any], bool], message: str
+) -> list[tuple[str, bool, str]]:
+    """One range check per task of a PerTask* field, whose rules depend on the field."""
+    return [(f"{section}.{task}", ok(getattr(values, task)), message) for task in TASKS]
+
+
+def _known_tasks(names: tuple[str, ...]) -> tuple[bool, str]:
+    unknown = sorted(set(names) - set(TASKS))
+    return not unknown, f"names unknown tasks {unknown}; tasks are {TASKS}"
 
 
 @dataclass(frozen=True)
@@ -42,6 +105,9 @@ class PerTaskInt:
     para: int | None = None
     sts: int | None = None
 
+    def __post_init__(self) -> None:
+        check_field_types(self, "")  # ranges depend on the field: its section checks them
+
 
 @dataclass(frozen=True)
 class PerTaskFloat:
@@ -51,6 +117,9 @@ class PerTaskFloat:
     para: float = 1.0
     sts: float = 1.0
 
+    def __post_init__(self) -> None:
+        check_field_types(self, "")
+
 
 @dataclass(frozen=True)
 class PerTaskFiles:
@@ -59,6 +128,9 @@ class PerTaskFiles:
     sst: tuple[str, ...] = ()
     para: tuple[str, ...] = ()
     sts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "")
 
 
 @dataclass(frozen=True)
@@ -91,6 +163,19 @@ class ModelConfig:
     # attention is varlen on CUDA. Same numerics as the padded encoder (within float rounding).
     unpadded: bool = True
 
+    def __post_init__(self) -> None:
+        check_field_types(self, "model.")
+        sizes = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+        check_ranges("model.", [
+            *((name, _at_least(getattr(self, name), 1), "must be >= 1") for name in sizes),
+            ("hidden_dropout", _fraction(self.hidden_dropout), "must be in [0, 1)"),
+            ("attention_dropout", _fraction(self.attention_dropout), "must be in [0, 1)"),
+            ("max_length", 8 <= self.max_length <= 512, "must be in [8, 512]"),
+            ("head_layers", self.head_layers >= 1, "must be >= 1"),
+            ("head_hidden", self.head_hidden >= 1, "must be >= 1"),
+            ("head_dropout", _fraction(self.head_dropout), "must be in [0, 1)"),
+        ])  # fmt: skip
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -110,12 +195,31 @@ class DataConfig:
     max_examples: PerTaskInt = field(default_factory=PerTaskInt)  # seeded training subsample
     dev_max_examples: PerTaskInt = field(default_factory=PerTaskInt)  # fixed seeded dev subset
     subsample_ratio: PerTaskFloat = field(default_factory=PerTaskFloat)  # e.g. para: 0.1
+    # Fraction of each task's training file held out, with a fixed seed, as the selection split:
+    # fit picks its best epoch (and sweeps may rank) on it, so dev stays a clean reporting split.
+    selection: float = 0.0
     extra_train: PerTaskFiles = field(default_factory=PerTaskFiles)
     batch_size: int = 32
     eval_batch_size: int = 128
     bucketing: bool = True  # length-bucketed batches with dynamic padding
     token_budget: int | None = None  # batch by padded tokens instead of examples when set
     cache_dir: str | None = None  # tokenized-id cache (parquet); None = no cache
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "data.")
+        check_ranges("data.", [
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("eval_batch_size", self.eval_batch_size >= 1, "must be >= 1"),
+            ("selection", 0 <= self.selection < 0.5, "must be in [0, 0.5) (0 = no split)"),
+            ("token_budget", _at_least(self.token_budget, 1),
+             "must be >= 1 (or null to batch by examples)"),
+            *_per_task("subsample_ratio", self.subsample_ratio, lambda r: 0 < r <= 1,
+                       "must be in (0, 1]"),
+            *_per_task("max_examples", self.max_examples, lambda n: _at_least(n, 1),
+                       "must be >= 1"),
+            *_per_task("dev_max_examples", self.dev_max_examples, lambda n: _at_least(n, 1),
+                       "must be >= 1"),
+        ])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -130,6 +234,21 @@ class OptimConfig:
     warmup_ratio: float = 0.1
     grad_clip: float | None = 1.0
     epochs: int = 3
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "optim.")
+        check_ranges("optim.", [
+            ("lr", _finite_positive(self.lr), "must be a finite number > 0"),
+            ("head_lr", self.head_lr is None or _finite_positive(self.head_lr),
+             "must be a finite number > 0"),
+            ("epochs", self.epochs >= 1, "must be >= 1"),
+            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "must be in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("betas", all(0 <= b < 1 for b in self.betas), "must both be in [0, 1)"),
+            ("eps", self.eps > 0, "must be > 0"),
+            ("grad_clip", self.grad_clip is None or self.grad_clip > 0,
+             "must be > 0 (or null for no clipping)"),
+        ])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -147,6 +266,17 @@ class ScheduleConfig:
     # round_robin: "cycle" interleaves tasks deterministically by the sampling probabilities
     # (uniform = strict alternation); "random" draws each step's task from them, seeded.
     draw: Literal["cycle", "random"] = "cycle"
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "schedule.")
+        length = self.epoch_length
+        ok_length = length in ("min", "max", *TASKS) if isinstance(length, str) else length > 0
+        check_ranges("schedule.", [
+            ("temperature", self.temperature > 0, "must be > 0"),
+            ("para_warmup_epochs", self.para_warmup_epochs >= 0, "must be >= 0"),
+            ("order", *_known_tasks(self.order)),
+            ("epoch_length", ok_length, "must be min, max, a task or a step count"),
+        ])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -169,12 +299,28 @@ class SmartConfig:
     bregman_beta: float = 0.99  # momentum of the EMA copy
     tasks: tuple[str, ...] = TASKS  # tasks whose batches get the SMART terms
 
+    def __post_init__(self) -> None:
+        check_field_types(self, "smart.")
+        check_ranges("smart.", [
+            ("weight", self.weight >= 0, "must be >= 0"),
+            ("epsilon", self.epsilon > 0, "must be > 0"),
+            ("step_size", self.step_size > 0, "must be > 0"),
+            ("noise_std", self.noise_std >= 0, "must be >= 0"),
+            ("steps", self.steps >= 0, "must be >= 0"),
+            ("bregman_mu", self.bregman_mu >= 0, "must be >= 0"),
+            ("bregman_beta", _fraction(self.bregman_beta), "must be in [0, 1)"),
+            ("tasks", *_known_tasks(self.tasks)),
+        ])  # fmt: skip
+
 
 @dataclass(frozen=True)
 class PCGradConfig:
     """Projecting conflicting gradients (Yu et al. 2020); off by default."""
 
     enabled: bool = False
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "pcgrad.")
 
 
 @dataclass(frozen=True)
@@ -187,6 +333,14 @@ class LossConfig:
     sts_loss: StsLoss = "mse"
     head_penalty: HeadPenalty = "none"
     head_penalty_coef: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "loss.")
+        check_ranges("loss.", [
+            *_per_task("task_weights", self.task_weights, lambda w: w >= 0, "must be >= 0"),
+            ("sst_label_smoothing", _fraction(self.sst_label_smoothing), "must be in [0, 1)"),
+            ("head_penalty_coef", self.head_penalty_coef >= 0, "must be >= 0"),
+        ])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -205,73 +359,12 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA
     log_every: int = 50  # steps between reading the loss back from the device
 
-
-T = TypeVar("T")
-
-
-def build_config(cls: type[T], values: Mapping[str, Any] | None, prefix: str = "") -> T:
-    """Build dataclass `cls` from a nested mapping, checking every key and type."""
-    values = {} if values is None else values
-    if not isinstance(values, Mapping):
-        where = prefix.rstrip(".") or "config"
-        raise ConfigError(f"config key '{where}': expected a mapping, got {_type_name(values)}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        dotted = f"{prefix}{key}"
-        if key not in known:
-            raise ConfigError(f"unknown config key '{dotted}'{_suggest(str(key), known)}")
-        kwargs[key] = _coerce(hints[key], value, dotted)
-    return cls(**kwargs)
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """Nested plain-dict view of a config (tuples become lists), for JSON/YAML/MLflow."""
-    raw = dataclasses.asdict(config)
-    return _lists(raw)
-
-
-def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'optim': {'lr': 1}} -> {'optim.lr': 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in nested.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def flatten_config(config: Any) -> dict[str, Any]:
-    """Dotted view of a whole config (`optim.lr` -> 2e-5), for params, tags and hashes."""
-    return flatten(config_to_dict(config))
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """{'optim.lr': 1} -> {'optim': {'lr': 1}}; later keys win over earlier ones."""
-    nested: dict[str, Any] = {}
-    for dotted, value in flat.items():
-        node = nested
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[leaf] = value
-    return nested
-
-
-def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge two nested mappings; `override` wins."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+    def __post_init__(self) -> None:
+        check_field_types(self, "")
+        check_ranges("", [
+            ("seed", 0 <= self.seed < 2**32, "must be in [0, 2**32)"),
+            ("log_every", self.log_every >= 1, "must be >= 1"),
+        ])  # fmt: skip
 
 
 def config_field_types() -> dict[str, Any]:
@@ -288,146 +381,3 @@ def config_field_types() -> dict[str, Any]:
     walk(TrainConfig, "")
     return out
 
-
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    """Check `value` against type hint `hint`; allow int -> float and list -> tuple."""
-    if dataclasses.is_dataclass(hint):
-        return build_config(hint, value, prefix=f"{key}.")  # type: ignore[arg-type]
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, key)
-            except ConfigError as err:
-                errors.append(err)
-        raise (
-            errors[0]
-            if len(errors) == 1
-            else ConfigError(f"config key '{key}': expected {_hint_name(hint)}, got {value!r}")
-        )
-    if origin is Literal:
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"config key '{key}': {value!r} is not one of {choices}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}': expected a list, got {_type_name(value)}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"config key '{key}': expected {len(args)} items, got {len(value)}")
-        pairs = enumerate(zip(args, value, strict=True))
-        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in pairs)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
-        return value
-    raise ConfigError(
-        f"config key '{key}': unsupported type {_hint_name(hint)}"
-    )  # pragma: no cover
-
-
-def _lists(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _lists(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_lists(v) for v in value]
-    return value
-
-
-def _suggest(key: str, known: set[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key, sorted(known), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
-
-
-def _type_name(value: Any) -> str:
-    return type(value).__name__
-
-
-def _hint_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def check_ranges(cfg: TrainConfig) -> None:
-    """Reject values of the right type but outside their meaningful range; names the key."""
-    optim, model, smart = cfg.optim, cfg.model, cfg.smart
-    checks: list[tuple[str, bool, str]] = [
-        # `1e400` parses as inf: finite is part of "> 0" for a learning rate.
-        ("optim.lr", math.isfinite(optim.lr) and optim.lr > 0, "must be a finite number > 0"),
-        ("optim.head_lr", optim.head_lr is None
-         or (math.isfinite(optim.head_lr) and optim.head_lr > 0), "must be a finite number > 0"),
-        ("optim.epochs", optim.epochs >= 1, "must be >= 1"),
-        ("optim.warmup_ratio", 0 <= optim.warmup_ratio < 1, "must be in [0, 1)"),
-        ("optim.weight_decay", optim.weight_decay >= 0, "must be >= 0"),
-        ("optim.betas", all(0 <= b < 1 for b in optim.betas), "must both be in [0, 1)"),
-        ("optim.eps", optim.eps > 0, "must be > 0"),
-        ("optim.grad_clip", optim.grad_clip is None or optim.grad_clip > 0,
-         "must be > 0 (or null for no clipping)"),
-        ("seed", 0 <= cfg.seed < 2**32, "must be in [0, 2**32)"),
-        ("data.batch_size", cfg.data.batch_size >= 1, "must be >= 1"),
-        ("data.eval_batch_size", cfg.data.eval_batch_size >= 1, "must be >= 1"),
-        ("data.token_budget", cfg.data.token_budget is None or cfg.data.token_budget >= 1,
-         "must be >= 1 (or null to batch by examples)"),
-        ("model.head_hidden", model.head_hidden >= 1, "must be >= 1"),
-        ("schedule.temperature", cfg.schedule.temperature > 0, "must be > 0"),
-        ("schedule.para_warmup_epochs", cfg.schedule.para_warmup_epochs >= 0, "must be >= 0"),
-        ("smart.weight", smart.weight >= 0, "must be >= 0"),
-        ("smart.epsilon", smart.epsilon > 0, "must be > 0"),
-        ("smart.step_size", smart.step_size > 0, "must be > 0"),
-        ("smart.noise_std", smart.noise_std >= 0, "must be >= 0"),
-        ("smart.bregman_mu", smart.bregman_mu >= 0, "must be >= 0"),
-        ("smart.bregman_beta", 0 <= smart.bregman_beta < 1, "must be in [0, 1)"),
-        ("loss.sst_label_smoothing", 0 <= cfg.loss.sst_label_smoothing < 1, "must be in [0, 1)"),
-        ("loss.head_penalty_coef", cfg.loss.head_penalty_coef >= 0, "must be >= 0"),
-        ("model.max_length", 8 <= cfg.model.max_length <= 512, "must be in [8, 512]"),
-        ("model.head_layers", cfg.model.head_layers >= 1, "must be >= 1"),
-        ("model.head_dropout", 0 <= cfg.model.head_dropout < 1, "must be in [0, 1)"),
-        ("log_every", cfg.log_every >= 1, "must be >= 1"),
-    ]
-    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-        size = getattr(model, name)
-        checks.append((f"model.{name}", size is None or size >= 1, "must be >= 1"))
-    for name in ("hidden_dropout", "attention_dropout"):
-        value = getattr(cfg.model, name)
-        checks.append((f"model.{name}", value is None or 0 <= value < 1, "must be in [0, 1)"))
-    for task in TASKS:
-        weight = getattr(cfg.loss.task_weights, task)
-        checks.append((f"loss.task_weights.{task}", weight >= 0, "must be >= 0"))
-        ratio = getattr(cfg.data.subsample_ratio, task)
-        checks.append((f"data.subsample_ratio.{task}", 0 < ratio <= 1, "must be in (0, 1]"))
-        for section in ("max_examples", "dev_max_examples"):
-            n = getattr(getattr(cfg.data, section), task)
-            checks.append((f"data.{section}.{task}", n is None or n >= 1, "must be >= 1"))
-    checks.append(("smart.steps", cfg.smart.steps >= 0, "must be >= 0"))
-    for key, names in (("smart.tasks", cfg.smart.tasks), ("schedule.order", cfg.schedule.order)):
-        unknown = sorted(set(names) - set(TASKS))
-        checks.append((key, not unknown, f"names unknown tasks {unknown}; tasks are {TASKS}"))
-    spec = cfg.schedule.epoch_length
-    ok_length = spec in ("min", "max", *TASKS) if isinstance(spec, str) else spec > 0
-    checks.append(("schedule.epoch_length", ok_length, "must be min, max, a task or a step count"))
-    for key, ok, message in checks:
-        if not ok:
-            raise ConfigError(f"config key '{key}' {message}")

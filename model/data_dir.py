@@ -10,6 +10,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from model.data import (
     SENTENCE_COLUMNS,
@@ -148,3 +149,26 @@ def default_data_dir() -> Path:
         if candidate.is_dir():
             return candidate.resolve()
     return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cs224n"
+
+
+def data_check_table(path: Path, checks: list[FileCheck]) -> Any:
+    """The checks as a rich Table (file, rows, expected rows, sha256, labels, problem)."""
+    from rich.table import Table
+
+    table = Table(title=f"data check: {path}")
+    for column in ("file", "rows", "expected", "sha256", "labels", "problem"):
+        table.add_column(column)
+
+    def mark(value: bool | None) -> str:
+        return {True: "ok", False: "MISMATCH", None: "-"}[value]
+
+    for c in checks:
+        table.add_row(
+            c.name,
+            "-" if c.rows is None else str(c.rows),
+            "-" if c.expected_rows is None else str(c.expected_rows),
+            mark(c.sha256_ok),
+            mark(c.labels_ok),
+            c.problem or "",
+        )
+    return table

@@ -16,8 +16,9 @@ import torch
 from scipy import stats
 from sklearn import metrics as skm
 
+from model.batching import batch_indices, collate
 from model.config import TASKS
-from model.data import DataError, EncodedTask, batch_indices, collate
+from model.data import DataError, EncodedTask
 
 METRIC_NAMES: dict[str, str] = {
     "sst": "dev/sst_acc",
@@ -27,15 +28,33 @@ METRIC_NAMES: dict[str, str] = {
 OVERALL = "dev/overall"
 TRAIN_LOSS = "train/loss"
 EPOCH = "epoch"
-# Every metric name a run reports, here and only here: metrics.json, Ray results, MLflow, tables.
+SELECTION_SPLIT = "selection"  # held out of train (data.selection): tuning ranks on it, not dev
+
+
+def on_split(metric: str, split: str) -> str:
+    """A dev metric's name on another split: on_split("dev/overall", "selection")."""
+    return f"{split}/{metric.split('/', 1)[1]}" if metric.startswith("dev/") else metric
+
+
 DEV_METRICS: tuple[str, ...] = (OVERALL, *METRIC_NAMES.values())
-REPORTED_METRICS: tuple[str, ...] = (*DEV_METRICS, TRAIN_LOSS)
+# The dev metrics on the selection split; a run reports them only when data.selection > 0.
+SELECTION_METRICS: tuple[str, ...] = tuple(on_split(m, SELECTION_SPLIT) for m in DEV_METRICS)
+SELECTION_OVERALL = on_split(OVERALL, SELECTION_SPLIT)
+# Every metric name a run reports each epoch, here and only here: metrics.json, Ray results,
+# MLflow, tables. (The SST details below ride along in the same dicts, named by their functions.)
+REPORTED_METRICS: tuple[str, ...] = (*DEV_METRICS, TRAIN_LOSS, *SELECTION_METRICS)
 
 
 def metric_mode(metric: str) -> str:
     """Whether a reported metric is better high ("max": scores) or low ("min": the loss)."""
     return "min" if metric == TRAIN_LOSS else "max"
+
+
 SST_CLASSES = 5
+# SST details of a run's dev predictions, flat float metrics beside the four scores.
+SST_BALANCED_ACC = "dev/sst_balanced_acc"
+SST_MACRO_F1 = "dev/sst_macro_f1"
+SST_PER_CLASS_STATS: tuple[str, ...] = ("precision", "recall", "f1")
 # Header column of each task's prediction file; "Similiary" is the handout's own spelling.
 PREDICTION_HEADERS: dict[str, str] = {
     "sst": "Predicted_Sentiment",
@@ -94,6 +113,13 @@ def dev_metrics(
     return result
 
 
+def split_metrics(
+    preds: Mapping[str, TaskPredictions], labels: Mapping[str, np.ndarray], split: str
+) -> dict[str, float]:
+    """`dev_metrics` of another split's predictions, under that split's names (selection/...)."""
+    return {on_split(name, split): value for name, value in dev_metrics(preds, labels).items()}
+
+
 def classification_details(
     labels: np.ndarray, predictions: np.ndarray, num_classes: int
 ) -> dict[str, Any]:
@@ -119,6 +145,31 @@ def classification_details(
         # rows = true class, columns = predicted class
         "confusion_matrix": skm.confusion_matrix(labels, predictions, labels=classes).tolist(),
     }
+
+
+def per_class_key(stat: str, c: int) -> str:
+    """The metric of one SST class's precision, recall or f1 on dev: `dev/sst_f1/3`."""
+    return f"dev/sst_{stat}/{c}"
+
+
+def confusion_key(true: int, pred: int) -> str:
+    """The metric counting dev SST examples of class `true` predicted as `pred`."""
+    return f"dev/sst_confusion/{true}/{pred}"
+
+
+def sst_detail_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """`classification_details` of SST dev predictions as flat float metrics: balanced accuracy,
+    macro F1, per-class precision / recall / F1 and the confusion counts."""
+    with warnings.catch_warnings():
+        # A small dev subset may lack a class the model predicts; balanced accuracy still holds.
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        details = classification_details(labels, predictions, SST_CLASSES)
+    out = {SST_BALANCED_ACC: details["balanced_accuracy"], SST_MACRO_F1: details["macro_f1"]}
+    for row in details["per_class"]:
+        out.update({per_class_key(stat, row["class"]): row[stat] for stat in SST_PER_CLASS_STATS})
+    for true, counts in enumerate(details["confusion_matrix"]):
+        out.update({confusion_key(true, pred): float(n) for pred, n in enumerate(counts)})
+    return out
 
 
 @torch.inference_mode()

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model.batching import Batch
 from model.bert import BertModel
 from model.config import ModelConfig
-from model.data import Batch
 
 NUM_SENTIMENT_CLASSES = 5
 STS_MAX_SCORE = 5.0

@@ -79,6 +79,23 @@ def pcgrad_backward(
         torch.stack([loss.reshape(()) for loss in losses]).sum().backward()
         return
 
+    flat_grads, head_grads = _task_gradients(losses, shared, heads)
+    combined = project_conflicting_gradients(flat_grads, generator)
+    offset = 0
+    for p in shared:
+        n = p.numel()
+        _accumulate(p, combined[offset : offset + n].view_as(p))
+        offset += n
+    for p, g in zip(heads, head_grads, strict=True):
+        if g is not None:
+            _accumulate(p, g)
+
+
+def _task_gradients(
+    losses: Sequence[Tensor], shared: list[nn.Parameter], heads: list[nn.Parameter]
+) -> tuple[list[Tensor], list[Tensor | None]]:
+    """Each loss's gradient of the shared parameters (flattened, [P]) and the heads' gradients
+    summed over the losses (None for a head no loss reaches); one autograd pass per loss."""
     head_grads: list[Tensor | None] = [None] * len(heads)
     flat_grads: list[Tensor] = []
     for t, loss in enumerate(losses):
@@ -99,17 +116,9 @@ def pcgrad_backward(
         )
         for h, g in enumerate(grads[len(shared) :]):
             if g is not None:
-                head_grads[h] = g if head_grads[h] is None else head_grads[h] + g
-
-    combined = project_conflicting_gradients(flat_grads, generator)
-    offset = 0
-    for p in shared:
-        n = p.numel()
-        _accumulate(p, combined[offset : offset + n].view_as(p))
-        offset += n
-    for p, g in zip(heads, head_grads, strict=True):
-        if g is not None:
-            _accumulate(p, g)
+                summed = head_grads[h]
+                head_grads[h] = g if summed is None else summed + g
+    return flat_grads, head_grads
 
 
 def _accumulate(param: nn.Parameter, grad: Tensor) -> None:

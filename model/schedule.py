@@ -105,9 +105,7 @@ def sample_task_order(
     tasks = tuple(batch_counts)
     if not tasks:
         raise ValueError("sample_task_order: no tasks to train")
-    warmup = schedule.para_warmup_epochs
-    if warmup < 0:
-        raise ConfigError(f"config key 'schedule.para_warmup_epochs': must be >= 0, got {warmup}")
+    warmup = schedule.para_warmup_epochs  # >= 0: ScheduleConfig checks it
     if warmup and "para" not in batch_counts:
         raise ConfigError("config key 'schedule.para_warmup_epochs': no Quora (para) data loaded")
     if epoch <= warmup:

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model.batching import Batch
 from model.config import Divergence, SmartConfig
-from model.data import Batch
 
 __all__ = [
     "TASK_OUTPUT_KIND",
@@ -116,9 +116,9 @@ def smart_adversarial_loss(
         )
         divergence = output_divergence(target, perturbed, kind, ascent_symmetric)
         # allow_unused: an output may ignore one sequence (its δ then gets no push).
-        grads = torch.autograd.grad(divergence, deltas, allow_unused=True)
+        raw_grads = torch.autograd.grad(divergence, deltas, allow_unused=True)
         grads = [
-            torch.zeros_like(d) if g is None else g for d, g in zip(deltas, grads, strict=True)
+            torch.zeros_like(d) if g is None else g for d, g in zip(deltas, raw_grads, strict=True)
         ]
         deltas = [
             _project(

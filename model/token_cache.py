@@ -21,21 +21,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from model.data import (
-    EncodedTask,
-    PairExample,
-    SentenceExample,
-    encode_task,
-    subsample,
-)
-from model.weights import TextTokenizer
+from model.data import EncodedTask, Examples, SentenceExample, encode_task, subsample
+from model.tokenizer import TextTokenizer
 
 __all__ = ["TokenCache", "concat_encoded", "encode_subsample", "select_encoded"]
 
 CACHE_FORMAT = 1  # bump when the stored layout changes: old entries are then simply not found
 _TOKEN_FIELDS = ("input_ids", "token_type_ids", "input_ids_b", "token_type_ids_b")
-
-Examples = Sequence[SentenceExample] | Sequence[PairExample]
 
 
 class TokenCache:
@@ -209,5 +201,5 @@ def encode_subsample(
         kept = subsample(examples, max_examples, ratio, seed)
         return encode_task(task, kept, tokenizer, pair_encoding)
     parts = [cache.encode(task, path, ex, pair_encoding) for path, ex in files]
-    positions = subsample(np.arange(len(examples)), max_examples, ratio, seed)
+    positions = subsample(range(len(examples)), max_examples, ratio, seed)
     return select_encoded(concat_encoded(parts), positions)

@@ -1,8 +1,9 @@
-"""`fit`: train one multitask minBERT from a TrainConfig, evaluating on dev after every epoch.
+"""`fit`: train one multitask minBERT from a TrainConfig, evaluating on dev (and on the held-out
+selection split when data.selection is set) after every epoch.
 
 Knows nothing of Ray or MLflow: progress goes out through the `on_epoch` callback, state comes back
 in through `resume_from`. Read top to bottom: data -> model -> optimizer -> epochs (plan, steps,
-evaluate, checkpoint) -> best checkpoint's predictions.
+evaluate, checkpoint) -> best checkpoint's predictions. One step is model/step.py.
 """
 
 from __future__ import annotations
@@ -11,41 +12,60 @@ import math
 import random
 import shutil
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from model.bert import COMPILE_PAD_MULTIPLE, compile_encoder
+from model.batching import TaskBatches, device_batches
+from model.bert import compile_encoder
 from model.checkpoint import (
+    WEIGHTS_FILE,
+    ResumeState,
+    RunLayout,
     TrainerState,
     load_checkpoint_model,
     load_resume_state,
+    load_weights,
     save_checkpoint,
     write_json_atomic,
 )
 from model.config import ConfigError, TrainConfig
-from model.data import Batch, EncodedTask, batch_indices, collate, prefetch
 from model.evaluate import (
+    EPOCH,
+    OVERALL,
+    SELECTION_OVERALL,
+    SELECTION_SPLIT,
+    TRAIN_LOSS,
     TaskPredictions,
     dev_metrics,
     predict_task,
     prediction_filename,
+    split_metrics,
+    sst_detail_metrics,
     write_predictions,
 )
 from model.heads import NUM_SENTIMENT_CLASSES, MultitaskBert
-from model.losses import head_weight_penalty, sentiment_class_weights, task_loss, weighted_sum
-from model.pcgrad import pcgrad_backward
-from model.schedule import sample_task_order
-from model.smart import BregmanProximalPoint, smart_penalty
+from model.losses import sentiment_class_weights
+from model.optim import build_optimizer, linear_warmup_decay
+from model.progress import TrainingProgress, format_metrics
+from model.schedule import Plan, sample_task_order
+from model.smart import BregmanProximalPoint
+from model.step import StepContext, training_step
 from model.task_data import TaskData, load_task_data
-from model.weights import check_tokenizer_fits, load_encoder, load_tokenizer, resolve_model_dir
+from model.tokenizer import check_tokenizer_fits, load_tokenizer
+from model.weights import load_encoder, resolve_model_dir
 
-__all__ = ["EpochResult", "FitResult", "NonFiniteLossError", "fit", "load_checkpoint_model"]
+__all__ = [
+    "EpochResult",
+    "FitResult",
+    "NonFiniteLossError",
+    "best_epoch_metric",
+    "fit",
+    "load_checkpoint_model",
+]
 
 
 class NonFiniteLossError(ConfigError, RuntimeError):
@@ -74,6 +94,13 @@ class FitResult:
     best_checkpoint: Path
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
+    selected_by: str = OVERALL  # the metric that picked the best epoch (best_epoch_metric)
+
+
+def best_epoch_metric(cfg: TrainConfig) -> str:
+    """What `fit` picks its best epoch by: selection/overall when data.selection holds a
+    selection split out of the training data, else dev/overall."""
+    return SELECTION_OVERALL if cfg.data.selection > 0 else OVERALL
 
 
 def resolve_device(cfg: TrainConfig) -> torch.device:
@@ -121,178 +148,47 @@ def build_model(cfg: TrainConfig) -> tuple[MultitaskBert, Path]:
     return MultitaskBert(encoder, cfg.model), model_dir
 
 
-def build_optimizer(model: MultitaskBert, cfg: TrainConfig, device: torch.device):
-    """AdamW without decay on biases / LayerNorm, optional separate head learning rate."""
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        decay = param.ndim >= 2 and "LayerNorm" not in name
-        is_head = not name.startswith("encoder.")
-        groups.setdefault((decay, is_head), []).append(param)
-    head_lr = cfg.optim.head_lr if cfg.optim.head_lr is not None else cfg.optim.lr
-    param_groups = [
-        {
-            "params": params,
-            "weight_decay": cfg.optim.weight_decay if decay else 0.0,
-            "lr": head_lr if is_head else cfg.optim.lr,
-        }
-        for (decay, is_head), params in groups.items()
-    ]
-    return torch.optim.AdamW(
-        param_groups,
-        betas=cfg.optim.betas,
-        eps=cfg.optim.eps,
-        # One fused kernel for all parameters: on GPU one launch instead of hundreds, on CPU
-        # 5.5 ms instead of ~38 ms per MiniLM step (torch's per-tensor loop), same update rule.
-        fused=device.type in ("cuda", "cpu"),
-    )
-
-
-def linear_warmup_decay(optimizer, total_steps: int, warmup_ratio: float):
-    warmup = max(1, int(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-class TaskBatches:
-    """Endless, seeded stream of one task's training batches, reshuffled at every pass."""
-
-    def __init__(self, encoded: EncodedTask, cfg: TrainConfig, pad_id: int, seed: int):
-        self.encoded, self.cfg, self.pad_id, self.seed = encoded, cfg, pad_id, seed
-        self.passes = 0
-        self.per_pass = len(self._indices())
-        self._iter: Iterator[np.ndarray] = iter(())
-
-    def _indices(self) -> list[np.ndarray]:
-        data = self.cfg.data
-        return batch_indices(
-            self.encoded.lengths,
-            data.batch_size,
-            bucketing=data.bucketing,
-            shuffle=True,
-            seed=self.seed * 1_000_003 + self.passes,
-            token_budget=data.token_budget,
-        )
-
-    def next(self) -> Batch:
-        try:
-            indices = next(self._iter)
-        except StopIteration:
-            self._iter = iter(self._indices())
-            self.passes += 1
-            indices = next(self._iter)
-        multiple = COMPILE_PAD_MULTIPLE if self.cfg.model.compile else 1
-        return collate(self.encoded, indices, self.pad_id, pad_to_multiple=multiple)
-
-
-def _device_batches(
-    streams: dict[str, TaskBatches], plan: list[tuple[str, ...]], device: torch.device
-) -> Iterator[dict[str, Batch]]:
-    """Each planned step's batches on `device`, collated (pinned on CUDA) ahead in a thread."""
-    pin = device.type == "cuda"
-
-    def on_host() -> Iterator[dict[str, Batch]]:
-        for step_tasks in plan:
-            batches = {t: streams[t].next() for t in step_tasks}
-            yield {t: b.pin_memory() for t, b in batches.items()} if pin else batches
-
-    for batches in prefetch(on_host(), depth=2):
-        yield {t: b.to(device, non_blocking=True) for t, b in batches.items()}
-
-
-def plan_epoch(
-    cfg: TrainConfig, batches_per_task: dict[str, int], epoch: int
-) -> list[tuple[str, ...]]:
+def plan_epoch(cfg: TrainConfig, batches_per_task: dict[str, int], epoch: int) -> Plan:
     """The tasks each step of this epoch trains on (see model/schedule.py and ScheduleConfig)."""
     return sample_task_order(cfg.schedule, batches_per_task, epoch, cfg.optim.epochs, cfg.seed)
 
 
-class StepContext:
-    """What a training step needs besides its batches."""
+@dataclass
+class _Run:
+    """What `fit` sets up once: step context, data, batch streams and each epoch's plan."""
 
-    def __init__(self, model, optimizer, scheduler, cfg: TrainConfig, device, amp_dtype, weights):
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.cfg, self.device, self.amp_dtype = cfg, device, amp_dtype
-        self.class_weights = weights
-        # SMART's proximal point: an EMA copy of the model, only when smart.bregman_mu > 0.
-        self.bregman: BregmanProximalPoint | None = None
+    ctx: StepContext
+    model_dir: Path
+    data: TaskData
+    streams: dict[str, TaskBatches]
+    plans: list[Plan]
 
-    def autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+    @property
+    def total_steps(self) -> int:
+        return sum(len(plan) for plan in self.plans)
 
-
-def compute_task_losses(ctx: StepContext, batches: dict[str, Batch]) -> dict[str, Tensor]:
-    """Forward each task's batch; its loss (not yet task-weighted) plus SMART / head penalties."""
-    losses = {}
-    smart, loss_cfg = ctx.cfg.smart, ctx.cfg.loss
-    for task, batch in batches.items():
-        with ctx.autocast():
-            if smart.weight > 0 and task in smart.tasks:
-                # SMART perturbs the embedding output, so split the forward there.
-                embeddings = ctx.model.embed_inputs(batch)
-                output = ctx.model.head_outputs(batch, embeddings)
-            else:
-                embeddings, output = (), ctx.model(batch)
-            weights = ctx.class_weights if task == "sst" else None
-            loss = task_loss(task, output, batch.labels, loss_cfg, weights)
-            penalty = smart_penalty(ctx.model, batch, embeddings, output, smart, ctx.bregman)
-        if penalty is not None:
-            loss = loss + penalty
-        head_penalty = head_weight_penalty(ctx.model.task_head(task), loss_cfg.head_penalty)
-        if head_penalty is not None and loss_cfg.head_penalty_coef > 0:
-            loss = loss + loss_cfg.head_penalty_coef * head_penalty
-        losses[task] = loss
-    return losses
-
-
-def training_step(ctx: StepContext, batches: dict[str, Batch]) -> Tensor:
-    """One optimizer step on one batch per listed task; returns the (device) loss, not synced."""
-    ctx.optimizer.zero_grad(set_to_none=True)
-    losses = compute_task_losses(ctx, batches)
-    total = weighted_sum(losses, ctx.cfg.loss)
-    if ctx.cfg.pcgrad.enabled and len(losses) > 1:
-        weights = ctx.cfg.loss.task_weights
-        pcgrad_backward(
-            [getattr(weights, task) * loss for task, loss in losses.items()],
-            list(ctx.model.encoder.parameters()),
-            ctx.model.head_parameters(),
-        )
-    else:
-        total.backward()
-    if ctx.cfg.optim.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.cfg.optim.grad_clip)
-    ctx.optimizer.step()
-    ctx.scheduler.step()
-    if ctx.bregman is not None:
-        ctx.bregman.update(ctx.model)
-    return total.detach()
-
-
-def evaluate(model, data: TaskData, split: str, cfg: TrainConfig, device, amp_dtype, pad_id):
-    """Predictions for every task that has the split loaded."""
-    model.eval()
-    tasks = data.dev if split == "dev" else data.test
-    out = {
-        task: predict_task(
-            model,
-            encoded,
-            batch_size=cfg.data.eval_batch_size,
-            device=device,
-            pad_id=pad_id,
-            autocast_dtype=amp_dtype,
-        )
-        for task, encoded in tasks.items()
-    }
-    model.train()
-    return out
+    def predict(
+        self, split: str, model: MultitaskBert | None = None
+    ) -> dict[str, TaskPredictions]:
+        """Predictions on `split` for every task that has it loaded, by the run's model or
+        another one (the best checkpoint's)."""
+        ctx = self.ctx
+        model = ctx.model if model is None else model
+        model.eval()
+        tasks = self.data.split(split)
+        out = {
+            task: predict_task(
+                model,
+                encoded,
+                batch_size=ctx.cfg.data.eval_batch_size,
+                device=ctx.device,
+                pad_id=self.data.pad_id,
+                autocast_dtype=ctx.amp_dtype,
+            )
+            for task, encoded in tasks.items()
+        }
+        model.train()
+        return out
 
 
 def fit(
@@ -305,22 +201,40 @@ def fit(
     progress: bool = False,
     prediction_splits: tuple[str, ...] = ("dev", "test"),
 ) -> FitResult:
-    """Train, evaluate after each epoch, keep the best epoch by dev/overall."""
-    out_dir = Path(out_dir)
+    """Train, evaluate after each epoch, keep the best epoch by `best_epoch_metric(cfg)`."""
+    layout = RunLayout(Path(out_dir))
+    run = _prepare(cfg, Path(data_dir))
+    state = _start(run, resume_from)
+    selected_by = best_epoch_metric(cfg)
+    best_dev_predictions: dict[str, TaskPredictions] = {}
+    with TrainingProgress(progress, run.total_steps, state.global_step) as bar:
+        for epoch in range(state.epoch + 1, cfg.optim.epochs + 1):
+            train_loss, steps = _train_epoch(run, epoch, state.global_step, bar)
+            metrics, predictions = _evaluate(run)
+            metrics.update({TRAIN_LOSS: train_loss, EPOCH: float(epoch)})
+            is_best = metrics[selected_by] > state.best_score
+            if is_best:
+                best_dev_predictions = predictions
+            state = _after_epoch(state, epoch, steps, metrics, metrics[selected_by])
+            _save_epoch(run, layout, state, metrics, is_best)
+            bar.log(format_metrics(metrics))
+            if on_epoch is not None:
+                on_epoch(EpochResult(epoch, metrics, layout.last, layout.best, is_best))
+
+    _write_best_outputs(run, layout, prediction_splits, best_dev_predictions)
+    write_json_atomic(layout.metrics, state.best_metrics)
+    return FitResult(state.best_metrics, layout.best, state.epoch, state.history, selected_by)
+
+
+def _prepare(cfg: TrainConfig, data_dir: Path) -> _Run:
+    """Seed, then build model, data, batch streams, plans and optimizer, in this order: the
+    order fixes which random draws each of them gets, so a seed reproduces a run."""
     seed_everything(cfg.seed)
     device = resolve_device(cfg)
     amp_dtype = autocast_dtype(cfg, device)
-    if cfg.smart.weight > 0 and amp_dtype is torch.bfloat16 and cfg.smart.epsilon < 1e-2:
-        # Measured on an H100: bf16 rounding alone moves bert-base outputs by ~3e-3, so a smaller
-        # adversarial ball regularises rounding noise rather than the perturbation.
-        warnings.warn(
-            f"smart.epsilon={cfg.smart.epsilon:g} is below bf16's resolution of the outputs; "
-            "use precision: fp32 with SMART at the paper's settings",
-            stacklevel=2,
-        )
-
+    _warn_if_smart_below_bf16(cfg, amp_dtype)
     model, model_dir = build_model(cfg)
-    data = load_task_data(cfg, Path(data_dir), model_dir)
+    data = load_task_data(cfg, data_dir, model_dir)
     model.to(device).train()
     if cfg.model.compile:
         compile_encoder(model.encoder)
@@ -331,101 +245,147 @@ def fit(
     }
     batches_per_task = {task: stream.per_pass for task, stream in streams.items()}
     plans = [plan_epoch(cfg, batches_per_task, epoch) for epoch in range(1, cfg.optim.epochs + 1)]
-    total_steps = sum(len(plan) for plan in plans)
     optimizer = build_optimizer(model, cfg, device)
+    total_steps = sum(len(plan) for plan in plans)
     scheduler = linear_warmup_decay(optimizer, total_steps, cfg.optim.warmup_ratio)
     class_weights = None
     if cfg.loss.sst_class_weights and "sst" in data.train:
         labels = torch.from_numpy(data.train["sst"].labels)
         class_weights = sentiment_class_weights(labels, NUM_SENTIMENT_CLASSES).to(device)
     ctx = StepContext(model, optimizer, scheduler, cfg, device, amp_dtype, class_weights)
+    return _Run(ctx, model_dir, data, streams, plans)
 
+
+def _warn_if_smart_below_bf16(cfg: TrainConfig, amp_dtype: torch.dtype | None) -> None:
+    if cfg.smart.weight > 0 and amp_dtype is torch.bfloat16 and cfg.smart.epsilon < 1e-2:
+        # Measured on an H100: bf16 rounding alone moves bert-base outputs by ~3e-3, so a smaller
+        # adversarial ball regularises rounding noise rather than the perturbation.
+        warnings.warn(
+            f"smart.epsilon={cfg.smart.epsilon:g} is below bf16's resolution of the outputs; "
+            "use precision: fp32 with SMART at the paper's settings",
+            stacklevel=4,  # fit's caller
+        )
+
+
+def _start(run: _Run, resume_from: Path | None) -> TrainerState:
+    """A fresh TrainerState, or the one saved in `resume_from` with weights, optimizer, schedule,
+    RNG and stream positions restored; SMART's proximal EMA is set up (and restored) here too."""
+    cfg, ctx = run.ctx.cfg, run.ctx
     state = TrainerState(epoch=0, global_step=0, best_score=-math.inf, best_metrics={}, history=[])
+    resume = None
     if resume_from is not None:
-        state = _restore(resume_from, model, optimizer, scheduler, streams)
+        resume = load_resume_state(resume_from)
+        load_weights(resume_from, ctx.model)
+        ctx.optimizer.load_state_dict(resume.optimizer)
+        ctx.scheduler.load_state_dict(resume.scheduler)
+        torch.set_rng_state(resume.torch_rng)
+        for task, passes in resume.stream_passes.items():
+            if task in run.streams:
+                run.streams[task].passes = passes
+        state = resume.progress
     if cfg.smart.bregman_mu > 0:
-        ctx.bregman = BregmanProximalPoint(model, cfg.smart.bregman_beta)
-        if resume_from is not None:
-            ctx.bregman.load_state_dict(_resume_bregman(resume_from))
+        ctx.bregman = BregmanProximalPoint(ctx.model, cfg.smart.bregman_beta)
+        if resume is not None:
+            if resume.bregman_ema is None:
+                raise ValueError(
+                    f"{resume_from}: no SMART Bregman EMA state (smart.bregman_mu changed?)"
+                )
+            ctx.bregman.load_state_dict(resume.bregman_ema)
+    return state
 
-    last_dir, best_dir = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
-    best_dev_predictions: dict[str, TaskPredictions] = {}
-    with _progress_bar(progress, total_steps, state.global_step) as bar:
-        for epoch in range(state.epoch + 1, cfg.optim.epochs + 1):
-            loss_sum = torch.zeros((), device=device)
-            steps = 0
-            for batches in _device_batches(streams, plans[epoch - 1], device):
-                loss_sum += training_step(ctx, batches)
-                steps += 1
-                global_step = state.global_step + steps
-                bar.advance(global_step)
-                if global_step % cfg.log_every == 0 or steps == len(plans[epoch - 1]):
-                    # Reading the loss forces a host-device sync: only at log intervals.
-                    mean_loss = (loss_sum / steps).item()
-                    if not math.isfinite(mean_loss):
-                        raise NonFiniteLossError(
-                            f"training loss is {mean_loss} at epoch {epoch}, step {global_step}; "
-                            "lower optim.lr, set optim.grad_clip or use precision: fp32"
-                        )
-                    bar.update(global_step, f"epoch {epoch} loss {mean_loss:.4f}")
-            train_loss = (loss_sum / max(steps, 1)).item()
 
-            predictions = evaluate(model, data, "dev", cfg, device, amp_dtype, data.pad_id)
-            metrics = dev_metrics(predictions, data.dev_labels)
-            metrics.update({"train/loss": train_loss, "epoch": float(epoch)})
-            is_best = metrics["dev/overall"] > state.best_score
-            if is_best:
-                best_dev_predictions = predictions
-            best_metrics = dict(metrics) if is_best else state.best_metrics
-            state = TrainerState(
-                epoch=epoch,
-                global_step=state.global_step + steps,
-                best_score=max(state.best_score, metrics["dev/overall"]),
-                best_metrics=best_metrics,
-                history=[*state.history, metrics],
-            )
-            if is_best:
-                save_checkpoint(best_dir, model, cfg, model_dir, metrics)
-            save_checkpoint(
-                last_dir,
-                model,
-                cfg,
-                model_dir,
-                metrics,
-                resume_state=_resume_state(optimizer, scheduler, streams, ctx.bregman),
-                trainer_state=state,
-            )
-            bar.log(_format_metrics(metrics))
-            if on_epoch is not None:
-                on_epoch(EpochResult(epoch, metrics, last_dir, best_dir, is_best))
+def _train_epoch(
+    run: _Run, epoch: int, steps_before: int, bar: TrainingProgress
+) -> tuple[float, int]:
+    """Every planned step of `epoch`; returns the epoch's mean training loss and its step count."""
+    ctx, plan = run.ctx, run.plans[epoch - 1]
+    loss_sum = torch.zeros((), device=ctx.device)
+    steps = 0
+    for batches in device_batches(run.streams, plan, ctx.device):
+        loss_sum += training_step(ctx, batches)
+        steps += 1
+        global_step = steps_before + steps
+        bar.advance(global_step)
+        if global_step % ctx.cfg.log_every == 0 or steps == len(plan):
+            # Reading the loss forces a host-device sync: only at log intervals.
+            mean_loss = (loss_sum / steps).item()
+            if not math.isfinite(mean_loss):
+                raise NonFiniteLossError(
+                    f"training loss is {mean_loss} at epoch {epoch}, step {global_step}; "
+                    "lower optim.lr, set optim.grad_clip or use precision: fp32"
+                )
+            bar.update(global_step, f"epoch {epoch} loss {mean_loss:.4f}")
+    return (loss_sum / max(steps, 1)).item(), steps
 
-    _write_best_outputs(
-        best_dir, out_dir, data, cfg, device, amp_dtype, prediction_splits, best_dev_predictions
+
+def _evaluate(run: _Run) -> tuple[dict[str, float], dict[str, TaskPredictions]]:
+    """The epoch's dev metrics with SST details, selection metrics when that split is held out,
+    and the dev predictions they came from."""
+    predictions = run.predict("dev")
+    labels = run.data.labels("dev")
+    metrics = dev_metrics(predictions, labels)
+    metrics.update(sst_detail_metrics(labels["sst"], predictions["sst"].values))
+    if run.data.selection:
+        selection = run.predict(SELECTION_SPLIT)
+        metrics.update(split_metrics(selection, run.data.labels(SELECTION_SPLIT), SELECTION_SPLIT))
+    return metrics, predictions
+
+
+def _after_epoch(
+    state: TrainerState, epoch: int, steps: int, metrics: dict[str, float], score: float
+) -> TrainerState:
+    """The state after an epoch whose best-epoch metric is `score`."""
+    return TrainerState(
+        epoch=epoch,
+        global_step=state.global_step + steps,
+        best_score=max(state.best_score, score),
+        best_metrics=dict(metrics) if score > state.best_score else state.best_metrics,
+        history=[*state.history, metrics],
     )
-    write_json_atomic(out_dir / "metrics.json", state.best_metrics)
-    return FitResult(state.best_metrics, best_dir, state.epoch, state.history)
+
+
+def _save_epoch(
+    run: _Run, layout: RunLayout, state: TrainerState, metrics: dict[str, float], is_best: bool
+) -> None:
+    """The best checkpoint when this epoch is the best so far; always the last, resumable one."""
+    ctx = run.ctx
+    if is_best:
+        save_checkpoint(layout.best, ctx.model, ctx.cfg, run.model_dir, metrics)
+    resume = ResumeState(
+        progress=state,
+        optimizer=ctx.optimizer.state_dict(),
+        scheduler=ctx.scheduler.state_dict(),
+        torch_rng=torch.get_rng_state(),
+        stream_passes={task: stream.passes for task, stream in run.streams.items()},
+        bregman_ema=None if ctx.bregman is None else ctx.bregman.state_dict(),
+    )
+    save_checkpoint(layout.last, ctx.model, ctx.cfg, run.model_dir, metrics, resume=resume)
 
 
 def _write_best_outputs(
-    best_dir, out_dir, data: TaskData, cfg, device, amp_dtype, splits, dev_predictions
+    run: _Run,
+    layout: RunLayout,
+    splits: tuple[str, ...],
+    dev_predictions: dict[str, TaskPredictions],
 ) -> None:
     """Prediction files of the best epoch for `splits`, in the CS224N leaderboard format.
 
     Dev predictions of the best epoch are kept from its evaluation (unless training resumed after
     it), so only the test sets are predicted again, with the best checkpoint's weights.
     """
-    if not splits or not (best_dir / "model.safetensors").is_file():
+    if not splits or not (layout.best / WEIGHTS_FILE).is_file():
         return
     by_split = {"dev": dev_predictions} if dev_predictions else {}
     if any(split not in by_split for split in splits):
-        model, _, _ = load_checkpoint_model(best_dir)
-        model.to(device)
+        model, _, _ = load_checkpoint_model(layout.best)
+        model.to(run.ctx.device)
         for split in splits:
             if split not in by_split:
-                by_split[split] = evaluate(model, data, split, cfg, device, amp_dtype, data.pad_id)
+                by_split[split] = run.predict(split, model)
     # Written aside, then swapped in whole: a rerun into the same --out leaves no stale file of an
     # earlier run (e.g. a test set that is absent now), and a crash leaves the old set intact.
-    final, partial = out_dir / "predictions", out_dir / "predictions.partial"
+    final = layout.predictions
+    partial = final.with_name(f"{final.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     for split in splits:
         for task, preds in by_split[split].items():
@@ -433,95 +393,3 @@ def _write_best_outputs(
     shutil.rmtree(final, ignore_errors=True)
     if partial.is_dir():
         partial.rename(final)
-
-
-def _resume_state(optimizer, scheduler, streams: dict[str, TaskBatches], bregman=None) -> dict:
-    state = {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "stream_passes": {task: s.passes for task, s in streams.items()},
-    }
-    if bregman is not None:
-        state["bregman_ema"] = bregman.state_dict()
-    return state
-
-
-def _resume_bregman(checkpoint: Path) -> dict[str, Tensor]:
-    resume, _ = load_resume_state(checkpoint)
-    if "bregman_ema" not in resume:
-        raise ValueError(f"{checkpoint}: no SMART Bregman EMA state (smart.bregman_mu changed?)")
-    return resume["bregman_ema"]
-
-
-def _restore(checkpoint: Path, model, optimizer, scheduler, streams) -> TrainerState:
-    from safetensors.torch import load_file
-
-    resume, state = load_resume_state(checkpoint)
-    model.load_state_dict(load_file(str(Path(checkpoint) / "model.safetensors")), strict=True)
-    optimizer.load_state_dict(resume["optimizer"])
-    scheduler.load_state_dict(resume["scheduler"])
-    torch.set_rng_state(resume["torch_rng"])
-    for task, passes in resume["stream_passes"].items():
-        if task in streams:
-            streams[task].passes = passes
-    return state
-
-
-def _format_metrics(metrics: dict[str, float]) -> str:
-    keys = ("epoch", "train/loss", "dev/sst_acc", "dev/para_acc", "dev/sts_corr", "dev/overall")
-    return "  ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
-
-
-class _Progress:
-    """A rich progress bar over training steps, or nothing when progress is off."""
-
-    def __init__(self, enabled: bool, total: int, done: int):
-        self.bar = None
-        # torch's UserWarnings would tear the live bar apart; they are muted while it is shown
-        # (and only then: the filter is restored when the bar closes).
-        self._muted = warnings.catch_warnings()
-        if enabled:
-            self._muted.__enter__()
-            warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("training", total=total, completed=done)
-
-    def update(self, completed: int, description: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=completed, description=description)
-
-    def advance(self, completed: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=completed)
-
-    def log(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(message)
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self._muted.__exit__(None, None, None)
-            self.bar = None
-
-
-def _progress_bar(enabled: bool, total: int, done: int) -> _Progress:
-    return _Progress(enabled, total, done)

@@ -15,7 +15,7 @@ import click
 from model.checkpoint import CheckpointError
 from model.config import ConfigError
 from model.data import DataError
-from model.data_dir import check_data_dir, default_data_dir
+from model.data_dir import check_data_dir, data_check_table, default_data_dir
 from model.weights import WeightsError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -94,6 +94,8 @@ def train(config: str, overrides: tuple[str, ...], data_dir: str | None, out: st
     Example:
       orchestrator train configs/quickstart.yaml --set optim.epochs=1 --out results/try1
     """
+    from model.checkpoint import RunLayout
+    from model.progress import best_epoch_summary
     from model.train import fit
     from orchestrator.cluster import check_creatable
     from orchestrator.config import load_train_config
@@ -105,14 +107,13 @@ def train(config: str, overrides: tuple[str, ...], data_dir: str | None, out: st
     if cfg.data.cache_dir:
         check_creatable(Path(cfg.data.cache_dir), f"data.cache_dir {cfg.data.cache_dir}")
     result = fit(cfg, data_dir=data_path, out_dir=out_dir, progress=sys.stderr.isatty())
-    click.echo(f"best epoch {int(result.best_metrics.get('epoch', 0))} of {result.epochs_run}")
-    for key in ("dev/sst_acc", "dev/para_acc", "dev/sts_corr", "dev/overall"):
-        click.echo(f"{key:14s} {result.best_metrics[key]:.4f}")
+    layout = RunLayout(out_dir)
+    click.echo(best_epoch_summary(result.best_metrics, result.epochs_run, result.selected_by))
     if "partial" in cfg.data.para_train:
         click.echo("note: Quora trained on the first 5,000 training pairs only (partial file).")
-    click.echo(f"metrics:     {out_dir / 'metrics.json'}")
+    click.echo(f"metrics:     {layout.metrics}")
     click.echo(f"checkpoint:  {result.best_checkpoint}")
-    click.echo(f"predictions: {out_dir / 'predictions'}")
+    click.echo(f"predictions: {layout.predictions}")
 
 
 @main.group()
@@ -136,35 +137,14 @@ def data_check(directory: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([c.__dict__ for c in checks], indent=2, default=str))
     else:
-        _print_data_checks(path, checks)
+        from rich.console import Console
+
+        Console(width=int(os.environ.get("COLUMNS", 160))).print(data_check_table(path, checks))
     failed = [c.name for c in checks if not c.ok]
     if failed:
         raise UserInputError(
             f"{path}: {len(failed)} file(s) missing or wrong: {', '.join(failed)}"
         )
-
-
-def _print_data_checks(path: Path, checks: list) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"data check: {path}")
-    for column in ("file", "rows", "expected", "sha256", "labels", "problem"):
-        table.add_column(column)
-
-    def mark(value: bool | None) -> str:
-        return {True: "ok", False: "MISMATCH", None: "-"}[value]
-
-    for c in checks:
-        table.add_row(
-            c.name,
-            "-" if c.rows is None else str(c.rows),
-            "-" if c.expected_rows is None else str(c.expected_rows),
-            mark(c.sha256_ok),
-            mark(c.labels_ok),
-            c.problem or "",
-        )
-    Console(width=int(os.environ.get("COLUMNS", 160))).print(table)
 
 
 @main.command()
@@ -201,7 +181,6 @@ def sweep(
     """
     from orchestrator.cluster import check_creatable, local_results_dir, parse_address
     from orchestrator.space import check_name, load_space
-    from orchestrator.sweep import describe_dry_run, run_sweep
 
     address = parse_address(address)
     space = load_space(space_file)
@@ -213,32 +192,24 @@ def sweep(
     data_path = resolve_data_dir(data_dir or space.base.data.data_dir)
     local_results = local_results_dir(results_dir)
     check_creatable(local_results, f"--results-dir {results_dir}")
-    if dry_run:
-        click.echo(f"{space.source}: valid; {space.total_trials} trials, sampler {space.sampler}")
-        for i, (label, params) in enumerate(describe_dry_run(space, space.num_samples)):
-            click.echo(f"[{i}] {label}")
-            for key, value in params.items():
-                click.echo(f"      {key} = {value!r}")
-        return
-    outcome = run_sweep(
-        space,
-        data_dir=data_path,
-        results_dir=local_results,
-        address=address,
-        resume=resume,
-    )
-    states = {s: sum(t.state == s for t in outcome.trials) for s in ("completed", "pruned")}
-    states["failed"] = sum(t.state == "failed" for t in outcome.trials)
-    click.echo(
-        f"sweep {outcome.name}: {len(outcome.trials)} trials ("
-        + ", ".join(f"{n} {s}" for s, n in states.items())
-        + f") in {outcome.wall_s:.0f} s"
-    )
-    if outcome.best is not None:
-        click.echo(f"best {outcome.metric} {outcome.best.best_value:.4f}: {outcome.best.run_name}")
-        click.echo(f"checkpoint: {outcome.best.best_checkpoint}")
-    click.echo(f"results:    {outcome.experiment_dir}")
-    click.echo(f"mlflow:     {outcome.tracking_uri} (experiment {outcome.name})")
+    if space.study is not None:
+        from orchestrator.study_run import study_command_lines
+
+        lines: list[str] = study_command_lines(
+            space, data_path, local_results, address, resume, dry_run
+        )
+    elif dry_run:
+        from orchestrator.search import dry_run_lines  # Optuna only: a dry run starts no Ray
+
+        lines = list(dry_run_lines(space))
+    else:
+        from orchestrator.sweep import run_sweep
+
+        lines = run_sweep(
+            space, data_dir=data_path, results_dir=local_results, address=address, resume=resume
+        ).summary()
+    for line in lines:
+        click.echo(line)
 
 
 @main.command()
@@ -282,34 +253,26 @@ def ensemble(
       orchestrator ensemble --top 5
       orchestrator ensemble --top 3 --sweep smart --select greedy --method mean
     """
-    from orchestrator.ensemble_run import run_ensemble
+    from orchestrator.ensemble import EnsembleRequest
+    from orchestrator.ensemble_run import run_ensemble, summary_lines
 
-    result = run_ensemble(
-        sweep=sweep_name,
+    request = EnsembleRequest(
         top=top,
+        sweep=sweep_name,
         results_dir=Path(results_dir),
         data_dir=Path(data_dir) if data_dir else None,
-        resolve_data=resolve_data_dir,
         metric=metric,
         method=method,
         select=select,
         splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
         dev_subset=dev_examples == "sweep",
-        echo=lambda line: click.echo(line, err=True),  # progress; the summary goes to stdout
     )
-    summary = result.summary
-    for note in result.notes:
-        click.echo(f"note: {note}")
-    if "top" in summary:
-        top_overall = summary["top"]["dev"]["dev/overall"]
-        click.echo(f"top-{top} {method}   dev/overall {top_overall:.4f}")
-    click.echo(f"ensemble ({select}-{top} {method}, {len(result.selected)} members)")
-    for key, value in result.dev.items():
-        gained = summary["gain_over_best_member"][key]
-        click.echo(f"{key:14s} {value:.4f}  ({gained:+.4f} vs best member)")
-    click.echo(f"predictions: {result.out_dir} ({len(result.files)} files)")
-    if result.run_id:
-        click.echo(f"mlflow run:  {result.run_id}")
+    # Progress goes to stderr, the summary to stdout.
+    result = run_ensemble(
+        request, resolve_data=resolve_data_dir, echo=lambda line: click.echo(line, err=True)
+    )
+    for line in summary_lines(request, result):
+        click.echo(line)
 
 
 @main.command()
@@ -321,7 +284,8 @@ def ensemble(
 @user_errors
 def report(sweep_name: str | None, results_dir: str, no_mlflow: bool) -> None:
     """Write results/SWEEP/: trials.parquet, ablation.md, importance.md and plots/ (default: the
-    newest sweep), and log them to the sweep's parent MLflow run.
+    newest sweep), and log them to the sweep's parent MLflow run. For an ablation study:
+    ablation.md/.parquet/.tex of its confirm runs, SST details and learning curves.
 
     \b
     Example:
@@ -331,6 +295,8 @@ def report(sweep_name: str | None, results_dir: str, no_mlflow: bool) -> None:
 
     written = write_report(sweep_name, results_dir=Path(results_dir), log_to_mlflow=not no_mlflow)
     click.echo(f"sweep {written.sweep}: {written.trials} trials")
+    for note in written.notes:
+        click.echo(f"note: {note}")
     for path in written.files:
         click.echo(f"  {path}")
 
@@ -344,6 +310,7 @@ def report(sweep_name: str | None, results_dir: str, no_mlflow: bool) -> None:
 @user_errors
 def ui(results_dir: str, sweep_name: str | None, port: int) -> None:
     """Start the MLflow UI on 127.0.0.1 against the sweeps' tracking store; Ctrl-C stops it.
+    The URL it prints opens the sweep's runs table (a study's: one averaged row per arm).
 
     \b
     Example:
@@ -392,8 +359,9 @@ def tracking_server(
       orchestrator tracking-server --port 5000
       MLFLOW_TRACKING_URI=http://127.0.0.1:5000 orchestrator sweep SPACE.yaml --address HEAD:6379
     """
-    from orchestrator.cluster import ClusterError, exec_tracking_server
-    from orchestrator.cluster import tracking_server as server_command
+    from orchestrator.cluster import ClusterError
+    from orchestrator.tracking.server import exec_tracking_server
+    from orchestrator.tracking.server import tracking_server as server_command
 
     try:
         server = server_command(

@@ -1,4 +1,4 @@
-"""Running on a Ray cluster: `--address`, the shared-storage check, the MLflow server launcher.
+"""Running on a Ray cluster: `--address`, the shared-storage check, writable directories.
 
 On a multi-node cluster a trial writes its checkpoints to the sweep's storage path from the node
 it runs on, and a retried trial reads them back on another node; so that path must be the
@@ -6,8 +6,9 @@ same storage on every node: a network filesystem (NFS) mounted at the same path 
 object-store URI (s3://, gs://, ...) that Ray's storage layer writes to directly. A path local to
 each node would scatter checkpoints across machines, so `check_cluster_paths` proves the path is
 shared before anything starts: it writes a random token there and asks a task pinned to every node
-to read it back. The MLflow server is `mlflow server --serve-artifacts`, so clients upload
-artifacts over HTTP and need no shared filesystem for them.
+to read it back. No Ray here: the sweep's Ray adapter (`ray_tune.py`) lists the nodes and runs the
+probe on each; this module decides what their answers mean. The MLflow server that a cluster's
+sweeps log to is launched by `orchestrator.tracking.server`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import ipaddress
 import os
 import re
 import secrets
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from model.config import ConfigError
 
@@ -36,12 +36,6 @@ NETWORK_FILESYSTEMS = (
 )  # fmt: skip
 DEFAULT_RAY_PORT = 6379
 PROBE_FILE_PREFIX = ".orchestrator-storage-probe-"
-DEFAULT_TRACKING_STORE = "sqlite:///results/mlflow.db"
-DEFAULT_ARTIFACTS = "results/mlartifacts"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-# Backend stores `mlflow server` can keep runs and its model registry in: SQLAlchemy engines
-# (optionally `engine+driver://`, e.g. postgresql+psycopg2://) and a `file://` directory.
-BACKEND_STORE_ENGINES = ("sqlite", "postgresql", "mysql", "mssql", "file")
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)*$")
 
@@ -251,88 +245,88 @@ def _make_probe() -> Callable[..., dict[str, Any]]:
     return probe
 
 
-def alive_nodes() -> list[dict[str, Any]]:
-    """The connected Ray cluster's alive nodes (`ray.nodes()` entries)."""
-    import ray
+@dataclass(frozen=True)
+class ClusterNode:
+    """An alive node of the connected Ray cluster (from the sweep's Ray adapter)."""
 
-    return [n for n in ray.nodes() if n.get("Alive")]
+    node_id: str
+    ip: str
+    resources: Mapping[str, float]  # Ray's totals: {"CPU": 8.0, "GPU": 1.0, "memory": ...}
+
+
+@dataclass(frozen=True)
+class NodeReplies:
+    """What a function run once on each node returned, and the nodes that never answered."""
+
+    answered: tuple[tuple[ClusterNode, Any], ...]
+    unanswered: tuple[ClusterNode, ...] = ()
+
+
+# Runs `function(*args)` once on each node (pinned there), waiting at most `timeout_s`.
+RunOnNodes = Callable[
+    [Callable[..., Any], Sequence[Any], Sequence[ClusterNode], float], NodeReplies
+]
 
 
 def probe_nodes(
     storage_path: str,
+    nodes: Sequence[ClusterNode],
+    run_on_nodes: RunOnNodes,
     *,
     data_dir: str | os.PathLike[str] | None = None,
     data_files: Iterable[str] = (),
     timeout_s: float = 120.0,
 ) -> ClusterReport:
-    """Ask every alive node of the connected Ray cluster whether it sees a random token written to
-    `storage_path` (skipped for object-store URIs) and the `data_files` under `data_dir`."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+    """Ask each of `nodes` whether it sees a random token written to `storage_path` (skipped for
+    object-store URIs) and the `data_files` under `data_dir`."""
     token = secrets.token_hex(16)
     token_file: Path | None = None
     if not is_uri(storage_path):
         Path(storage_path).mkdir(parents=True, exist_ok=True)
         token_file = Path(storage_path) / f"{PROBE_FILE_PREFIX}{token[:8]}"
         token_file.write_text(token + "\n")
-    probe = ray.remote(num_cpus=0, max_retries=0)(_make_probe())
-    nodes = alive_nodes()
+    args = (
+        str(token_file) if token_file else None,
+        token,
+        str(data_dir) if data_dir is not None else None,
+        list(data_files),
+    )
     try:
-        pending = {
-            probe.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-            ).remote(
-                str(token_file) if token_file else None,
-                token,
-                str(data_dir) if data_dir is not None else None,
-                list(data_files),
-            ): n
-            for n in nodes
-        }
-        ready, not_ready = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
-        answers = []
-        for ref in ready:
-            node = pending[ref]
-            try:
-                seen = ray.get(ref)
-            except Exception:  # the node died meanwhile: report it as not answering
-                not_ready.append(ref)
-                continue
-            answers.append(
-                NodeAnswer(
-                    node_id=node["NodeID"],
-                    ip=node["NodeManagerAddress"],
-                    hostname=seen["hostname"],
-                    sees_storage=seen["sees_storage"],
-                    missing_data=tuple(seen["missing"]),
-                )
-            )
-        for ref in not_ready:
-            ray.cancel(ref, force=True)
+        replies = run_on_nodes(_make_probe(), args, nodes, timeout_s)
     finally:
         if token_file is not None:
             token_file.unlink(missing_ok=True)
-    unanswered = tuple(
-        f"{pending[r]['NodeManagerAddress']} ({pending[r]['NodeID'][:8]})" for r in not_ready
+    answers = tuple(
+        NodeAnswer(
+            node_id=node.node_id,
+            ip=node.ip,
+            hostname=seen["hostname"],
+            sees_storage=seen["sees_storage"],
+            missing_data=tuple(seen["missing"]),
+        )
+        for node, seen in replies.answered
     )
-    return ClusterReport(storage_path, tuple(answers), unanswered)
+    unanswered = tuple(f"{node.ip} ({node.node_id[:8]})" for node in replies.unanswered)
+    return ClusterReport(storage_path, answers, unanswered)
 
 
 def check_cluster_paths(
     storage_path: str | os.PathLike[str],
+    nodes: Sequence[ClusterNode],
+    run_on_nodes: RunOnNodes,
     *,
     data_dir: str | os.PathLike[str] | None = None,
     data_files: Iterable[str] = (),
     timeout_s: float = 120.0,
 ) -> ClusterReport:
-    """Raise ClusterError (naming the path, the nodes and the fix) when a Ray cluster of several
-    nodes was given storage or data its nodes cannot all see. Call after `ray.init`."""
+    """Raise ClusterError (naming the path, the nodes and the fix) when a cluster of several
+    `nodes` was given storage or data its nodes cannot all see; one node has nothing to ask."""
     storage = ray_storage_path(storage_path)
-    nodes = alive_nodes()
     if len(nodes) <= 1:
         return ClusterReport(storage, ())
-    report = probe_nodes(storage, data_dir=data_dir, data_files=data_files, timeout_s=timeout_s)
+    report = probe_nodes(
+        storage, nodes, run_on_nodes, data_dir=data_dir, data_files=data_files, timeout_s=timeout_s
+    )
     problems = storage_problems(
         storage, report.answers, report.unanswered, data_dir=str(data_dir) if data_dir else None
     )
@@ -341,66 +335,7 @@ def check_cluster_paths(
     return report
 
 
-# ----------------------------------------------------------------------------- tracking server
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def redact_uri(uri: str) -> str:
-    """`uri` with any password replaced by `***`, for messages and logs."""
-    if not is_uri(uri):
-        return uri
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def resolve_backend_store(uri: str) -> tuple[str, Path | None]:
-    """Check `--backend-store-uri` and return it (a relative `sqlite:///path` made absolute) with
-    the directory its SQLite file needs, if any. Creates nothing: the caller does, once every
-    argument has been checked."""
-    scheme = uri.split("://", 1)[0].lower() if is_uri(uri) else ""
-    engine, _, driver = scheme.partition("+")
-    drivers_ok = not driver or (engine != "file" and driver.replace("_", "").isalnum())
-    if engine not in BACKEND_STORE_ENGINES or not drivers_ok or scheme.endswith("+"):
-        if not is_uri(uri):
-            problem = "expected a database URI"
-        else:
-            problem = f"mlflow server cannot store runs in '{scheme}://'; expected a database URI"
-        raise ClusterError(
-            f"--backend-store-uri {redact_uri(uri)}: {problem} such as "
-            "sqlite:///results/mlflow.db, postgresql://USER@HOST:5432/DB, mysql://USER@HOST/DB "
-            "or file:///DIR"
-        )
-    if engine != "sqlite":
-        return uri, None
-    # sqlite:///relative/path or sqlite:////absolute/path (SQLAlchemy's spelling), then ?options.
-    rest = uri.split("://", 1)[1]
-    name, sep, query = rest.removeprefix("/").partition("?")
-    if not rest.startswith("/") or not name:
-        raise ClusterError(
-            f"--backend-store-uri {uri}: expected sqlite:///PATH naming the database file, "
-            "e.g. sqlite:///results/mlflow.db"
-        )
-    path = Path(name).expanduser()
-    path = path if path.is_absolute() else path.resolve()
-    if path.is_dir():
-        raise ClusterError(f"--backend-store-uri {uri}: {path} is a directory, not a file")
-    check_creatable(path.parent, f"--backend-store-uri {uri}")
-    return f"{scheme}:///{path}{sep}{query}", path.parent
+# ------------------------------------------------------------------------------ writable paths
 
 
 def check_creatable(directory: Path, what: str) -> None:
@@ -414,77 +349,3 @@ def check_creatable(directory: Path, what: str) -> None:
             if not os.access(existing, os.W_OK | os.X_OK):
                 raise ClusterError(f"{what}: {existing} is not writable")
             return
-
-
-@dataclass(frozen=True)
-class TrackingServer:
-    """How to start `mlflow server`: argv (no secrets in it) and the environment additions."""
-
-    argv: list[str]
-    env: dict[str, str]
-    url: str
-    warnings: list[str]
-
-
-def tracking_server(
-    *,
-    host: str = "127.0.0.1",
-    port: int = 5000,
-    backend_store_uri: str = DEFAULT_TRACKING_STORE,
-    artifacts_destination: str = DEFAULT_ARTIFACTS,
-    workers: int = 2,
-    allowed_hosts: str | None = None,
-) -> TrackingServer:
-    """The `mlflow server --serve-artifacts` command for these settings. The backend store goes
-    through $MLFLOW_BACKEND_STORE_URI, not argv, so a database password never shows in `ps`."""
-    if not 1 <= port <= 65535:
-        raise ClusterError(f"--port {port}: must be in 1-65535")
-    store, store_dir = resolve_backend_store(backend_store_uri)
-    if is_uri(artifacts_destination):
-        destination, artifacts_dir = artifacts_destination, None
-    else:
-        artifacts_dir = Path(artifacts_destination).expanduser().resolve()
-        check_creatable(artifacts_dir, f"--artifacts-destination {artifacts_destination}")
-        destination = str(artifacts_dir)
-    # Only now, with every argument checked, create the directories (a bad flag leaves none).
-    made = {"--backend-store-uri": store_dir, "--artifacts-destination": artifacts_dir}
-    for flag, directory in made.items():
-        if directory is not None:
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise ClusterError(f"{flag}: cannot create {directory}: {err.strerror}") from err
-    argv = [
-        sys.executable, "-m", "mlflow", "server",
-        "--host", host, "--port", str(port), "--workers", str(workers),
-        "--serve-artifacts", "--artifacts-destination", destination,
-    ]  # fmt: skip
-    if allowed_hosts:
-        argv += ["--allowed-hosts", allowed_hosts]
-    warnings = []
-    if not is_loopback(host):
-        warnings.append(
-            f"warning: the MLflow server listens on {host}, reachable from the network without "
-            "authentication; keep it behind a firewall (or on a private network, as in "
-            "docker/compose.yaml)"
-        )
-    if urlsplit(store).password:
-        warnings.append(
-            "warning: --backend-store-uri holds a password; prefer PGPASSWORD or ~/.pgpass "
-            "(it is passed to mlflow by environment, never on the command line)"
-        )
-    shown_host = f"[{host}]" if ":" in host else host
-    if host in ("0.0.0.0", "::"):
-        shown_host = "127.0.0.1"
-    return TrackingServer(
-        argv=argv,
-        env={"MLFLOW_BACKEND_STORE_URI": store},
-        url=f"http://{shown_host}:{port}",
-        warnings=warnings,
-    )
-
-
-def exec_tracking_server(server: TrackingServer) -> None:
-    """Replace this process with the MLflow server (signals reach it directly; never returns)."""
-    env = {**os.environ, **server.env}
-    os.execve(server.argv[0], server.argv, env)

@@ -13,7 +13,6 @@ from model.config import (
     ConfigError,
     TrainConfig,
     build_config,
-    check_ranges,
     config_to_dict,
     merge,
     unflatten,
@@ -30,7 +29,7 @@ class YamlLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -83,15 +82,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. optim.lr=3e-5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        # The loader of config files, so `3e-5` is the same number on the command line.
+        value = yaml.load(raw, Loader=YamlLoader) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override {text!r}: value is not valid YAML") from err
-    # YAML 1.1 reads "3e-5" as a string; a number is what anyone typing it means.
-    if isinstance(value, str):
-        try:
-            value = float(value) if any(c in value for c in ".eE") else value
-        except ValueError:
-            pass
     return key.strip(), value
 
 
@@ -109,22 +103,16 @@ def load_train_config(
         where = f"{source}: "
     flat_overrides = dict(parse_override(item) for item in overrides)
     try:
-        return _checked(merge(base, unflatten(flat_overrides)))
+        return build_config(TrainConfig, merge(base, unflatten(flat_overrides)))
     except ConfigError as err:
         if flat_overrides and _valid(base):
             where = "--set: "  # the file alone is fine, so an override is at fault
         raise ConfigError(f"{where}{err}") from None
 
 
-def _checked(values: Mapping[str, Any]) -> TrainConfig:
-    cfg = build_config(TrainConfig, values)
-    check_ranges(cfg)
-    return cfg
-
-
 def _valid(values: Mapping[str, Any]) -> bool:
     try:
-        _checked(values)
+        build_config(TrainConfig, values)
     except ConfigError:
         return False
     return True
@@ -132,7 +120,4 @@ def _valid(values: Mapping[str, Any]) -> bool:
 
 def apply_params(base: TrainConfig, params: Mapping[str, Any]) -> TrainConfig:
     """The base config with dotted `params` applied, validated (types and ranges) once more."""
-    merged = merge(config_to_dict(base), unflatten(dict(params)))
-    cfg = build_config(TrainConfig, merged)
-    check_ranges(cfg)
-    return cfg
+    return build_config(TrainConfig, merge(config_to_dict(base), unflatten(dict(params))))

@@ -33,9 +33,25 @@ def best_key(metric: str) -> str:
     return f"{BEST_PREFIX}{metric}"
 
 
+# An ablation study's labels of a trial (not config keys): which arm it runs and in which phase
+# (`tune`: phase 1, tuning inside the arm; `confirm`: phase 2, the runs the table is made of).
+ARM_PARAM = "arm"
+PHASE_PARAM = "phase"
+SEED_PARAM = "seed"  # a config key; in a study every arm runs the same seeds
+TUNE_PHASE = "tune"
+CONFIRM_PHASE = "confirm"
+LABEL_KEYS = (ARM_PARAM, PHASE_PARAM)
+
+
 def trial_params(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The sampled dotted config keys of a trial config (Ray's own keys start with `_`)."""
-    return {k: v for k, v in config.items() if not k.startswith("_")}
+    """The dotted config keys of a trial config: without Ray's own keys (they start with `_`)
+    and without a study's labels (`arm`, `phase`)."""
+    return {k: v for k, v in config.items() if not k.startswith("_") and k not in LABEL_KEYS}
+
+
+def trial_labels(config: Mapping[str, Any]) -> dict[str, str]:
+    """A study trial's labels (`arm`, `phase`) from its trial config; {} in a plain sweep."""
+    return {k: str(config[k]) for k in LABEL_KEYS if k in config}
 
 
 # ------------------------------------------------------------------------------------ MLflow tags
@@ -51,6 +67,23 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag
 TRIAL_STATES = ("running", "completed", "pruned", "failed", "killed", "orphaned")
 # The parameter of a sweep's parent run that names the metric it optimised.
 SWEEP_METRIC_PARAM = "sweep.metric"
+# More parameters of the parent run, read back by `report` and `ui`:
+SWEEP_MODE_PARAM = "sweep.mode"  # max or min: whether the optimised metric is better high
+SWEEP_SEARCHED_PARAM = "sweep.searched"  # the searched dotted keys, space-separated
+SWEEP_REPEATS_PARAM = "sweep.repeats"  # seeds per sampled config
+SWEEP_GPU_PARAM = "sweep.resources.gpu"  # GPUs per trial
+BASE_PARAM_PREFIX = "base."  # the base config's dotted keys: base.optim.lr, ...
+RESULTS_DIR_TAG = "results_dir"  # on the parent run: the sweep's directory when it ran
+SWEEP_RUN_TAG = "sweep_run_id"  # on an ensemble run: the parent run of the sweep it combined
+# A study's parent run: its arms in file order (JSON list), the baseline arm, the seeds (JSON).
+STUDY_ARMS_PARAM = "study.arms"
+STUDY_BASELINE_PARAM = "study.baseline"
+STUDY_SEEDS_PARAM = "study.seeds"
+
+
+def arm_metric(arm: str, metric: str) -> str:
+    """The parent run's metric holding an arm's mean over seeds: `arm/smart/dev/overall`."""
+    return f"arm/{arm}/{metric}"
 
 
 # ----------------------------------------------------------------------------------------- layout

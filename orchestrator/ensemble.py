@@ -4,7 +4,8 @@ Pure logic on prediction arrays (no I/O, no frameworks). `vote` takes the mode o
 labels for SST and Quora, ties going to the tied class with the highest mean probability, and the
 median of their STS scores; `mean` averages probabilities and scores. Members are the K best
 finished trials by a dev metric, or a greedy forward selection with replacement on dev (Caruana
-et al., 2004, "Ensemble selection from libraries of models"). `ensemble_run.py` does the I/O.
+et al., 2004, "Ensemble selection from libraries of models"). `ensemble_members.py` loads the
+members and predicts with them; `ensemble_run.py` reads the sweep and writes the ensemble.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from model.config import ConfigError
-from model.evaluate import OVERALL, TaskPredictions, dev_metrics
+from model.evaluate import OVERALL, REPORTED_METRICS, TaskPredictions, dev_metrics
 
 METHODS: tuple[str, ...] = ("vote", "mean")
 SELECTIONS: tuple[str, ...] = ("top", "greedy")
+SPLITS: tuple[str, ...] = ("dev", "test")
 # Trials whose best checkpoint is a fair member: ran to the end, or were stopped early by ASHA
 # (their checkpoint is still their best epoch). Failed and killed trials are left out.
 FINISHED_STATES: tuple[str, ...] = ("completed", "pruned")
@@ -28,6 +30,40 @@ FINISHED_STATES: tuple[str, ...] = ("completed", "pruned")
 
 class EnsembleError(ConfigError):
     """An ensemble cannot be built as asked (unknown sweep, bad K, missing members); one line."""
+
+
+@dataclass(frozen=True)
+class EnsembleRequest:
+    """What `orchestrator ensemble` is asked to build: the K members of which sweep, ranked by
+    which metric, selected and combined how, predicting which splits.
+
+    `method` and `select` are the CLI's choices (METHODS, SELECTIONS), and `top` is checked by
+    `check_top` once the sweep's finished trials are known; the rest is checked here.
+    """
+
+    top: int
+    sweep: str | None = None  # None: the newest sweep in the store
+    results_dir: Path = Path("results")
+    data_dir: Path | None = None  # None: the members' configured data directory
+    metric: str = OVERALL
+    method: str = "vote"
+    select: str = "top"
+    splits: tuple[str, ...] = SPLITS
+    dev_subset: bool = False  # score on the trials' fixed dev subsets, not the full dev files
+
+    def __post_init__(self) -> None:
+        if self.metric not in REPORTED_METRICS:
+            raise EnsembleError(
+                f"--metric must be one of {', '.join(REPORTED_METRICS)}, got {self.metric!r}"
+            )
+        if any(s not in SPLITS for s in self.splits) or "dev" not in self.splits:
+            raise EnsembleError(
+                f"--splits must include dev and name only dev, test; got {self.splits}"
+            )
+
+    @property
+    def greedy(self) -> bool:
+        return self.select == "greedy"
 
 
 # ---------------------------------------------------------------------------------------------

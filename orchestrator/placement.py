@@ -12,16 +12,18 @@ warning a minute later. So right after `ray.init` the sweep compares a space's p
 - An existing cluster (`--address`): an autoscaler may add a node that fits, so only a warning.
 
 A fractional GPU above 1 fits no node anywhere: Ray packs fractions onto a single GPU.
-Nothing here talks to Ray; the sweep driver passes the nodes' resources in.
+Nothing here talks to Ray; the sweep driver passes the nodes in (from its Ray adapter).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from model.config import ConfigError
-from orchestrator.space import Resources
+from orchestrator.cluster import ClusterNode
+from orchestrator.space import Resources, SearchSpace
 
 
 class ResourcesError(ConfigError):
@@ -85,3 +87,18 @@ def plan_trial_resources(
             f"{cpus:g}; Ray could never start a trial (ask for at most {cpus:g})"
         )
     return TrialPlacement(requested)
+
+
+def fit_trials_to_cluster(
+    space: SearchSpace, nodes: Sequence[ClusterNode], *, local: bool, echo: Callable[[str], None]
+) -> SearchSpace:
+    """`space` with per-trial resources the `nodes` can place: on a laptop without a GPU, a GPU
+    space's trials move to the CPU. Echoes the plan's notice; raises ResourcesError."""
+    resources = [node.resources for node in nodes]
+    placement = plan_trial_resources(space.source, space.resources, resources, local=local)
+    if placement.notice:
+        echo(placement.notice)
+    if placement.on_cpu:
+        # `device: auto` finds no GPU here anyway; a base config saying `cuda` would fail.
+        space = space.replace(base=dataclasses.replace(space.base, device="cpu"))
+    return space.replace(resources=placement.resources)

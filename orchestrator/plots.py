@@ -1,7 +1,9 @@
 """PNG plots of a sweep's trials (matplotlib, Agg backend): optimization history, parallel
-coordinates, and each swept axis's effect with 95% CI error bars.
+coordinates, and each swept axis's effect with 95% CI error bars; and of a study: each arm's
+learning curve and the best arm's SST confusion matrix.
 
-Input is the `trials.parquet` frame of `results.py`; nothing here reads MLflow or Optuna.
+Input is the `trials.parquet` frame of `results.py` or the curves and counts `study_report.py`
+computes; nothing here reads MLflow or Optuna.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
-from orchestrator.results import BEST_PREFIX, axis_groups, mean_ci
+from model.evaluate import OVERALL
+from orchestrator.contract import best_key
+from orchestrator.stats import axis_groups, mean_ci
 
 STATE_MARKERS = {"completed": "o", "pruned": "x", "failed": "s", "killed": "v"}
 
 
 def optimization_history(frame: pd.DataFrame, metric: str, path: Path, mode: str = "max") -> Path:
     """Each trial's best value in start order, marked by state, with the running best."""
-    column = f"{BEST_PREFIX}{metric}"
+    column = best_key(metric)
     values = frame[column].astype(float).to_numpy() if column in frame else np.array([])
     order = np.arange(1, len(values) + 1)
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -73,7 +78,7 @@ def parallel_coordinates(
     frame: pd.DataFrame, axes: Sequence[str], metric: str, path: Path
 ) -> Path:
     """One line per trial across the swept parameters and the metric, coloured by the metric."""
-    column = f"{BEST_PREFIX}{metric}"
+    column = best_key(metric)
     names = [a for a in axes if a in frame] + ([column] if column in frame else [])
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(names)), 4.5))
     if names and len(frame):
@@ -102,19 +107,19 @@ def axis_effects(
 ) -> Path:
     """Per swept axis: each value's mean ± 95% CI of the metric over completed trials."""
     done = frame[_states(frame) == "completed"]
-    column = f"{BEST_PREFIX}{metric}"
+    column = best_key(metric)
     shown = [a for a in axes if a in done]
     fig, plots = plt.subplots(1, max(len(shown), 1), figsize=(4 * max(len(shown), 1), 3.8),
                               squeeze=False)  # fmt: skip
     for ax, axis in zip(plots[0], shown, strict=False):
         groups = axis_groups(done, axis, base.get(axis))
-        stats = [mean_ci(done.loc[g["rows"], column].tolist()) for g in groups]
-        means = [s[0] for s in stats]
-        errors = [0.0 if math.isnan(s[1]) else s[1] for s in stats]
-        colours = ["tab:red" if g["is_base"] else "tab:blue" for g in groups]
+        intervals = [mean_ci(done.loc[g.rows, column].tolist()) for g in groups]
+        means = [mean for mean, _, _ in intervals]
+        errors = [0.0 if math.isnan(half) else half for _, half, _ in intervals]
+        colours = ["tab:red" if g.is_base else "tab:blue" for g in groups]
         for x, (mean, err, colour) in enumerate(zip(means, errors, colours, strict=True)):
             ax.errorbar(x, mean, yerr=err, fmt="o", color=colour, capsize=4)
-        ax.set_xticks(range(len(groups)), [g["label"] for g in groups], rotation=20, fontsize=8)
+        ax.set_xticks(range(len(groups)), [g.label for g in groups], rotation=20, fontsize=8)
         ax.set(title=axis, ylabel=metric)
     if not shown:
         plots[0][0].set_title("no swept axis with completed trials")
@@ -128,7 +133,7 @@ def write_plots(
     base: Mapping[str, Any],
     out_dir: Path,
     *,
-    metric: str = "dev/overall",
+    metric: str = OVERALL,
     mode: str = "max",
 ) -> list[Path]:
     """All three plots as PNG files in `out_dir`."""
@@ -138,6 +143,48 @@ def write_plots(
         parallel_coordinates(frame, axes, metric, out_dir / "parallel_coordinates.png"),
         axis_effects(frame, axes, base, metric, out_dir / "axis_effects.png"),
     ]
+
+
+def learning_curves(
+    curves: Mapping[str, pd.DataFrame], path: Path, *, metric: str = OVERALL, baseline: str = ""
+) -> Path:
+    """One line per arm: `metric` per epoch, mean over seeds, with its 95% CI as a band."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, curve in curves.items():
+        epochs, mean = curve["epoch"].to_numpy(), curve["mean"].to_numpy(dtype=float)
+        half = np.nan_to_num(curve["half"].to_numpy(dtype=float))
+        style = {"linewidth": 2.5, "color": "black"} if arm == baseline else {"linewidth": 1.5}
+        (line,) = ax.plot(epochs, mean, marker="o", label=arm, **style)
+        ax.fill_between(epochs, mean - half, mean + half, color=line.get_color(), alpha=0.15)
+    if curves:
+        ax.legend(fontsize=8, loc="lower right")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    else:
+        ax.set_title("no completed confirm run")
+    ax.set(xlabel="epoch", ylabel=f"{metric} (mean over seeds)")
+    ax.set_title(f"learning curves per arm (bands: 95% CI; bold: {baseline or 'baseline'})",
+                 fontsize=9)  # fmt: skip
+    return _save(fig, path)
+
+
+def sst_confusion(matrix: np.ndarray | None, path: Path, *, title: str) -> Path:
+    """A confusion-matrix heat map (rows: true class, columns: predicted), counts in the cells."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    if matrix is None or not matrix.size:
+        ax.set_title("no SST details logged")
+        ax.axis("off")
+        return _save(fig, path)
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, label="examples")
+    threshold = matrix.max() / 2 if matrix.max() else 1
+    for (true, pred), count in np.ndenumerate(matrix):
+        colour = "white" if count > threshold else "black"
+        ax.text(pred, true, str(int(count)), ha="center", va="center", color=colour, fontsize=8)
+    ticks = range(matrix.shape[0])
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    return _save(fig, path)
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -1,16 +1,21 @@
 """A sweep's results as data a researcher reads, under `<results>/<sweep>/`: `trials.parquet` (one
-row per trial), `ablation.md` (each swept value's mean ± 95% CI across trials and seeds, and its
-delta vs the base config), `importance.md` (Optuna parameter importances) and plots.
+row per trial) and plots, and
 
-Reads the sweep's MLflow runs through `tracking.py` and logs the report back to the sweep's parent
-run, so the UI shows it. Ablation rows use completed trials only: an ASHA-stopped trial's best
-score covers fewer epochs and is not comparable.
+- for an HPO sweep: `ablation.md` (each swept value's, or value bin's, mean ± 95% CI across trials
+  and seeds, and its delta vs the base config; pruned trials counted and compared at their common
+  epoch) and `importance.md` (Optuna parameter importances);
+- for an ablation study (`study.arms` on the parent run): `ablation.md`, `ablation.parquet` and
+  `ablation.tex` from its confirm runs (`study_report.py`), and for its tuning phase, if any,
+  `tuning.md` (the HPO tables per arm) and `importance.md`.
+
+Reads the sweep's MLflow runs through the tracking store and logs the report back to the sweep's
+parent run (a study's per-arm means as metrics too), so the UI shows it. Optuna is loaded only to
+compute the importances, and Ray never.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -19,17 +24,59 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
 from model.config import ConfigError
-from orchestrator.contract import BEST_PREFIX
-from orchestrator.search import study_importances
+from model.evaluate import DEV_METRICS, OVERALL, metric_mode
+from orchestrator import plots
+from orchestrator.contract import (
+    ARM_PARAM,
+    BASE_PARAM_PREFIX,
+    CONFIRM_PHASE,
+    LABEL_KEYS,
+    PHASE_PARAM,
+    ROLE_TAG,
+    SEED_PARAM,
+    STATE_TAG,
+    SWEEP_GPU_PARAM,
+    SWEEP_METRIC_PARAM,
+    SWEEP_MODE_PARAM,
+    SWEEP_REPEATS_PARAM,
+    SWEEP_SEARCHED_PARAM,
+    TRIAL_ROLE,
+    TUNE_PHASE,
+    SweepLayout,
+    best_key,
+)
+from orchestrator.study_report import (
+    StudyInfo,
+    StudyReport,
+    build_study_report,
+    phase_runs,
+    study_info,
+)
+from orchestrator.tables import ablation_markdown, importance_markdown
+from orchestrator.tracking.store import (
+    StoredRun,
+    StoredSweep,
+    find_sweep,
+    log_run_artifacts,
+    log_run_metrics,
+    metric_histories,
+)
+from orchestrator.tracking.views import (
+    group_by_param,
+    runs_url,
+    set_runs_view,
+    ui_command,
+    view_column,
+)
+from orchestrator.trials_table import RUN_COLUMNS, parse_param, trials_frame
 
-DEV_METRICS: tuple[str, ...] = ("dev/overall", "dev/sst_acc", "dev/para_acc", "dev/sts_corr")
-MAX_LEVELS = 6  # an axis with more distinct values than this is binned into quartiles
-RUN_COLUMNS = ("run_id", "run_name", "trial_id", "state", "status")
+# A trial the sweep has ended, whatever the outcome: the report needs at least one.
+ENDED_STATES = ("completed", "pruned", "failed", "killed")
+ENDED_STATUSES = ("FINISHED", "FAILED", "KILLED")  # for stores without a state tag
+ABLATION_VIEW = "ablation"  # the runs-table view `ui` opens: trials, swept params, best metrics
 
 
 class ReportError(ConfigError):
@@ -43,305 +90,157 @@ class ReportWritten:
     sweep: str
     trials: int
     files: list[Path] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------------------
-# trials.parquet
-
-
-def parse_param(text: str | None) -> Any:
-    """An MLflow param string back to a value: null -> None, true/false, int, float, else text."""
-    if text is None or text in ("null", "None"):
-        return None
-    if text in ("True", "False", "true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _uniform(values: list[Any]) -> list[Any]:
-    """One parquet type per column: numbers stay numbers (with None); any text makes all text."""
-    present = [v for v in values if v is not None]
-    if all(isinstance(v, bool) for v in present):
-        return values
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return values
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return [None if v is None else float(v) for v in values]
-    return [None if v is None else str(v) for v in values]
-
-
-def _wall_s(start_ms: int | None, end_ms: int | None) -> float | None:
-    return None if start_ms is None or end_ms is None else (end_ms - start_ms) / 1000
-
-
-def trials_frame(
-    trials: Sequence[Any],
-    histories: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
-    *,
-    gpu_per_trial: float = 0.0,
-) -> pd.DataFrame:
-    """One row per trial run: identity, state, every param (dotted keys), best metrics
-    (`best/dev/overall`, ...), per-epoch dev metrics (`dev/overall@1`, ...), pruned-at epoch,
-    wall time and device."""
-    rows: list[dict[str, Any]] = []
-    for run in trials:
-        history = histories.get(run.run_id, {})
-        epochs = max((step for h in history.values() for step, _ in h), default=0)
-        row: dict[str, Any] = {
-            "run_id": run.run_id,
-            "run_name": run.run_name,
-            "trial_id": run.trial_id,
-            "state": run.state or run.status.lower(),
-            "status": run.status,
-            "epochs": epochs,
-            "pruned_at_epoch": epochs if run.state == "pruned" else None,
-            "wall_s": _wall_s(run.start_ms, run.end_ms),
-            # The param `device` says what was asked (auto); this says where the trial ran.
-            "device_used": run.tags.get("device") or ("cuda" if gpu_per_trial > 0 else "cpu"),
-        }
-        row.update({key: parse_param(value) for key, value in sorted(run.params.items())})
-        for metric in DEV_METRICS:
-            value = run.metrics.get(f"{BEST_PREFIX}{metric}")
-            if value is None and history.get(metric):
-                value = max(v for _, v in history[metric])
-            row[f"{BEST_PREFIX}{metric}"] = value
-        for metric, points in history.items():
-            row.update({f"{metric}@{step}": value for step, value in points})
-        rows.append(row)
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    data = {c: _uniform([row.get(c) for row in rows]) for c in columns}
-    return pd.DataFrame(data, columns=list(columns))
-
-
-# ---------------------------------------------------------------------------------------------
-# ablation.md
-
-
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, int]:
-    """Mean, half-width of its t-interval, and n (half-width NaN for fewer than two values)."""
-    array = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
-    n = len(array)
-    if n == 0:
-        return math.nan, math.nan, 0
-    if n == 1:
-        return float(array[0]), math.nan, 1
-    sem = float(array.std(ddof=1)) / math.sqrt(n)
-    return float(array.mean()), float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sem, n
-
-
-def delta_ci(
-    values: Sequence[float], base: Sequence[float], confidence: float = 0.95
-) -> tuple[float, float]:
-    """Difference of means (values - base) and the half-width of its Welch t-interval."""
-    a = np.asarray(values, dtype=np.float64)
-    b = np.asarray(base, dtype=np.float64)
-    if len(a) == 0 or len(b) == 0:
-        return math.nan, math.nan
-    delta = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
-        return delta, math.nan
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    if va + vb == 0:
-        return delta, 0.0
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return delta, float(stats.t.ppf((1 + confidence) / 2, dof)) * math.sqrt(va + vb)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return str(a) == str(b)
-
-
-def axis_groups(frame: pd.DataFrame, axis: str, base: Any = None) -> list[dict[str, Any]]:
-    """Trials grouped by their value of `axis`: [{label, rows (index), is_base}], in value order.
-
-    More than MAX_LEVELS distinct numeric values are binned into quartiles; the bin holding the
-    base value is the base group.
-    """
-    values = frame[axis]
-    present = values.dropna()
-    levels = list(dict.fromkeys(present.tolist()))
-    numeric = bool(len(present)) and pd.api.types.is_numeric_dtype(present)
-    if numeric and len(levels) > MAX_LEVELS:
-        bins = pd.qcut(present.astype(float), q=4, duplicates="drop")
-        groups = []
-        for interval in sorted(bins.cat.categories, key=lambda i: i.left):
-            index = bins.index[bins == interval]
-            label = f"{interval.left:.3g} – {interval.right:.3g}"
-            holds = base is not None and isinstance(base, (int, float))
-            is_base = bool(holds and interval.left < float(base) <= interval.right)
-            groups.append({"label": label, "rows": list(index), "is_base": is_base})
-        return groups
-    if numeric:
-        levels.sort()
-    return [
-        {
-            "label": _label(level),
-            "rows": list(values.index[values.map(lambda v, lv=level: _same(v, lv))]),
-            "is_base": base is not None and _same(level, base),
-        }
-        for level in levels
-    ]
-
-
-def _label(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _cell(mean: float, half: float, digits: int = 4, signed: bool = False) -> str:
-    if math.isnan(mean):
-        return "n/a"
-    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
-    return text + ("" if math.isnan(half) else f" ± {half:.{digits}f}")
-
-
-def ablation_markdown(
-    frame: pd.DataFrame,
-    axes: Sequence[str],
-    base: Mapping[str, Any],
-    *,
-    sweep: str,
-    metrics: Sequence[str] = DEV_METRICS,
-) -> str:
-    """The ablation tables: per swept axis, each value's mean ± 95% CI of every best dev metric
-    across completed trials (seeds included), and Δ vs the base value's group (*: CI excludes 0).
-    """
-    done = frame[frame["state"] == "completed"] if "state" in frame else frame
-    left_out = len(frame) - len(done)
-    lines = [
-        f"# Ablation: sweep `{sweep}`",
-        "",
-        f"{len(done)} completed trials"
-        + (f" ({left_out} pruned, failed or killed trials left out)" if left_out else "")
-        + ". Cells: mean ± 95% CI (t) of each trial's best-epoch dev metric; Δ: difference to the "
-        "base value's group ± 95% CI (Welch); * marks a Δ whose interval excludes 0.",
-        "",
-    ]
-    for axis in axes:
-        if axis not in done.columns:
-            lines += [f"## `{axis}`", "", "no completed trial has this parameter.", ""]
-            continue
-        groups = axis_groups(done, axis, base.get(axis))
-        base_rows = next((g["rows"] for g in groups if g["is_base"]), None)
-        lines += [f"## `{axis}` (base: {_label(base.get(axis))})", ""]
-        header = ["value", "n", *metrics]
-        if base_rows is not None:
-            header += [f"Δ {m}" for m in metrics]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for group in groups:
-            subset = done.loc[group["rows"]]
-            cells = [group["label"] + (" (base)" if group["is_base"] else ""), str(len(subset))]
-            deltas = []
-            for metric in metrics:
-                column = f"{BEST_PREFIX}{metric}"
-                values = subset[column].dropna().tolist() if column in subset else []
-                cells.append(_cell(*mean_ci(values)[:2]))
-                if base_rows is not None and group["is_base"]:
-                    deltas.append("—")
-                elif base_rows is not None:
-                    base_values = done.loc[base_rows, column].dropna().tolist()
-                    delta, half = delta_ci(values, base_values)
-                    star = "*" if not math.isnan(half) and abs(delta) > half else ""
-                    deltas.append(_cell(delta, half, signed=True) + star)
-            lines.append("| " + " | ".join(cells + deltas) + " |")
-        if base_rows is None:
-            lines += ["", "No completed trial ran the base value, so there is no Δ column."]
-        lines.append("")
-    return "\n".join(lines)
+    notes: list[str] = field(default_factory=list)  # a study's missing runs or unshared seeds
 
 
 # ---------------------------------------------------------------------------------------------
 # importance.md
 
 
-def importance_markdown(scores: Mapping[str, float] | None, *, sweep: str, note: str = "") -> str:
-    """A table of parameter importances, largest first, or why there is none."""
-    lines = [f"# Parameter importance: sweep `{sweep}`", ""]
-    if not scores:
-        return "\n".join([*lines, note or "no importances could be computed.", ""])
-    lines += [
-        "Optuna fANOVA importances of the sweep objective over completed trials (they sum to 1).",
-        "",
-        "| parameter | importance |",
-        "|---|---|",
-    ]
-    lines += [f"| `{k}` | {v:.3f} |" for k, v in sorted(scores.items(), key=lambda kv: -kv[1])]
-    return "\n".join([*lines, ""])
+def sweep_importances(state_file: Path, sweep: str) -> tuple[dict[str, float] | None, str]:
+    """The Optuna importances of the sweep's study (named in its state file), or None and why."""
+    storage = (
+        json.loads(state_file.read_text()).get("optuna_storage") if state_file.is_file() else None
+    )
+    if storage is None:
+        return None, f"{state_file} not found: no Optuna study to read."
+    # Here, not at the top: a report without a study to read never loads Optuna.
+    from orchestrator.importance import study_importances
+
+    try:
+        return study_importances(storage, sweep), ""
+    except Exception as err:  # optuna: too few completed trials, no varying parameter, ...
+        return None, f"Optuna could not compute importances: {str(err).splitlines()[0]}"
 
 
 # ---------------------------------------------------------------------------------------------
 # The report command
 
 
+@dataclass(frozen=True)
+class Report:
+    """A sweep's report, computed and not yet written."""
+
+    frame: pd.DataFrame  # trials.parquet
+    axes: list[str]
+    base: dict[str, Any]  # axis -> the base config's value
+    tables: dict[str, str]  # file name -> markdown (or LaTeX)
+    metric: str  # the sweep's objective, for the plots
+    mode: str
+    hpo_frame: pd.DataFrame | None  # the trials the HPO plots show; None: no HPO plots
+    study: StudyReport | None = None
+    baseline: str = ""
+
+    @property
+    def files(self) -> list[str]:
+        """The report's files and directories in `<results>/<sweep>/`, as written."""
+        parquet = ["trials.parquet"] + (["ablation.parquet"] if self.study else [])
+        return [*parquet, *self.tables, "plots"]
+
+
 def swept_axes(parent_params: Mapping[str, str], frame: pd.DataFrame) -> list[str]:
     """The sweep's searched keys (the parent run's `sweep.searched`), else the varying params."""
-    named = (parent_params.get("sweep.searched") or "").split()
+    named = (parent_params.get(SWEEP_SEARCHED_PARAM) or "").split()
     if named:
         return named
     skip = set(RUN_COLUMNS) | {"epochs", "pruned_at_epoch", "wall_s", "device_used"}
+    skip |= set(LABEL_KEYS)
     params = [c for c in frame.columns if "/" not in c and c not in skip]
     return [c for c in params if frame[c].astype(str).nunique() > 1]
-
-
-def _resolve_sweep(results_dir: Path, sweep: str | None) -> tuple[str, Any]:
-    from orchestrator import tracking
-
-    return tracking.find_sweep(results_dir, sweep)
-
-
-FINISHED_STATES = ("completed", "pruned", "failed", "killed")
 
 
 def write_report(
     sweep: str | None, *, results_dir: Path, log_to_mlflow: bool = True
 ) -> ReportWritten:
-    """Write trials.parquet, ablation.md, importance.md and plots/ of a sweep (default: newest).
-
-    All of them are made in a temporary directory and moved into place once every one exists, so
-    a failure leaves the previous report (or none) rather than half of a new one.
-    """
-    from orchestrator import plots, tracking
-
-    uri, stored = _resolve_sweep(Path(results_dir), sweep)
-    if not any(_finished(run) for run in stored.trials):
+    """Write the report of a sweep or study (default: the newest) and log it to its parent run:
+    trials.parquet, the ablation table(s), importance.md and plots/."""
+    uri, stored = find_sweep(Path(results_dir), sweep)
+    if not any(_ended(run) for run in stored.trials):
         running = f" ({len(stored.trials)} running)" if stored.trials else ""
         raise ReportError(f"{stored.name}: no finished trials yet{running}; nothing to report")
-    out_dir = Path(results_dir) / stored.name
-    histories = {
-        run.run_id: tracking.metric_histories(uri, run.run_id, DEV_METRICS)
-        for run in stored.trials
-    }
-    gpu = float(parse_param(stored.parent.params.get("sweep.resources.gpu")) or 0.0)
+    layout = SweepLayout(Path(results_dir) / stored.name)
+    report = build_report(uri, stored, layout)
+    files = _write_in_place(report, layout.root)
+    if log_to_mlflow:
+        save_ablation_view(uri, stored)
+        tables = [layout.root / name for name in report.files if name != "plots"]
+        log_run_artifacts(uri, stored.parent.run_id, tables, "report")
+        log_run_artifacts(uri, stored.parent.run_id, [layout.root / "plots"], "report")
+        if report.study is not None and report.study.metrics:
+            log_run_metrics(uri, stored.parent.run_id, report.study.metrics)
+    notes = report.study.notes if report.study else []
+    return ReportWritten(stored.name, len(report.frame), files, notes)
+
+
+def build_report(uri: str, stored: StoredSweep, layout: SweepLayout) -> Report:
+    """The trials frame, the swept axes and their base values, and the markdown tables (a
+    study's through `study_report.py`)."""
+    params = stored.parent.params
+    metric = params.get(SWEEP_METRIC_PARAM, OVERALL)
+    mode = params.get(SWEEP_MODE_PARAM) or metric_mode(metric)
+    keys = list(dict.fromkeys((*DEV_METRICS, metric)))
+    histories = {run.run_id: metric_histories(uri, run.run_id, keys) for run in stored.trials}
+    gpu = float(parse_param(params.get(SWEEP_GPU_PARAM)) or 0.0)
     frame = trials_frame(stored.trials, histories, gpu_per_trial=gpu)
-    axes = swept_axes(stored.parent.params, frame)
-    base = {axis: parse_param(stored.parent.params.get(f"base.{axis}")) for axis in axes}
-    scores, note = _importances(out_dir / "sweep.json", stored.name)
-    texts = {
-        "ablation.md": ablation_markdown(frame, axes, base, sweep=stored.name),
+    axes = swept_axes(params, frame)
+    base = {axis: parse_param(params.get(f"{BASE_PARAM_PREFIX}{axis}")) for axis in axes}
+    info = study_info(params)
+    if info is not None:
+        study = build_study_report(
+            stored.name, info, phase_runs(stored.trials, CONFIRM_PHASE), histories
+        )
+        tables, hpo_frame = _tuning_tables(frame, info, axes, base, layout, stored.name, metric)
+        tables = {"ablation.md": study.markdown, "ablation.tex": study.latex, **tables}
+        return Report(frame, axes, base, tables, metric, mode, hpo_frame, study, info.baseline)
+    scores, note = sweep_importances(layout.state_file, stored.name)
+    tables = {
+        "ablation.md": ablation_markdown(frame, axes, base, sweep=stored.name, metric=metric),
         "importance.md": importance_markdown(scores, sweep=stored.name, note=note),
     }
-    metric = stored.parent.params.get("sweep.metric", "dev/overall")
-    mode = stored.parent.params.get("sweep.mode", "max")
+    return Report(frame, axes, base, tables, metric, mode, frame)
 
+
+def _tuning_tables(
+    frame: pd.DataFrame,
+    info: StudyInfo,
+    axes: list[str],
+    base: dict[str, Any],
+    layout: SweepLayout,
+    name: str,
+    metric: str,
+) -> tuple[dict[str, str], pd.DataFrame | None]:
+    """A study's tuning phase as HPO tables, one section per arm (`tuning.md`), and its
+    importances; nothing (and no HPO plots) when the study had no tuning phase."""
+    tune = frame[frame[PHASE_PARAM] == TUNE_PHASE] if PHASE_PARAM in frame else frame.iloc[:0]
+    if tune.empty:
+        return {}, None
+    sections = []
+    for arm in info.arms:
+        trials = tune[tune[ARM_PARAM].astype(str) == arm]
+        if len(trials):
+            arm_axes = axes or swept_axes({}, trials)
+            title = f"# Tuning (phase 1) of arm `{arm}`"
+            sections.append(ablation_markdown(trials, arm_axes, base, sweep=name, metric=metric,
+                                              title=title))  # fmt: skip
+    scores, note = sweep_importances(layout.state_file, name)
+    importance = importance_markdown(scores, sweep=name, note=note)
+    return {"tuning.md": "\n".join(sections), "importance.md": importance}, tune
+
+
+def _write_in_place(report: Report, out_dir: Path) -> list[Path]:
+    """Write every file of the report in a temporary directory, then move them into `out_dir`
+    together, so a failure leaves the previous report (or none) rather than half of a new one."""
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
     try:
-        frame.to_parquet(staging / "trials.parquet", index=False)
-        for name, text in texts.items():
+        report.frame.to_parquet(staging / "trials.parquet", index=False)
+        if report.study is not None:
+            report.study.table.to_parquet(staging / "ablation.parquet", index=False)
+        for name, text in report.tables.items():
             (staging / name).write_text(text)
-        plot_files = plots.write_plots(
-            frame, axes, base, staging / "plots", metric=metric, mode=mode
-        )
-        _move_into_place(staging, out_dir, ["trials.parquet", *texts, "plots"])
+        plot_files = _write_plots(report, staging / "plots")
+        _move_into_place(staging, out_dir, report.files)
     except BaseException as err:
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -350,35 +249,34 @@ def write_report(
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-    files = [out_dir / "trials.parquet", *(out_dir / name for name in texts)]
-    written = ReportWritten(stored.name, len(frame))
-    written.files = [*files, *(out_dir / "plots" / p.name for p in plot_files)]
-    if log_to_mlflow:
-        save_ablation_view(uri, stored)
-        tracking.log_run_artifacts(uri, stored.parent.run_id, files, "report")
-        tracking.log_run_artifacts(uri, stored.parent.run_id, [out_dir / "plots"], "report")
-    return written
+    tables = [out_dir / name for name in report.files if name != "plots"]
+    return [*tables, *(out_dir / "plots" / p.name for p in plot_files)]
 
 
-def _finished(run: Any) -> bool:
+def _write_plots(report: Report, out_dir: Path) -> list[Path]:
+    """The HPO plots (of a sweep, or a study's tuning phase) and a study's curves and confusion."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    if report.hpo_frame is not None:
+        files += plots.write_plots(
+            report.hpo_frame, report.axes, report.base, out_dir,
+            metric=report.metric, mode=report.mode,
+        )  # fmt: skip
+    study = report.study
+    if study is not None:
+        curves = out_dir / "learning_curves.png"
+        files.append(plots.learning_curves(study.curves, curves, baseline=report.baseline))
+        title = f"SST on dev: {study.sst.arm}, summed over seeds" if study.sst else "SST"
+        matrix = study.sst.confusion if study.sst else None
+        files.append(plots.sst_confusion(matrix, out_dir / "sst_confusion.png", title=title))
+    return files
+
+
+def _ended(run: StoredRun) -> bool:
     """Whether the sweep has ended this trial run (stores without a state tag: its status)."""
     if run.state:
-        return run.state in FINISHED_STATES
-    return run.status in ("FINISHED", "FAILED", "KILLED")
-
-
-def _importances(state_file: Path, sweep: str) -> tuple[dict[str, float] | None, str]:
-    """The Optuna importances of the sweep's study, or None and why not."""
-    storage = (
-        json.loads(state_file.read_text()).get("optuna_storage") if state_file.is_file() else None
-    )
-    if storage is None:
-        return None, f"{state_file} not found: no Optuna study to read."
-    try:
-        return study_importances(storage, sweep), ""
-    except Exception as err:  # optuna: too few completed trials, no varying parameter, ...
-        return None, f"Optuna could not compute importances: {str(err).splitlines()[0]}"
+        return run.state in ENDED_STATES
+    return run.status in ENDED_STATUSES
 
 
 def _move_into_place(staging: Path, out_dir: Path, names: Sequence[str]) -> None:
@@ -391,38 +289,47 @@ def _move_into_place(staging: Path, out_dir: Path, names: Sequence[str]) -> None
         os.replace(staging / name, target)
 
 
-ABLATION_VIEW = "ablation"  # the runs-table view `ui` opens: trials, swept params, best metrics
+# ---------------------------------------------------------------------------------------------
+# The ui command
 
 
-def save_ablation_view(uri: str, stored: Any) -> None:
+def save_ablation_view(uri: str, stored: StoredSweep) -> None:
     """Store the sweep's runs-table view: trial runs only, best metric first, the swept params,
-    seed (for repeats), state and best dev metrics as columns."""
-    from orchestrator import tracking
-
-    metric = stored.parent.params.get("sweep.metric", "dev/overall")
-    axes = (stored.parent.params.get("sweep.searched") or "").split()
-    if (parse_param(stored.parent.params.get("sweep.repeats")) or 1) > 1:
-        axes.append("seed")
-    columns = [tracking.view_column("params", axis) for axis in axes]
-    columns += [tracking.view_column("metrics", f"{BEST_PREFIX}{m}") for m in DEV_METRICS]
-    columns.append(tracking.view_column("tags", tracking.STATE_TAG))
-    tracking.set_runs_view(
+    seed (for repeats), state and best dev metrics as columns. A study's view shows its confirm
+    runs grouped by arm: one aggregated row (the mean over seeds) per arm."""
+    params = stored.parent.params
+    metric = params.get(SWEEP_METRIC_PARAM, OVERALL)
+    axes = (params.get(SWEEP_SEARCHED_PARAM) or "").split()
+    info = study_info(params)
+    search_filter = f"tags.{ROLE_TAG} = '{TRIAL_ROLE}'"
+    grouping = None
+    if info is not None:
+        # The rows average what the table does: each arm's completed confirm runs. An averaged
+        # seed or state means nothing, so those columns go; tuned params are the arm's own.
+        search_filter += f" and params.{PHASE_PARAM} = '{CONFIRM_PHASE}'"
+        search_filter += f" and tags.{STATE_TAG} = 'completed'"
+        grouping = group_by_param(ARM_PARAM, info.arms)
+        metric = OVERALL  # the table's order, whatever phase 1 tuned on
+    elif (parse_param(params.get(SWEEP_REPEATS_PARAM)) or 1) > 1:
+        axes.append(SEED_PARAM)
+    columns = [view_column("metrics", best_key(m)) for m in DEV_METRICS]
+    columns = [view_column("params", axis) for axis in axes] + columns
+    if info is None:
+        columns.append(view_column("tags", STATE_TAG))
+    set_runs_view(
         uri,
         stored.experiment_id,
         ABLATION_VIEW,
-        search_filter=f"tags.{tracking.ROLE_TAG} = 'trial'",
-        order_by_metric=f"{BEST_PREFIX}{metric}",
+        search_filter=search_filter,
+        order_by_metric=best_key(metric),
         columns=columns,
+        grouping=grouping,
     )
 
 
 def ui_target(results_dir: Path, sweep: str | None, port: int) -> tuple[list[str], str]:
     """The MLflow server command for the sweeps' store and the URL of the sweep's runs table."""
-    from orchestrator import tracking
-
-    uri, stored = _resolve_sweep(Path(results_dir), sweep)
+    uri, stored = find_sweep(Path(results_dir), sweep)
     save_ablation_view(uri, stored)
-    url = tracking.runs_url(
-        f"http://127.0.0.1:{port}", stored.experiment_id, view_key=ABLATION_VIEW
-    )
-    return tracking.ui_command(uri, host="127.0.0.1", port=port), url
+    url = runs_url(f"http://127.0.0.1:{port}", stored.experiment_id, view_key=ABLATION_VIEW)
+    return ui_command(uri, host="127.0.0.1", port=port), url

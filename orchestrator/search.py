@@ -1,9 +1,10 @@
-"""Optuna behind Ray Tune: a define-by-run function generated from a `SearchSpace`, the sampler it
-names, and an `OptunaSearch` that records scheduler-stopped trials as PRUNED.
+"""Optuna, the sweep's searcher: a define-by-run function generated from a `SearchSpace`, the
+sampler it names, and `SweepStudy`, the persisted ask/tell study the sweep driver feeds.
 
-The only module that imports optuna. Ray's `OptunaSearch` tells Optuna every trial that ASHA stops
-as COMPLETE (Ray reports them through `on_trial_complete` like finished ones), so TPE would treat a
-one-epoch score as a final one; `PruningAwareOptunaSearch` tells them PRUNED with their last value.
+With `importance.py`, the only module that imports optuna; it knows nothing of Ray (the Ray
+adapter, `ray_tune.StudySearcher`, forwards Tune's searcher calls here). A trial the scheduler
+stopped early is told PRUNED with its last value, not COMPLETE (as Ray's own `OptunaSearch`
+would), so TPE never mistakes a one-epoch score for a final one; a non-finite one is told FAIL.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ import importlib.util
 import json
 import logging
 import math
+import pickle
 import warnings
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator.contract import EPOCHS_LEFT, NONFINITE_LOSS
-from orchestrator.space import Param, SearchSpace, SpaceError
+from model.config import is_finite_number
+from orchestrator.config import apply_params
+from orchestrator.contract import EPOCHS_LEFT, NONFINITE_LOSS, trial_labels, trial_params
+from orchestrator.space import Param, SearchSpace, SpaceError, run_name
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +33,14 @@ REPEAT_ATTR = "repeat"  # which seed of a repeated config an Optuna trial runs (
 GROUP_ATTR = "group"  # Optuna number of the trial whose params a repeat copies
 RAY_TRIAL_ATTR = "ray_trial_id"
 ORPHAN_ATTR = "orphaned"  # asked by a driver that died before its state was saved
+FAIL_REASON_ATTR = "fail_reason"
 
 
 class DefineByRun:
     """Suggests every active parameter of a `SearchSpace` on an Optuna trial, in file order.
 
     Parameters whose `when` conditions fail are not suggested at all, so Optuna sees a conditional
-    space; fixed values and (for repeats) the seed are returned alongside the suggested ones. A
-    class rather than a closure because Ray pickles the searcher into its experiment state.
+    space; fixed values and (for repeats) the seed are returned alongside the suggested ones.
     """
 
     def __init__(self, space: SearchSpace) -> None:
@@ -50,18 +54,19 @@ class DefineByRun:
             values[param.key] = param.value if param.kind == "fixed" else _suggest(trial, param)
         if self.space.repeats > 1:
             values["seed"] = self.space.base.seed + int(trial.user_attrs.get(REPEAT_ATTR, 0))
+        values.update(self.space.labels)  # a study phase's arm and phase (not config keys)
         return values
 
 
 def _suggest(trial: optuna.Trial, param: Param) -> Any:
+    low, high = param.low, param.high
     if param.kind == "float":
-        return trial.suggest_float(
-            param.key, param.low, param.high, log=param.log, step=param.step
-        )
+        assert low is not None and high is not None  # a range: space.py checked it
+        return trial.suggest_float(param.key, low, high, log=param.log, step=param.step)
     if param.kind == "int":
-        return trial.suggest_int(
-            param.key, int(param.low), int(param.high), log=param.log, step=int(param.step or 1)
-        )
+        assert low is not None and high is not None
+        step = int(param.step or 1)
+        return trial.suggest_int(param.key, int(low), int(high), log=param.log, step=step)
     encoded = [_encode_choice(c) for c in param.choices]
     picked = trial.suggest_categorical(param.key, encoded)
     return param.choices[encoded.index(picked)]
@@ -126,89 +131,162 @@ def _make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     raise SpaceError(f"{space.source}: sampler: unknown sampler {space.sampler!r}")
 
 
-class PruningAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that records scheduler-stopped trials as PRUNED and runs config repeats.
+class Repeat(NamedTuple):
+    """A config to run again with the next seed: the first run's params and its trial number."""
 
-    A trial is pruned when it completes without error while its last result still has epochs left
-    (`EPOCHS_LEFT` > 0). Repeats enqueue the same parameters again with the next seed.
+    params: dict[str, Any]
+    repeat: int
+    group: int
+
+
+class SweepStudy:
+    """The sweep's Optuna study in an RDB `storage` (`sqlite:///.../optuna.db`), asked and told
+    once per trial of the driver (named by the driver's trial id, stored as a user attr).
+
+    Besides the study it holds only plain data (which trial ids were asked and told, the repeats
+    still to run, the sampler and its RNG), which `save` writes and `restore` reads back; trials
+    a dead driver asked after its last save are failed on restore instead of staying RUNNING.
     """
 
-    def __init__(self, space: SearchSpace, *, storage: str | None = None) -> None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self._repeats = space.repeats
-        self._pending_repeats: list[tuple[dict[str, Any], int, int]] = []
-        super().__init__(
-            space=DefineByRun(space),
-            metric=space.metric,
-            mode=space.mode,
-            sampler=make_sampler(space),
-            study_name=space.name,
-            storage=optuna.storages.RDBStorage(storage) if storage else None,
-        )
+    def __init__(self, space: SearchSpace, storage: str) -> None:
+        self.space = space
+        self.storage = storage
+        self.sampler = make_sampler(space)
+        self.asked: dict[str, int] = {}  # trial id -> Optuna trial number
+        self.told: set[str] = set()
+        self.pending_repeats: list[Repeat] = []
+        self._study: optuna.Study | None = None
+        self._storage: optuna.storages.RDBStorage | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled into Ray's experiment state: the study reconnects to its storage when used.
+        return {**self.__dict__, "_study": None, "_storage": None}
 
     @property
     def study(self) -> optuna.Study:
-        return self._ot_study
-
-    def suggest(self, trial_id: str) -> dict | None:
-        if trial_id not in self._ot_trials and self._pending_repeats:
-            params, repeat, group = self._pending_repeats.pop(0)
-            self._ot_study.enqueue_trial(
-                params, user_attrs={REPEAT_ATTR: repeat, GROUP_ATTR: group}
+        if self._study is None:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            self._storage = optuna.storages.RDBStorage(self.storage)
+            self._study = optuna.create_study(
+                storage=self._storage,
+                sampler=self.sampler,
+                pruner=optuna.pruners.NopPruner(),  # the sweep's scheduler stops trials
+                study_name=self.space.name,
+                direction="maximize" if self.space.mode == "max" else "minimize",
+                load_if_exists=True,
             )
-        config = super().suggest(trial_id)
-        trial = self._ot_trials[trial_id]
+        return self._study
+
+    def ask(self, trial_id: str) -> dict[str, Any]:
+        """The params of trial `trial_id`: new ones from the sampler, or a config's next repeat."""
+        if trial_id in self.asked:
+            trial = self._trial(self.asked[trial_id])
+        else:
+            trial = self._new_trial()
+            self.asked[trial_id] = trial.number
+        params = DefineByRun(self.space)(trial)
         trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
-        if self._repeats > 1 and REPEAT_ATTR not in trial.user_attrs:
+        if self.space.repeats > 1 and REPEAT_ATTR not in trial.user_attrs:
             trial.set_user_attr(REPEAT_ATTR, 0)
             trial.set_user_attr(GROUP_ATTR, trial.number)
-            for repeat in range(1, self._repeats):
-                self._pending_repeats.append((dict(trial.params), repeat, trial.number))
-        return config
+            for repeat in range(1, self.space.repeats):
+                self.pending_repeats.append(Repeat(dict(trial.params), repeat, trial.number))
+        return params
 
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        if trial_id not in self._ot_trials:
-            logger.warning("optuna: completion of unknown trial %s ignored", trial_id)
+    def _new_trial(self) -> optuna.Trial:
+        if self.pending_repeats:
+            params, repeat, group = self.pending_repeats.pop(0)
+            self.study.enqueue_trial(params, user_attrs={REPEAT_ATTR: repeat, GROUP_ATTR: group})
+        return self.study.ask()
+
+    def report(self, trial_id: str, value: float, step: int) -> None:
+        """An intermediate value (one epoch's metric) of a running trial."""
+        if trial_id in self.told or trial_id not in self.asked:
+            logger.warning("optuna: result of a trial not running (%s) ignored", trial_id)
+            return
+        self._trial(self.asked[trial_id]).report(value, step)
+
+    def tell(
+        self, trial_id: str, last: Mapping[str, Any] | None, *, step: int, error: bool = False
+    ) -> TrialState | None:
+        """End a trial from its last result: COMPLETE, PRUNED when it ended with epochs left
+        (or before any result), FAIL on `error` or a non-finite metric. Returns the state told."""
+        if trial_id in self.told or trial_id not in self.asked:
+            logger.warning("optuna: end of a trial not running (%s) ignored", trial_id)
             return None
-        if trial_id in self._completed_trials:
-            return super().on_trial_complete(trial_id, result=result, error=error)
-        trial = self._ot_trials[trial_id]
-        value = result.get(self.metric) if result else None
-        stopped_early = bool(result) and not error and float(result.get(EPOCHS_LEFT, 0)) > 0
-        finite = isinstance(value, (int, float)) and math.isfinite(value)
-        if finite:
-            # Ray never passes a trial's stopping result to on_trial_result: report it here so
-            # the study holds every epoch, and Optuna stores it as a pruned trial's value.
-            step = int(result.get("training_iteration", result.get("epoch", 0)))
-            if step not in self._ot_study.trials[trial.number].intermediate_values:
-                trial.report(float(value), step)
-        if stopped_early and finite:
-            self._tell(trial, None, TrialState.PRUNED)
-        elif result and not error and not finite and value is not None:
-            reason = result.get(NONFINITE_LOSS) or f"{self.metric} is {value}"
-            trial.set_user_attr("fail_reason", str(reason))
-            self._tell(trial, None, TrialState.FAIL)
-        else:
-            return super().on_trial_complete(trial_id, result=result, error=error)
-        self._completed_trials.add(trial_id)
-        return None
+        self.told.add(trial_id)
+        number = self.asked[trial_id]
+        value = last.get(self.space.metric) if last else None
+        if error:
+            return self._tell(number, None, TrialState.FAIL)
+        if value is None:  # stopped before its first result
+            return self._tell(number, None, TrialState.PRUNED)
+        if not is_finite_number(value):
+            reason = (last or {}).get(NONFINITE_LOSS) or f"{self.space.metric} is {value}"
+            self._trial(number).set_user_attr(FAIL_REASON_ATTR, str(reason))
+            return self._tell(number, None, TrialState.FAIL)
+        # The scheduler's stopping result reaches only `tell`: report it so the study holds
+        # every epoch, and a pruned trial's value (its last intermediate one) is this one.
+        if step not in self._frozen(number).intermediate_values:
+            self._trial(number).report(float(value), step)
+        if float((last or {}).get(EPOCHS_LEFT, 0)) > 0:
+            return self._tell(number, None, TrialState.PRUNED)
+        return self._tell(number, float(value), TrialState.COMPLETE)
 
-    def _tell(self, trial: optuna.Trial, value: float | None, state: TrialState) -> None:
+    def save(self, path: str | Path) -> None:
+        """Write what `restore` needs to go on where this driver stands (the study is in RDB)."""
+        state = {
+            "asked": self.asked,
+            "told": self.told,
+            "pending_repeats": self.pending_repeats,
+            "sampler": self.sampler,
+        }
+        Path(path).write_bytes(pickle.dumps(state))
+
+    def restore(self, path: str | Path) -> None:
+        """Go on from a `save`, failing trials asked after it (their driver died) as orphans."""
+        state = pickle.loads(Path(path).read_bytes())
+        self.asked, self.told = dict(state["asked"]), set(state["told"])
+        self.pending_repeats = list(state["pending_repeats"])
+        self.sampler, self._study, self._storage = state["sampler"], None, None
+        self.fail_orphans()
+
+    def fail_orphans(self) -> int:
+        """Fail the study's RUNNING trials this object never asked (a dead driver's), so the
+        sampler does not wait on them; returns how many there were."""
+        known = set(self.asked.values())
+        orphans = [
+            frozen.number
+            for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if frozen.number not in known
+        ]
+        for number in orphans:
+            self._trial(number).set_user_attr(ORPHAN_ATTR, True)
+            self._tell(number, None, TrialState.FAIL)
+        return len(orphans)
+
+    def _storage_id(self, number: int) -> int:
+        """The storage's id of trial `number` (what `optuna.Trial` and the storage take)."""
+        study = self.study
+        assert self._storage is not None  # opened with the study
+        study_id = self._storage.get_study_id_from_name(study.study_name)
+        return self._storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+    def _trial(self, number: int) -> optuna.Trial:
+        """A handle on trial `number` to suggest, report and set attributes through."""
+        return optuna.Trial(self.study, self._storage_id(number))
+
+    def _frozen(self, number: int) -> optuna.trial.FrozenTrial:
+        trial_id = self._storage_id(number)
+        assert self._storage is not None
+        return self._storage.get_trial(trial_id)
+
+    def _tell(self, number: int, value: float | None, state: TrialState) -> TrialState:
         try:
-            self._ot_study.tell(trial, value, state=state)
+            self.study.tell(number, value, state=state)
         except (ValueError, RuntimeError) as err:  # e.g. already told before a driver restart
             logger.warning("optuna: %s", err)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Restore Ray's saved searcher, then fail trials asked after that save (driver died)."""
-        super().restore(checkpoint_path)
-        known = {t.number for t in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen.number not in known:
-                optuna.Trial(self._ot_study, frozen._trial_id).set_user_attr(ORPHAN_ATTR, True)
-                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+        return state
 
 
 def sample_configs(space: SearchSpace, count: int) -> list[dict[str, Any]]:
@@ -225,24 +303,26 @@ def sample_configs(space: SearchSpace, count: int) -> list[dict[str, Any]]:
     return out
 
 
+def describe_dry_run(space: SearchSpace, count: int) -> list[tuple[str, dict[str, Any]]]:
+    """`count` sampled parameter sets, each validated against TrainConfig, with their run names."""
+    out = []
+    for values in sample_configs(space, count):
+        params, labels = trial_params(values), trial_labels(values)
+        apply_params(space.base, params)  # raises ConfigError naming the key
+        out.append((run_name(space, params, labels), params))
+    return out
+
+
+def dry_run_lines(space: SearchSpace) -> Iterator[str]:
+    """What `sweep --dry-run` prints: that the space is valid, then its first `num_samples`
+    sampled configs, all validated first (a ConfigError names the key)."""
+    yield f"{space.source}: valid; {space.total_trials} trials, sampler {space.sampler}"
+    for i, (label, params) in enumerate(describe_dry_run(space, space.num_samples)):
+        yield f"[{i}] {label}"
+        for key, value in params.items():
+            yield f"      {key} = {value!r}"
+
+
 def study_trials(storage: str, study_name: str) -> list[optuna.trial.FrozenTrial]:
     """Every trial of a sweep's persisted Optuna study (for tests and result tables)."""
     return optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
-
-
-def importances(study: optuna.Study) -> dict[str, float]:
-    """Optuna's fANOVA parameter importances of a study (seeded, so reruns agree)."""
-    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-
-    return dict(get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0)))
-
-
-def study_importances(storage: str, study_name: str) -> dict[str, float]:
-    """Parameter importances of a sweep's persisted Optuna study."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return importances(optuna.load_study(study_name=study_name, storage=storage))
-
-
-def params_of(trial: Mapping[str, Any]) -> dict[str, Any]:
-    """A Ray trial config without Ray's own keys (those starting with an underscore)."""
-    return {k: v for k, v in trial.items() if not k.startswith("_")}

@@ -1,19 +1,16 @@
-"""Run a search space as a Ray Tune sweep: Optuna proposes, ASHA stops early, MLflow records.
+"""Run a search space as a sweep: Optuna proposes, Ray Tune runs the trials (ASHA stops the poor
+ones early), MLflow records; `run_sweep` is a few named steps.
 
-The only module that builds a `ray.tune.Tuner`. Ray starts locally unless an `address` joins a
-cluster. Everything lands under `<results>/<sweep>/`: Ray's experiment state, one `<trial_id>/`
-directory per trial (Ray's result files and latest `checkpoint_*`; the trainer's output in
-`train/`, with the best checkpoint in `train/checkpoints/best/`), `optuna.db` (the study) and
-`sweep.json` (the MLflow parent run the sweep writes to: `resume` keeps writing to the same runs).
+Everything lands under `<results>/<sweep>/` (`contract.SweepLayout`): Ray's experiment state, one
+`<trial_id>/` directory per trial (Ray's result files and latest `checkpoint_*`; the trainer's
+output in `train/`, see `contract.TrialLayout`), `optuna.db` (the study) and `sweep.json` (the
+MLflow parent run and Optuna study the sweep writes to: `resume` keeps writing to the same ones).
+Ray itself is behind `ray_tune.py`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import logging
-import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -22,15 +19,43 @@ from pathlib import Path
 from typing import Any
 
 from model.config import ConfigError, flatten_config
-from orchestrator.config import apply_params
-from orchestrator.contract import BEST_CHECKPOINT, BEST_PREFIX, EPOCHS_LEFT, NONFINITE_LOSS
+from orchestrator import ray_tune
+from orchestrator.cluster import check_cluster_paths
+from orchestrator.contract import (
+    BASE_PARAM_PREFIX,
+    BEST_CHECKPOINT,
+    EPOCH_KEY,
+    EPOCHS_LEFT,
+    NONFINITE_LOSS,
+    RESULTS_DIR_TAG,
+    STATE_TAG,
+    STUDY_ARMS_PARAM,
+    STUDY_BASELINE_PARAM,
+    STUDY_SEEDS_PARAM,
+    SWEEP_GPU_PARAM,
+    SWEEP_METRIC_PARAM,
+    SWEEP_MODE_PARAM,
+    SWEEP_REPEATS_PARAM,
+    SWEEP_SEARCHED_PARAM,
+    SweepLayout,
+    best_key,
+)
+from orchestrator.placement import fit_trials_to_cluster
+from orchestrator.search import SweepStudy, make_sampler
 from orchestrator.space import SearchSpace, run_name
+from orchestrator.sweep_callbacks import (
+    DropResumeState,
+    LiveTrialTable,
+    MlflowRelay,
+    TrialListener,
+    TrialSnapshot,
+    error_reason,
+    trial_state,
+)
+from orchestrator.tracking.provenance import data_sha256, git_sha
+from orchestrator.tracking.writer import Status, SweepTracker, tracking_uri
 
-logger = logging.getLogger(__name__)
-
-SWEEP_STATE_FILE = "sweep.json"
-OPTUNA_DB = "optuna.db"
-MAX_FAILURES = 2  # Ray retries a failed trial from its last checkpoint this many times
+ENDED_STATES = ("completed", "pruned", "failed")
 
 
 class SweepStateError(ConfigError):
@@ -49,6 +74,7 @@ class TrialOutcome:
     best_value: float | None  # best epoch's value of the sweep metric
     best_checkpoint: str | None
     error: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # a study's arm and phase
 
 
 @dataclass
@@ -73,13 +99,33 @@ class SweepOutcome:
         sign = 1.0 if self.mode == "max" else -1.0
         return max(scored, key=lambda t: sign * t.best_value)  # type: ignore[operator]
 
+    def summary(self) -> list[str]:
+        """What `orchestrator sweep` prints when the sweep ends."""
+        counts = {s: sum(t.state == s for t in self.trials) for s in ENDED_STATES}
+        lines = [
+            f"sweep {self.name}: {len(self.trials)} trials ("
+            + ", ".join(f"{n} {s}" for s, n in counts.items())
+            + f") in {self.wall_s:.0f} s"
+        ]
+        if self.best is not None:
+            lines.append(f"best {self.metric} {self.best.best_value:.4f}: {self.best.run_name}")
+            lines.append(f"checkpoint: {self.best.best_checkpoint}")
+        lines.append(f"results:    {self.experiment_dir}")
+        lines.append(f"mlflow:     {self.tracking_uri} (experiment {self.name})")
+        return lines
 
-def experiment_dir(results_dir: Path, name: str) -> Path:
-    return (Path(results_dir) / name).resolve()
 
+@dataclass(frozen=True)
+class SweepRun:
+    """A sweep being run: its space (fitted to the cluster), files, data and MLflow parent run."""
 
-def optuna_storage_url(exp_dir: Path) -> str:
-    return f"sqlite:///{exp_dir / OPTUNA_DB}"
+    space: SearchSpace
+    layout: SweepLayout
+    data_dir: Path
+    tracker: SweepTracker
+    parent_run_id: str
+    git_sha: str
+    optuna_storage: str
 
 
 def run_sweep(
@@ -99,40 +145,60 @@ def run_sweep(
     and `resume` is false, or holds none and `resume` is true; ResourcesError when local Ray can
     never start a trial. `echo` shows notices (default: stderr).
     """
-    from ray import tune
-
-    from orchestrator.cluster import check_cluster_paths
-    from orchestrator.search import PruningAwareOptunaSearch, make_sampler
-    from orchestrator.sweep_callbacks import DropResumeState, LiveTrialTable, MlflowRelay
-    from orchestrator.tracking import SweepTracker, data_sha256, git_sha, tracking_uri
-    from orchestrator.trainable import train_trial
-
     started = time.monotonic()
     make_sampler(space)  # a sampler that cannot be built (cmaes without its package) fails here
-    exp_dir = experiment_dir(results_dir, space.name)
-    state_file = exp_dir / SWEEP_STATE_FILE
+    layout = SweepLayout.of(results_dir, space.name)
+    state = open_state(layout, resume=resume)
     data_dir = Path(data_dir).resolve()
+    space = join_ray(space, layout, data_dir, address, num_cpus, echo=echo or _stderr_line)
+    run = start_tracking(space, layout, data_dir, state)
+    return fit_and_finish(run, resume=resume, live_table=live_table, started=started)
+
+
+def open_state(layout: SweepLayout, *, resume: bool) -> dict[str, Any]:
+    """The saved `sweep.json` of the sweep to resume, or {} for a new sweep. Raises
+    SweepStateError when there is nothing to resume, or a new sweep's directory holds one."""
     if resume:
-        if not state_file.is_file() or not tune.Tuner.can_restore(str(exp_dir)):
+        if not layout.state_file.is_file() or not ray_tune.can_restore(layout):
             raise SweepStateError(
-                f"{exp_dir}: no sweep '{space.name}' to resume; run it without --resume first"
+                f"{layout.root}: no sweep '{layout.name}' to resume; run it without --resume first"
             )
-        state = json.loads(state_file.read_text())
-    elif state_file.exists() or (exp_dir / "tuner.pkl").exists():
+        return dict(json.loads(layout.state_file.read_text()))
+    if layout.state_file.exists() or ray_tune.experiment_exists(layout):
         raise SweepStateError(
-            f"{exp_dir}: sweep '{space.name}' already exists; pass --resume to continue it "
+            f"{layout.root}: sweep '{layout.name}' already exists; pass --resume to continue it "
             "or --name NEW to start another"
         )
-    else:
-        state = {}
+    return {}
 
-    # Join Ray before anything is written: trials Ray could never start (orchestrator/
-    # placement.py) or, on a cluster, a results or data path some node cannot see
-    # (orchestrator/cluster.py) stop the sweep here with a one-line error.
-    init_ray(address, num_cpus)
-    space = fit_trials_to_cluster(space, local=address is None, echo=echo or _stderr_line)
-    check_cluster_paths(exp_dir.parent, data_dir=data_dir)
-    uri = state.get("tracking_uri") or tracking_uri(Path(results_dir))
+
+def join_ray(
+    space: SearchSpace,
+    layout: SweepLayout,
+    data_dir: Path,
+    address: str | None,
+    num_cpus: int | None,
+    *,
+    echo: Callable[[str], None],
+) -> SearchSpace:
+    """Start Ray (or join `address`) and return `space` with trial resources its nodes can place.
+
+    Before anything is written: trials Ray could never start (placement.py) or, on a cluster, a
+    results or data path some node cannot see (cluster.py) stop the sweep with a one-line error.
+    """
+    ray_tune.init_ray(address, num_cpus)
+    nodes = ray_tune.alive_nodes()
+    space = fit_trials_to_cluster(space, nodes, local=address is None, echo=echo)
+    check_cluster_paths(layout.root.parent, nodes, ray_tune.run_on_nodes, data_dir=data_dir)
+    return space
+
+
+def start_tracking(
+    space: SearchSpace, layout: SweepLayout, data_dir: Path, state: dict[str, Any]
+) -> SweepRun:
+    """Open the sweep's MLflow parent run (the saved one when `state` is a resumed sweep's) and,
+    for a new sweep, write `sweep.json` naming it and the Optuna study."""
+    uri = state.get("tracking_uri") or tracking_uri(layout.root.parent)
     tracker = SweepTracker(uri, space.name)
     sha = git_sha()
     parent_run_id = tracker.start_sweep(
@@ -143,123 +209,32 @@ def run_sweep(
             "sampler": space.sampler,
             "space_file": space.source,
             "data_sha256": data_sha256(space.base, data_dir),
-            "results_dir": str(exp_dir),
+            RESULTS_DIR_TAG: str(layout.root),
         },
         artifacts=[Path(space.source)] if Path(space.source).is_file() else [],
         resume_run_id=state.get("parent_run_id"),
     )
-    if not resume:
-        exp_dir.mkdir(parents=True, exist_ok=True)
+    if not state:
+        layout.root.mkdir(parents=True, exist_ok=True)
         state = {
             "name": space.name,
             "space_file": space.source,
             "tracking_uri": uri,
             "parent_run_id": parent_run_id,
-            "optuna_storage": optuna_storage_url(exp_dir),
+            "optuna_storage": layout.optuna_url,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        state_file.write_text(json.dumps(state, indent=2) + "\n")
-
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            train_trial,
-            base=space.base,
-            data_dir=str(data_dir),
-            experiment_dir=str(exp_dir),
-            threads=max(1, math.floor(space.resources.cpu)),
-            gpu_share=space.resources.gpu,
-        ),
-        {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
-    )
-    outcome = SweepOutcome(
-        name=space.name,
-        experiment_dir=exp_dir,
-        tracking_uri=uri,
-        parent_run_id=parent_run_id,
-        optuna_storage=state["optuna_storage"],
-        metric=space.metric,
-        mode=space.mode,
-    )
-    status = "FAILED"
-    try:
-        if resume:
-            tuner = tune.Tuner.restore(
-                str(exp_dir), trainable, resume_unfinished=True, resume_errored=False
-            )
-        else:
-            callbacks: list[Any] = [
-                MlflowRelay(
-                    tracking_uri=uri,
-                    parent_run_id=parent_run_id,
-                    space=space,
-                    data_dir=str(data_dir),
-                    git_sha=sha,
-                )
-            ]
-            callbacks.append(DropResumeState())
-            if live_table:
-                callbacks.append(LiveTrialTable(space))
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(
-                    metric=space.metric,
-                    mode=space.mode,
-                    search_alg=PruningAwareOptunaSearch(space, storage=state["optuna_storage"]),
-                    scheduler=_scheduler(space),
-                    num_samples=space.total_trials,
-                    max_concurrent_trials=space.max_concurrent or _concurrency(space),
-                    trial_dirname_creator=trial_dirname,
-                    # A finished trial's worker (torch and the trainer imported) runs the next one.
-                    reuse_actors=True,
-                ),
-                run_config=tune.RunConfig(
-                    name=space.name,
-                    storage_path=str(exp_dir.parent),
-                    failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    callbacks=callbacks,
-                    verbose=0,
-                ),
-            )
-        tuner.fit()
-        outcome.trials = trial_outcomes(space, exp_dir)
-        # Ray returns normally after Ctrl-C too, with trials left unfinished.
-        ended = {"completed", "pruned", "failed"}
-        finished = len(outcome.trials) >= space.total_trials
-        status = (
-            "FINISHED" if finished and all(t.state in ended for t in outcome.trials) else "KILLED"
-        )
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        if status != "FINISHED":
-            # Trials still RUNNING in MLflow would read as in progress forever (report, UI).
-            tracker.end_running_trials("KILLED", {"trial_state": "killed"})
-        outcome.wall_s = time.monotonic() - started
-        best = outcome.best
-        tags = {"trials": str(len(outcome.trials)), "wall_s": f"{outcome.wall_s:.1f}"}
-        metrics: dict[str, float] = {}
-        if best is not None:
-            tags.update(best_trial_id=best.trial_id, best_run_name=best.run_name)
-            tags[BEST_CHECKPOINT] = best.best_checkpoint or ""
-            metrics[f"{BEST_PREFIX}{space.metric}"] = float(best.best_value)  # type: ignore[arg-type]
-        tracker.finish_run(parent_run_id, status, metrics=metrics, tags=tags)  # type: ignore[arg-type]
-    return outcome
-
-
-def trial_dirname(trial: Any) -> str:
-    """Ray's directory of a trial: `<results>/<sweep>/<trial_id>/` (the trainer's is `train/`)."""
-    return str(trial.trial_id)
+        layout.state_file.write_text(json.dumps(state, indent=2) + "\n")
+    return SweepRun(space, layout, data_dir, tracker, parent_run_id, sha, state["optuna_storage"])
 
 
 def _sweep_params(space: SearchSpace) -> dict[str, Any]:
     """The parent run's params: how the sweep searches, and the base config's dotted keys."""
     params: dict[str, Any] = {
-        "sweep.metric": space.metric,
-        "sweep.mode": space.mode,
+        SWEEP_METRIC_PARAM: space.metric,
+        SWEEP_MODE_PARAM: space.mode,
         "sweep.num_samples": space.num_samples,
-        "sweep.repeats": space.repeats,
+        SWEEP_REPEATS_PARAM: space.repeats,
         "sweep.sampler": space.sampler,
         "sweep.seed": space.seed,
         "sweep.scheduler": space.scheduler.name,
@@ -267,125 +242,115 @@ def _sweep_params(space: SearchSpace) -> dict[str, Any]:
         "sweep.reduction_factor": space.scheduler.reduction_factor,
         "sweep.max_epochs": space.scheduler.max_epochs,
         "sweep.resources.cpu": space.resources.cpu,
-        "sweep.resources.gpu": space.resources.gpu,
-        "sweep.searched": " ".join(p.key for p in space.searched),
+        SWEEP_GPU_PARAM: space.resources.gpu,
+        SWEEP_SEARCHED_PARAM: " ".join(p.key for p in space.searched),
     }
-    params.update({f"base.{k}": v for k, v in flatten_config(space.base).items()})
+    params.update({f"{BASE_PARAM_PREFIX}{k}": v for k, v in flatten_config(space.base).items()})
+    if space.study is not None:
+        params[STUDY_ARMS_PARAM] = json.dumps([arm.name for arm in space.study.arms])
+        params[STUDY_BASELINE_PARAM] = space.study.baseline
+        params[STUDY_SEEDS_PARAM] = json.dumps(list(space.study.seeds))
     return params
 
 
-def init_ray(address: str | None, num_cpus: int | None) -> None:
-    """Start a local Ray (or join `address`) once per process, quietly."""
-    import ray
+def fit_and_finish(
+    run: SweepRun, *, resume: bool, live_table: bool, started: float
+) -> SweepOutcome:
+    """Build (or restore) the Tuner and run it, then end the parent run FINISHED when every trial
+    ended, KILLED when the sweep stopped early (Ctrl-C), FAILED when it raised."""
+    outcome = SweepOutcome(
+        name=run.space.name,
+        experiment_dir=run.layout.root,
+        tracking_uri=run.tracker.uri,
+        parent_run_id=run.parent_run_id,
+        optuna_storage=run.optuna_storage,
+        metric=run.space.metric,
+        mode=run.space.mode,
+    )
+    status: Status = "FAILED"
+    try:
+        if resume:
+            tuner = ray_tune.restore_tuner(run.space, run.layout, data_dir=run.data_dir)
+        else:
+            tuner = build_tuner(run, live_table=live_table)
+        tuner.fit()
+        outcome.trials = trial_outcomes(run.space, run.layout)
+        # Ray returns normally after Ctrl-C too, with trials left unfinished.
+        ended = all(t.state in ENDED_STATES for t in outcome.trials)
+        finished = ended and len(outcome.trials) >= run.space.total_trials
+        status = "FINISHED" if finished else "KILLED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        outcome.wall_s = time.monotonic() - started
+        finish_tracking(run, outcome, status)
+    return outcome
 
-    # Save Tune's experiment state every few seconds (default: adaptive, >= 10 s), so a driver
-    # killed with -9 loses little; the state is small.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Ray's newer console output prints a header even at verbose=0; the live table is ours.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if ray.is_initialized():
-        return
-    repo = str(Path(__file__).resolve().parents[1])
-    pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
-    ray.init(
-        address=address,
-        num_cpus=None if address else num_cpus,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        # Trials' own output stays in Ray's session logs; failures reach the table and MLflow
-        # through their error files.
-        log_to_driver=False,
-        # Workers import `model` and `orchestrator` from this checkout even when not installed.
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+
+def build_tuner(run: SweepRun, *, live_table: bool) -> Any:
+    """A new Tuner whose trials the sweep's Optuna study proposes and its listeners record."""
+    relay = MlflowRelay(
+        tracking_uri=run.tracker.uri,
+        parent_run_id=run.parent_run_id,
+        space=run.space,
+        data_dir=str(run.data_dir),
+        git_sha=run.git_sha,
+    )
+    listeners: list[TrialListener] = [relay, DropResumeState(run.layout)]
+    if live_table:
+        listeners.append(LiveTrialTable(run.space))
+    return ray_tune.build_tuner(
+        run.space,
+        run.layout,
+        data_dir=run.data_dir,
+        study=SweepStudy(run.space, run.optuna_storage),
+        listeners=listeners,
     )
 
 
-def fit_trials_to_cluster(
-    space: SearchSpace, *, local: bool, echo: Callable[[str], None]
-) -> SearchSpace:
-    """`space` with per-trial resources the connected Ray can place (see placement.py): on a
-    laptop without a GPU, a GPU space's trials move to the CPU. Echoes the plan's notice."""
-    from orchestrator.cluster import alive_nodes
-    from orchestrator.placement import plan_trial_resources
+def finish_tracking(run: SweepRun, outcome: SweepOutcome, status: Status) -> None:
+    """End the parent run with the sweep's status, its best trial and wall time."""
+    if status != "FINISHED":
+        # Trials still RUNNING in MLflow would read as in progress forever (report, UI).
+        run.tracker.end_running_trials("KILLED", {STATE_TAG: "killed"})
+    tags = {"trials": str(len(outcome.trials)), "wall_s": f"{outcome.wall_s:.1f}"}
+    metrics: dict[str, float] = {}
+    best = outcome.best
+    if best is not None and best.best_value is not None:
+        tags.update(best_trial_id=best.trial_id, best_run_name=best.run_name)
+        tags[BEST_CHECKPOINT] = best.best_checkpoint or ""
+        metrics[best_key(run.space.metric)] = best.best_value
+    run.tracker.finish_run(run.parent_run_id, status, metrics=metrics, tags=tags)
 
-    nodes = [node.get("Resources", {}) for node in alive_nodes()]
-    placement = plan_trial_resources(space.source, space.resources, nodes, local=local)
-    if placement.notice:
-        echo(placement.notice)
-    if placement.on_cpu:
-        # `device: auto` finds no GPU here anyway; a base config saying `cuda` would fail.
-        space = space.replace(base=dataclasses.replace(space.base, device="cpu"))
-    return space.replace(resources=placement.resources)
+
+def trial_outcomes(space: SearchSpace, layout: SweepLayout) -> list[TrialOutcome]:
+    """How every trial of the sweep stored in `layout` stands, from Ray's experiment state."""
+    return [trial_outcome(space, trial) for trial in ray_tune.trial_snapshots(layout)]
+
+
+def trial_outcome(space: SearchSpace, trial: TrialSnapshot) -> TrialOutcome:
+    """One trial's outcome from its last result (the best epoch's value and checkpoint)."""
+    result = trial.last_result
+    state = trial_state(trial)
+    error = None
+    if NONFINITE_LOSS in result:
+        error = str(result[NONFINITE_LOSS])
+    elif state == "failed":
+        error = error_reason(trial)
+    best = result.get(best_key(space.metric))
+    return TrialOutcome(
+        trial_id=trial.trial_id,
+        state=state,
+        params=dict(trial.params),
+        run_name=run_name(space, trial.params, trial.labels),
+        epochs=int(result.get(EPOCH_KEY, 0)) if EPOCHS_LEFT in result else 0,
+        best_value=float(best) if isinstance(best, (int, float)) else None,
+        best_checkpoint=result.get(BEST_CHECKPOINT),
+        error=error,
+        labels=dict(trial.labels),
+    )
 
 
 def _stderr_line(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def _concurrency(space: SearchSpace) -> int:
-    """Trials the cluster can run at once, so the searcher proposes only that many ahead."""
-    import ray
-
-    resources = ray.cluster_resources()
-    slots = [resources.get("CPU", 1.0) / space.resources.cpu]
-    if space.resources.gpu > 0:
-        slots.append(resources.get("GPU", 0.0) / space.resources.gpu)
-    return max(1, int(min(slots)))
-
-
-def _scheduler(space: SearchSpace) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    if space.scheduler.name == "none":
-        return FIFOScheduler()
-    return ASHAScheduler(
-        time_attr="epoch",
-        max_t=space.scheduler.max_epochs,
-        grace_period=space.scheduler.grace_period,
-        reduction_factor=space.scheduler.reduction_factor,
-    )
-
-
-def trial_outcomes(space: SearchSpace, exp_dir: Path) -> list[TrialOutcome]:
-    """How every trial of the sweep stored in `exp_dir` stands, from Ray's experiment state."""
-    from ray.tune import ExperimentAnalysis
-
-    from orchestrator.sweep_callbacks import error_reason, trial_state
-    from orchestrator.trainable import trial_params
-
-    outcomes = []
-    for trial in ExperimentAnalysis(str(exp_dir)).trials:
-        metrics = trial.last_result or {}
-        params = trial_params(trial.config or {})
-        state = trial_state(trial)
-        error = None
-        if NONFINITE_LOSS in metrics:
-            error = str(metrics[NONFINITE_LOSS])
-        elif state == "failed":
-            error = error_reason(trial)
-        best = metrics.get(f"{BEST_PREFIX}{space.metric}")
-        outcomes.append(
-            TrialOutcome(
-                trial_id=trial.trial_id,
-                state=state,
-                params=params,
-                run_name=run_name(space, params),
-                epochs=int(metrics.get("epoch", 0)) if EPOCHS_LEFT in metrics else 0,
-                best_value=float(best) if isinstance(best, (int, float)) else None,
-                best_checkpoint=metrics.get(BEST_CHECKPOINT),
-                error=error,
-            )
-        )
-    return outcomes
-
-
-def describe_dry_run(space: SearchSpace, count: int) -> list[tuple[str, dict[str, Any]]]:
-    """`count` sampled parameter sets, each validated against TrainConfig, with their run names."""
-    from orchestrator.search import sample_configs
-
-    out = []
-    for params in sample_configs(space, count):
-        apply_params(space.base, params)  # raises ConfigError naming the key
-        out.append((run_name(space, params), params))
-    return out

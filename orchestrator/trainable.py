@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -18,31 +17,22 @@ from typing import Any
 import torch
 from ray import tune
 
+from model.checkpoint import METRICS_FILE
 from model.config import TrainConfig
 from model.device import limit_cuda_memory
+from model.evaluate import SELECTION_METRICS
 from model.train import EpochResult, NonFiniteLossError, fit
 from orchestrator.config import apply_params
 from orchestrator.contract import (
     BEST_CHECKPOINT,
-    BEST_PREFIX,
+    EPOCH_KEY,
     EPOCHS_LEFT,
     METRICS,
     NONFINITE_LOSS,
+    SweepLayout,
+    best_key,
+    trial_params,
 )
-
-
-def trial_params(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The sampled dotted config keys of a Ray trial config (Ray's own keys start with `_`)."""
-    return {k: v for k, v in config.items() if not k.startswith("_")}
-
-
-def trial_out_dir(experiment_dir: Path | str, trial_id: str) -> Path:
-    """Where a trial's trainer output lives: `<results>/<sweep>/<trial_id>/train/`.
-
-    Derived from the trial id rather than Ray's working directory, which is per Ray session and so
-    would change when a sweep is resumed.
-    """
-    return Path(experiment_dir) / trial_id / "train"
 
 
 def train_trial(
@@ -60,7 +50,7 @@ def train_trial(
         # memory, so one trial's peak cannot push its neighbours out of memory.
         limit_cuda_memory(gpu_share)
     cfg = apply_params(base, trial_params(config))
-    out_dir = trial_out_dir(experiment_dir, tune.get_context().get_trial_id())
+    trial = SweepLayout(Path(experiment_dir)).trial(tune.get_context().get_trial_id())
     # Ray gives each trial `threads` CPUs; more torch threads than that would fight other trials.
     torch.set_num_threads(max(1, threads))
     done_epochs = 0
@@ -77,12 +67,12 @@ def train_trial(
     checkpoint = tune.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_dir:
         if resume_dir is not None:
-            done_epochs = int(_best_metrics(Path(resume_dir)).get(f"{BEST_PREFIX}epoch", 0))
+            done_epochs = int(_best_metrics(Path(resume_dir)).get(best_key(EPOCH_KEY), 0))
         try:
             fit(
                 cfg,
                 data_dir=Path(data_dir),
-                out_dir=out_dir,
+                out_dir=trial.train.out_dir,
                 on_epoch=report,
                 resume_from=Path(resume_dir) if resume_dir else None,
                 progress=False,
@@ -93,18 +83,23 @@ def train_trial(
         except NonFiniteLossError as err:
             # A last result that says why, instead of an exception: Ray would retry the trial
             # (FailureConfig) only to diverge again. The driver marks it FAILED everywhere.
-            failed = {name: math.nan for name in METRICS}
-            failed.update({"epoch": float(done_epochs + 1), EPOCHS_LEFT: 0})
-            failed[NONFINITE_LOSS] = f"NonFiniteLossError: {err}"
-            tune.report(failed)
+            tune.report(_diverged_result(err, epoch=done_epochs + 1, selection=cfg.data.selection))
+
+
+def _diverged_result(err: NonFiniteLossError, *, epoch: int, selection: float) -> dict[str, Any]:
+    """The last result of a trial whose loss became NaN/inf during `epoch`: NaN for every metric
+    it reports (selection/* only when the trial holds a selection split out)."""
+    names = [m for m in METRICS if selection > 0 or m not in SELECTION_METRICS]
+    failed: dict[str, Any] = dict.fromkeys(names, math.nan)
+    failed.update({EPOCH_KEY: float(epoch), EPOCHS_LEFT: 0})
+    failed[NONFINITE_LOSS] = f"NonFiniteLossError: {err}"
+    return failed
 
 
 def _best_metrics(best_dir: Path) -> dict[str, float]:
     """The best epoch's metrics, read back from its checkpoint (survives resumes)."""
-    path = best_dir / "metrics.json"
+    path = best_dir / METRICS_FILE
     if not path.is_file():
         return {}
     metrics = json.loads(path.read_text())
-    return {
-        f"{BEST_PREFIX}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))
-    }
+    return {best_key(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}

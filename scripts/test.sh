@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run the test suite: fast unit tests plus the integration and cluster tests (real Ray, Optuna, MLflow
-# on tiny models). GPU tests are skipped without CUDA. Extra arguments go to pytest.
+# What CI runs: ruff and mypy (both configured in pyproject.toml), then the test suite: fast unit
+# tests plus the integration and cluster tests (real Ray, Optuna, MLflow on tiny models). GPU tests
+# are skipped without CUDA. Extra arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export ORCHESTRATOR_DATA_DIR=${ORCHESTRATOR_DATA_DIR:-$(cd .. && pwd)/shared/data/cs224n}
@@ -11,6 +12,10 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
     || echo "chromium could not be installed; the MLflow UI browser test will skip" >&2
 fi
+# A lint or type error fails the run, but pytest still runs so that every problem shows at once.
+failed_checks=""
+.venv/bin/ruff check . || failed_checks+=" ruff"
+.venv/bin/mypy || failed_checks+=" mypy"
 .venv/bin/python -m pytest -m "not slow" "$@"
 status=$?
 # pytest exits 5 when the selection collected no test (e.g. `make test -- -k nomatch`): say so plainly
@@ -18,5 +23,9 @@ status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest: no tests were collected for this selection" >&2
   status=0
+fi
+if [ -n "$failed_checks" ]; then
+  echo "failed:$failed_checks (output above)" >&2
+  [ "$status" -ne 0 ] || status=1
 fi
 exit "$status"

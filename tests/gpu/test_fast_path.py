@@ -13,12 +13,13 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from model.batching import Batch
 from model.bert import BertConfig, BertModel, compile_encoder
 from model.config import TrainConfig, build_config
-from model.data import Batch
 from model.heads import MultitaskBert
 from model.packing import PackedTokens
-from model.train import StepContext, build_optimizer, linear_warmup_decay, training_step
+from model.step import StepContext, training_step
+from model.train import build_optimizer, linear_warmup_decay
 
 pytestmark = [
     pytest.mark.gpu,

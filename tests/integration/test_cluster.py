@@ -173,11 +173,17 @@ def test_storage_probe_asks_every_node(cluster: Cluster, data_dir: Path) -> None
 import json, sys
 import ray
 from orchestrator.cluster import ClusterError, check_cluster_paths
+from orchestrator.ray_tune import alive_nodes, run_on_nodes
 ray.init(address=sys.argv[1], logging_level="ERROR")
-report = check_cluster_paths(sys.argv[2], data_dir=sys.argv[3], data_files=["ids-sst-dev.csv"])
+nodes = alive_nodes()
+report = check_cluster_paths(
+    sys.argv[2], nodes, run_on_nodes, data_dir=sys.argv[3], data_files=["ids-sst-dev.csv"]
+)
 seen = sorted((a.ip, a.sees_storage, list(a.missing_data)) for a in report.answers)
 try:
-    check_cluster_paths(sys.argv[2], data_dir=sys.argv[3], data_files=["no-such-file.csv"])
+    check_cluster_paths(
+        sys.argv[2], nodes, run_on_nodes, data_dir=sys.argv[3], data_files=["no-such-file.csv"]
+    )
     error = None
 except ClusterError as err:
     error = str(err)

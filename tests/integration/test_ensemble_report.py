@@ -9,6 +9,7 @@ para-test is skipped with a note.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -213,13 +214,12 @@ def _post(url: str, payload: dict[str, Any]) -> Any:
         return json.loads(response.read())
 
 
-@pytest.fixture(scope="module")
-def ui_server(sweep_dir: dict[str, Path], reported: list[str]) -> Iterator[dict[str, str]]:
-    """`orchestrator ui` (the real `mlflow server`) on a free loopback port."""
+@contextlib.contextmanager
+def _serve_ui(results: Path, sweep: str, log: Path) -> Iterator[dict[str, str]]:
+    """`orchestrator ui` (the real `mlflow server`) on a free loopback port, for the block."""
     port = _free_port()
-    log = sweep_dir["root"] / "ui.log"
-    command = [sys.executable, "-m", "orchestrator.cli", "ui", "--results-dir",
-               str(sweep_dir["results"]), "--sweep", SWEEP, "--port", str(port)]  # fmt: skip
+    command = [sys.executable, "-m", "orchestrator.cli", "ui", "--results-dir", str(results),
+               "--sweep", sweep, "--port", str(port)]  # fmt: skip
     with log.open("w") as handle:
         server = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=handle,
                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
@@ -243,6 +243,12 @@ def ui_server(sweep_dir: dict[str, Path], reported: list[str]) -> Iterator[dict[
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def ui_server(sweep_dir: dict[str, Path], reported: list[str]) -> Iterator[dict[str, str]]:
+    with _serve_ui(sweep_dir["results"], SWEEP, sweep_dir["root"] / "ui.log") as server:
+        yield server
 
 
 def test_mlflow_ui_serves_the_trials_over_its_rest_api(
@@ -305,27 +311,33 @@ def test_mlflow_ui_serves_the_trials_over_its_rest_api(
         assert r.read().decode().startswith(f"# Ablation: sweep `{SWEEP}`")
 
 
-def test_runs_page_renders_the_trial_rows_in_chromium(
-    ui_server: dict[str, str], sweep_dir: dict[str, Path], tmp_path: Path
-) -> None:
+def _render(url: str, expected: list[str], screenshot: Path, profile: Path) -> str:
+    """The DOM of `url` in headless Chromium (retried until it shows every `expected` text), and
+    a screenshot of the page; skips the test where Debian's chromium is not installed."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    trial_names = pd.read_parquet(sweep_dir["results"] / SWEEP / "trials.parquet")["run_name"]
     base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=2400,1000",
+            f"--user-data-dir={profile}", "--window-size=2400,1000",
             "--virtual-time-budget=20000"]  # fmt: skip
     dom = ""
     for _ in range(3):  # a loaded machine may need longer than one budget to render the table
-        done = subprocess.run([*base, "--dump-dom", ui_server["url"]], capture_output=True,
-                              text=True, timeout=120)  # fmt: skip
+        done = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
         dom = done.stdout
-        if all(name in dom for name in trial_names):
+        if all(text in dom for text in expected):
             break
-    screenshot = tmp_path / "mlflow_runs.png"
-    subprocess.run([*base, f"--screenshot={screenshot}", ui_server["url"]], capture_output=True,
-                   timeout=120)  # fmt: skip
+    subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, timeout=120)
     print(f"screenshot of the runs page: {screenshot}")
+    return dom
+
+
+def test_runs_page_renders_the_trial_rows_in_chromium(
+    ui_server: dict[str, str], sweep_dir: dict[str, Path], tmp_path: Path
+) -> None:
+    trial_names = pd.read_parquet(sweep_dir["results"] / SWEEP / "trials.parquet")["run_name"]
+    screenshot = tmp_path / "mlflow_runs.png"
+    dom = _render(ui_server["url"], list(trial_names), screenshot, tmp_path / "profile")
     missing = [name for name in trial_names if name not in dom]
     assert not missing, f"trial rows not rendered: {missing} (screenshot: {screenshot})"
     text = re.sub(r"<[^>]+>", "", dom)
@@ -333,3 +345,52 @@ def test_runs_page_renders_the_trial_rows_in_chromium(
     # The stored view shows the sweep as an ablation table: metric and param columns.
     assert "best/dev/overall" in text and "optim.lr" in text
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------------------------------
+# An ablation study's runs page: one aggregated row per arm
+
+STUDY = "abl"
+STUDY_ARMS = ("baseline", "smart", "cross")
+STUDY_SEEDS = (0, 1, 2)
+STUDY_SCREENSHOT = Path("/tmp/study_ui.png")  # kept for a person to look at
+
+
+@pytest.fixture(scope="module")
+def study_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A reported 3-arm × 3-seed study, logged as the study driver does (one confirm run of
+    `cross` failed), and a tuning run that the grouped view must leave out."""
+    from tests.orchestrator.sweep_store import FakeStudyRun, fake_study
+
+    results = tmp_path_factory.mktemp("study_ui") / "results"
+    runs = [FakeStudyRun("baseline", 0, (0.3, 0.6, 0.1), phase="tune")]
+    for i, arm in enumerate(STUDY_ARMS):
+        for seed in STUDY_SEEDS:
+            state = "failed" if (arm, seed) == ("cross", 2) else "completed"
+            scores = (0.40 + 0.02 * i + 0.01 * seed, 0.70 + 0.01 * i, 0.30 + 0.02 * seed)
+            runs.append(FakeStudyRun(arm, seed, scores, state=state, history=[0.5, 0.55 + i / 50]))
+    fake_study(f"sqlite:///{results}/mlflow.db", STUDY, runs, arms=STUDY_ARMS, seeds=STUDY_SEEDS)
+    _invoke("report", STUDY, "--results-dir", str(results))
+    return results
+
+
+def test_a_studys_runs_page_shows_one_averaged_row_per_arm_in_chromium(
+    study_results: Path, tmp_path: Path
+) -> None:
+    groups = [f"Group: {arm}" for arm in STUDY_ARMS]
+    screenshot = tmp_path / "study_ui.png"
+    with _serve_ui(study_results, STUDY, tmp_path / "ui.log") as server:
+        assert server["url"].endswith("?viewStateShareKey=ablation")
+        dom = _render(server["url"], groups, screenshot, tmp_path / "profile")
+    if screenshot.is_file():
+        shutil.copy(screenshot, STUDY_SCREENSHOT)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+    # One collapsed row per arm, with its count of completed confirm runs; no run row shows.
+    for arm, runs in (("baseline", 3), ("smart", 3), ("cross", 2)):
+        assert f"Group: {arm} {runs}" in text, f"no row for {arm} (screenshot: {screenshot})"
+    assert "seed=" not in text  # the fake runs' names: `smart seed=1`
+    assert "8 matching runs" in text and "Group by: arm" in text
+    # The arms' rows come best first: the view orders by the mean best/dev/overall.
+    order = [text.index(group) for group in ("Group: cross", "Group: smart", "Group: baseline")]
+    assert order == sorted(order)
+    assert screenshot.stat().st_size > 10_000

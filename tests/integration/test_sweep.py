@@ -29,7 +29,7 @@ TINY = str(REPO / "configs" / "tiny.yaml")
 def ray_2cpu():
     import ray
 
-    from orchestrator.sweep import init_ray
+    from orchestrator.ray_tune import init_ray
 
     init_ray(None, num_cpus=2)
     yield

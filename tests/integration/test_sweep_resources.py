@@ -22,7 +22,7 @@ TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
 def ray_2cpu():
     import ray
 
-    from orchestrator.sweep import init_ray
+    from orchestrator.ray_tune import init_ray
 
     init_ray(None, num_cpus=2)
     yield

@@ -8,10 +8,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
-from model.checkpoint import CheckpointError, load_checkpoint_model, save_checkpoint
+from model.checkpoint import (
+    CheckpointError,
+    ResumeState,
+    TrainerState,
+    load_checkpoint_model,
+    load_resume_state,
+    save_checkpoint,
+)
 from model.train import build_model, seed_everything
-from tests.model.tiny_training import tiny_config
+from tests.model.tiny_training import synthetic_batches
+from tests.tiny_model import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +135,28 @@ def test_malformed_checkpoint_is_a_checkpoint_error_naming_the_file(
 def test_intact_checkpoint_loads(saved: Path) -> None:
     model, tokenizer, cfg = load_checkpoint_model(saved)
     assert model.encoder.config.hidden_size == 32 and tokenizer.max_length == cfg.model.max_length
+
+
+def test_resume_state_round_trips_and_a_checkpoint_without_it_cannot_resume(
+    saved: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_config()
+    model, model_dir = build_model(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(synthetic_batches("sst", n_batches=1)[0]).sum().backward()
+    optimizer.step()
+    progress = TrainerState(epoch=1, global_step=4, best_score=0.5, best_metrics={}, history=[])
+    resume = ResumeState(
+        progress=progress,
+        optimizer=optimizer.state_dict(),
+        scheduler={"last_epoch": 4},
+        torch_rng=torch.get_rng_state(),
+        stream_passes={"sst": 2},
+    )
+    last = save_checkpoint(tmp_path / "last", model, cfg, model_dir, {}, resume=resume)
+    loaded = load_resume_state(last)
+    assert loaded.progress == progress and loaded.stream_passes == {"sst": 2}
+    assert loaded.bregman_ema is None and torch.equal(loaded.torch_rng, resume.torch_rng)
+    assert loaded.optimizer["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]
+    with pytest.raises(CheckpointError, match=r"best: cannot resume from it"):
+        load_resume_state(saved)  # a best checkpoint holds weights only

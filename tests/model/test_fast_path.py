@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from model.batching import Batch, collate, prefetch
 from model.config import ModelConfig
-from model.data import Batch, EncodedTask, collate, prefetch
+from model.data import EncodedTask
 from model.device import limit_cuda_memory
 from model.heads import MultitaskBert
 from model.weights import load_encoder, resolve_model_dir
@@ -105,22 +106,22 @@ def test_limit_cuda_memory_checks_the_fraction() -> None:
 def test_progress_bar_mutes_torch_warnings_only_while_it_is_shown() -> None:
     import warnings
 
-    from model.train import _progress_bar
+    from model.progress import TrainingProgress
 
     before = list(warnings.filters)
-    with _progress_bar(True, total=3, done=0) as bar:
+    with TrainingProgress(True, total=3, done=0) as bar:
         bar.advance(1)
         assert ("ignore", None, UserWarning) == warnings.filters[0][:3]
     assert warnings.filters == before
-    with _progress_bar(False, total=3, done=0):
+    with TrainingProgress(False, total=3, done=0):
         assert warnings.filters == before
 
 
 def test_cpu_optimizer_is_fused_and_takes_the_same_step_as_torchs_loop() -> None:
-    from model.train import build_optimizer
-    from tests.model.tiny_training import make_context, tiny_config
+    from model.optim import build_optimizer
+    from tests.model.tiny_training import make_context, trainable_config
 
-    cfg = tiny_config()
+    cfg = trainable_config()
     model = make_context(cfg, total_steps=1).model
     fused = build_optimizer(model, cfg, torch.device("cpu"))
     assert fused.defaults["fused"]

@@ -83,12 +83,17 @@ def test_per_task_weights() -> None:
 
 @pytest.mark.parametrize("kind", ["l1", "l2", "linf"])
 def test_head_penalty_in_the_trainer_step_shrinks_the_head(kind: str) -> None:
-    from tests.model.tiny_training import make_context, synthetic_batches, tiny_config, train_plan
+    from tests.model.tiny_training import (
+        make_context,
+        synthetic_batches,
+        train_plan,
+        trainable_config,
+    )
 
     data = {"sst": synthetic_batches("sst")}
     norms = {}
     for coef in (0.0, 0.1):
-        cfg = tiny_config(loss={"head_penalty": kind, "head_penalty_coef": coef})
+        cfg = trainable_config(loss={"head_penalty": kind, "head_penalty_coef": coef})
         ctx = make_context(cfg, 10)
         train_plan(ctx, [("sst",)] * 10, data)
         norms[coef] = float(head_weight_penalty(ctx.model.sst_head, kind).detach())
@@ -97,13 +102,13 @@ def test_head_penalty_in_the_trainer_step_shrinks_the_head(kind: str) -> None:
 
 
 def test_sts_loss_switch_reaches_the_trainer_step() -> None:
-    from model.train import compute_task_losses
-    from tests.model.tiny_training import make_context, synthetic_batches, tiny_config
+    from model.step import compute_task_losses
+    from tests.model.tiny_training import make_context, synthetic_batches, trainable_config
 
     batch = synthetic_batches("sts")[0]
     values = {}
     for kind in ("mse", "pearson"):
-        ctx = make_context(tiny_config(loss={"sts_loss": kind}), 1)
+        ctx = make_context(trainable_config(loss={"sts_loss": kind}), 1)
         values[kind] = float(compute_task_losses(ctx, {"sts": batch})["sts"])
         scores = ctx.model(batch).detach()
         assert values[kind] == pytest.approx(float(sts_loss(scores, batch.labels, kind)))

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from model.batching import Batch, collate
 from model.bert import BertConfig, BertModel
 from model.config import ModelConfig
-from model.data import Batch, EncodedTask, collate
+from model.data import EncodedTask
 from model.heads import MultitaskBert
 from model.packing import PackedTokens
 from tests.model.test_bert import TINY, assert_same_outputs, padded_batch, tiny_pair
@@ -178,7 +179,12 @@ def test_hand_built_batch_without_a_packable_mask_uses_the_padded_encoder() -> N
 def test_training_steps_are_the_same_with_either_encoder(sections: dict) -> None:
     # Dropout is off in the tiny config, so the two layouts must compute the same training run:
     # the same losses step after step, SMART's adversarial term included.
-    from tests.model.tiny_training import make_context, synthetic_batches, tiny_config, train_plan
+    from tests.model.tiny_training import (
+        make_context,
+        synthetic_batches,
+        train_plan,
+        trainable_config,
+    )
 
     def padded(batch: Batch, row_lengths: list[int]) -> Batch:
         mask = (torch.arange(batch.input_ids.shape[1])[None, :]
@@ -192,7 +198,7 @@ def test_training_steps_are_the_same_with_either_encoder(sections: dict) -> None
     plan = [("sst", "para", "sts")] * 6
     runs = {}
     for unpadded in (True, False):
-        cfg = tiny_config(**sections)
+        cfg = trainable_config(**sections)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, unpadded=unpadded))
         runs[unpadded] = train_plan(make_context(cfg, total_steps=len(plan)), plan, data)
     assert runs[True][-1] < runs[True][0]  # it trained

@@ -194,13 +194,13 @@ def test_tiny_model_trains_with_pcgrad_in_the_trainer_step() -> None:
         eval_loss,
         make_context,
         synthetic_batches,
-        tiny_config,
         train_plan,
+        trainable_config,
     )
 
     data = {t: synthetic_batches(t) for t in ("sst", "para", "sts")}
     plan = [("sst", "para", "sts")] * 20
-    ctx = make_context(tiny_config(pcgrad={"enabled": True}, optim={"lr": 5e-3}), len(plan))
+    ctx = make_context(trainable_config(pcgrad={"enabled": True}, optim={"lr": 5e-3}), len(plan))
     before = eval_loss(ctx, data)
     train_plan(ctx, plan, data)
     after = eval_loss(ctx, data)
@@ -209,7 +209,7 @@ def test_tiny_model_trains_with_pcgrad_in_the_trainer_step() -> None:
     # The task gradients do conflict here, so PCGrad trains a different encoder.
     query = {}
     for enabled in (False, True):
-        ctx = make_context(tiny_config(pcgrad={"enabled": enabled}), 3)
+        ctx = make_context(trainable_config(pcgrad={"enabled": enabled}), 3)
         train_plan(ctx, plan[:3], data)
         query[enabled] = ctx.model.encoder.encoder.layer[0].attention.self.query.weight.detach()
     assert not torch.allclose(query[False], query[True])

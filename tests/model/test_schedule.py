@@ -140,8 +140,11 @@ def test_para_warmup_epochs_come_first_then_the_schedule_starts() -> None:
 
 
 def test_bad_orders_name_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"schedule\.order\[1\]"):
-        sample_task_order(ScheduleConfig(kind="sequential", order=("sst", "qqp")), SIZES, 1, 1)
+    with pytest.raises(ConfigError, match=r"schedule\.order' names unknown tasks \['qqp'\]"):
+        ScheduleConfig(kind="sequential", order=("sst", "qqp"))
+    untrained = {"sst": 2, "para": 3}  # a known task, but not one this run trains
+    with pytest.raises(ConfigError, match=r"schedule\.order\[1\]': 'sts' is not a trained task"):
+        sample_task_order(ScheduleConfig(kind="sequential", order=("sst", "sts")), untrained, 1, 1)
     with pytest.raises(ConfigError, match="para_warmup_epochs"):
         sample_task_order(ScheduleConfig(para_warmup_epochs=1), {"sst": 2}, 1, 1)
 
@@ -163,11 +166,11 @@ def test_tiny_model_trains_with_each_schedule(schedule: dict) -> None:
         eval_loss,
         make_context,
         synthetic_batches,
-        tiny_config,
         train_plan,
+        trainable_config,
     )
 
-    cfg = tiny_config(schedule=schedule, optim={"lr": 5e-3})
+    cfg = trainable_config(schedule=schedule, optim={"lr": 5e-3})
     counts = {"sst": 4, "para": 3, "sts": 2}
     data = {t: synthetic_batches(t, n_batches=n) for t, n in counts.items()}
     epochs = 4

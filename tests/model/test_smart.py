@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from model.batching import Batch
 from model.bert import BertConfig, BertModel
 from model.config import ModelConfig, SmartConfig
-from model.data import Batch
 from model.heads import MultitaskBert
 from model.smart import (
     BregmanProximalPoint,
@@ -101,12 +101,13 @@ def test_one_ascent_step_reaches_the_worst_case_of_a_linear_model(norm: str) -> 
     ("task", "encoding"),
     [("sst", "cross"), ("para", "cross"), ("sts", "sbert"), ("para", "cosine")],
 )
-def test_zero_noise_and_zero_ball_give_zero(task: str, encoding: str) -> None:
+def test_zero_noise_and_no_ascent_give_zero(task: str, encoding: str) -> None:
     model = tiny_model(encoding).eval()
     batch = tiny_batch(task, bi=encoding != "cross")
     embeddings = model.embed_inputs(batch)
     output = model.head_outputs(batch, embeddings)
-    cfg = replace(ON, noise_std=0.0, epsilon=0.0)
+    # No perturbation at all (epsilon=0 is not a valid SmartConfig: steps=0 keeps delta at 0).
+    cfg = replace(ON, noise_std=0.0, steps=0)
     penalty = smart_penalty(model, batch, embeddings, output, cfg)
     assert penalty is not None and float(penalty.detach()) == 0.0
 
@@ -258,22 +259,27 @@ def _run(cfg, steps: int, bregman: bool = False, total_steps: int | None = None)
 
 
 def test_weight_zero_and_mu_zero_are_exactly_the_plain_step() -> None:
-    from tests.model.tiny_training import tiny_config
+    from tests.model.tiny_training import trainable_config
 
-    plain, plain_rng = _run(tiny_config(), 3)
+    plain, plain_rng = _run(trainable_config(), 3)
     off = {"weight": 0.0, "bregman_mu": 0.0, "steps": 3, "noise_std": 0.5, "epsilon": 0.5}
-    quiet, quiet_rng = _run(tiny_config(smart=off), 3)
+    quiet, quiet_rng = _run(trainable_config(smart=off), 3)
     for (name, a), b in zip(plain.model.named_parameters(), quiet.model.parameters(), strict=True):
         assert torch.equal(a, b), name
     assert torch.equal(plain_rng, quiet_rng)  # not even a noise draw
-    on, _ = _run(tiny_config(smart={**off, "weight": 1.0}), 3)
+    on, _ = _run(trainable_config(smart={**off, "weight": 1.0}), 3)
     assert not torch.equal(plain.model.sst_head[-1].weight, on.model.sst_head[-1].weight)
 
 
 def test_tiny_model_trains_with_smart_and_bregman_on() -> None:
-    from tests.model.tiny_training import eval_loss, synthetic_batches, tiny_config, train_plan
+    from tests.model.tiny_training import (
+        eval_loss,
+        synthetic_batches,
+        train_plan,
+        trainable_config,
+    )
 
-    cfg = tiny_config(
+    cfg = trainable_config(
         smart={"weight": 1.0, "epsilon": 1e-3, "bregman_mu": 1.0, "bregman_beta": 0.9},
         optim={"lr": 5e-3},
     )
@@ -301,8 +307,8 @@ def test_fit_with_smart_bregman_and_pcgrad_resumes_the_ema(tiny_config_dict, dat
     cfg = build_config(TrainConfig, merge(tiny_config_dict, on))
     first = fit(cfg, data_dir=data_dir, out_dir=tmp_path / "a", prediction_splits=())
     last = tmp_path / "a" / "checkpoints" / "last"
-    resume, _ = load_resume_state(last)
-    ema = resume["bregman_ema"]
+    ema = load_resume_state(last).bregman_ema
+    assert ema is not None
     assert set(ema) == set(load_checkpoint_state(last))
     assert first.epochs_run == 1 and math.isfinite(first.history[0]["train/loss"])
 
@@ -312,7 +318,8 @@ def test_fit_with_smart_bregman_and_pcgrad_resumes_the_ema(tiny_config_dict, dat
     )
     assert second.epochs_run == 2 and len(second.history) == 2
     assert second.history[1]["train/loss"] < second.history[0]["train/loss"]
-    resumed_ema = load_resume_state(last)[0]["bregman_ema"]
+    resumed_ema = load_resume_state(last).bregman_ema
+    assert resumed_ema is not None
     name = "sst_head.1.weight"
     assert not torch.equal(resumed_ema[name], ema[name])  # the EMA kept moving after resume
 

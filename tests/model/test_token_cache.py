@@ -11,7 +11,8 @@ from model.config import TrainConfig, build_config
 from model.data import PairExample, SentenceExample, encode_task
 from model.task_data import load_task_data
 from model.token_cache import TokenCache, concat_encoded, encode_subsample, select_encoded
-from model.weights import TextTokenizer, load_tokenizer, resolve_model_dir
+from model.tokenizer import TextTokenizer, load_tokenizer
+from model.weights import resolve_model_dir
 
 SENTENCES = [
     SentenceExample(f"s{i}", f"sentence number {i} is {'very ' * i}good", i % 5) for i in range(12)

@@ -16,12 +16,11 @@ import transformers
 from safetensors.torch import save_file
 
 from model.bert import BertConfig, BertModel
+from model.tokenizer import check_tokenizer_fits, load_tokenizer
 from model.weights import (
     WeightsError,
-    check_tokenizer_fits,
     load_encoder,
     load_state_dict_file,
-    load_tokenizer,
     normalize_state_dict_keys,
     resolve_model_dir,
 )

@@ -11,32 +11,24 @@ from typing import Any
 
 import torch
 
-from model.config import TrainConfig, build_config, merge
-from model.data import Batch
-from model.train import (
-    StepContext,
-    build_model,
-    build_optimizer,
-    linear_warmup_decay,
-    training_step,
-)
-from tests.tiny_model import TINY_ARCHITECTURE
+from model.batching import Batch
+from model.config import TrainConfig, merge
+from model.optim import build_optimizer, linear_warmup_decay
+from model.step import StepContext, training_step
+from model.train import build_model
+from tests.tiny_model import tiny_config
 
-TINY: dict[str, Any] = {
-    "model": {
-        **TINY_ARCHITECTURE,
-        "hidden_dropout": 0.0,
-        "attention_dropout": 0.0,
-        "head_dropout": 0.0,
-    },
+# Where the tiny model learns the synthetic labels within a few dozen steps: no dropout, a large
+# constant learning rate.
+LEARNS_FAST: dict[str, Any] = {
+    "model": {"hidden_dropout": 0.0, "attention_dropout": 0.0, "head_dropout": 0.0},
     "optim": {"lr": 3e-3, "warmup_ratio": 0.0, "weight_decay": 0.0},
-    "device": "cpu",
-    "precision": "fp32",
 }
 
 
-def tiny_config(**sections: dict[str, Any]) -> TrainConfig:
-    return build_config(TrainConfig, merge(TINY, sections))
+def trainable_config(**sections: dict[str, Any]) -> TrainConfig:
+    """`tests.tiny_model.tiny_config` set up to learn fast, with `sections` merged over it."""
+    return tiny_config(**merge(LEARNS_FAST, sections))
 
 
 def synthetic_batches(task: str, n_batches: int = 4, size: int = 8, seed: int = 0) -> list[Batch]:

@@ -87,11 +87,13 @@ def test_dry_run_checks_the_data_and_results_dirs_the_real_run_needs(tmp_path: P
 def test_resources_no_machine_has_are_one_line_before_anything_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator import cluster, sweep
+    from orchestrator import ray_tune
+    from orchestrator.cluster import ClusterNode
 
     # Ray itself is faked: a 2-core machine without a GPU (tests/integration has the real one).
-    monkeypatch.setattr(sweep, "init_ray", lambda address, num_cpus: None)
-    monkeypatch.setattr(cluster, "alive_nodes", lambda: [{"Resources": {"CPU": 2.0}}])
+    monkeypatch.setattr(ray_tune, "init_ray", lambda address, num_cpus: None)
+    laptop = [ClusterNode(node_id="n1", ip="127.0.0.1", resources={"CPU": 2.0})]
+    monkeypatch.setattr(ray_tune, "alive_nodes", lambda: laptop)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "data").mkdir()
     results = tmp_path / "results"

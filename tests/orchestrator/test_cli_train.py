@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -201,25 +202,27 @@ def test_broken_model_dir_exits_2_naming_config_field(
     assert not out.exists()
 
 
-def test_diverging_loss_exits_2_naming_what_to_change(
-    tmp_path, data_dir, tiny_config_dict, monkeypatch
-):
-    import model.train
-
-    def diverge(*args, **kwargs):
-        raise model.train.NonFiniteLossError(
-            "training loss is nan at epoch 1, step 5; lower optim.lr, set optim.grad_clip or "
-            "use precision: fp32"
-        )
-
-    monkeypatch.setattr(model.train, "fit", diverge)
-    config = write_yaml(tmp_path / "tiny.yaml", tiny_config_dict)
-    result = run("train", str(config), "--data-dir", str(data_dir), "--out", str(tmp_path / "o"))
+def test_diverging_loss_exits_2_naming_what_to_change(tmp_path, data_dir, tiny_config_dict):
+    """A learning rate of 1e30 blows the tiny model's weights up within a few steps: the real
+    trainer's non-finite loss check must stop it with a one-line error, exit 2."""
+    diverging = {
+        **tiny_config_dict,
+        "optim": {**tiny_config_dict["optim"], "lr": 1e30},
+        "device": "cpu",
+        "precision": "fp32",
+        "log_every": 1,  # read the loss back at every step
+    }
+    config = write_yaml(tmp_path / "tiny.yaml", diverging)
+    out = tmp_path / "o"
+    result = run("train", str(config), "--data-dir", str(data_dir), "--out", str(out))
     assert result.exit_code == 2, result.output
-    assert result.output.strip().splitlines() == [
-        "Error: training loss is nan at epoch 1, step 5; lower optim.lr, set optim.grad_clip or "
-        "use precision: fp32"
-    ]
+    [line] = result.output.strip().splitlines()
+    assert re.fullmatch(
+        r"Error: training loss is (nan|inf|-inf) at epoch 1, step \d+; lower optim\.lr, "
+        r"set optim\.grad_clip or use precision: fp32",
+        line,
+    ), line
+    assert not (out / "metrics.json").exists()  # it stopped before the first evaluation
 
 
 def test_a_bad_override_is_blamed_on_set_not_on_the_file(tmp_path, data_dir, tiny_config_dict):
@@ -245,6 +248,25 @@ def test_config_yaml_reads_1e_minus_5_and_rejects_repeats_and_non_utf8(tmp_path)
     result = run("train", str(binary), "--out", str(tmp_path / "out"))
     assert result.exit_code == 2 and "binary.yaml: not UTF-8 text" in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "text", ["1e-5", "3.0e-5", ".5e-3", "2E3", "1e400", "[0.8, 0.9]", "true", "null", "fast", "7"]
+)
+def test_a_set_value_reads_as_the_same_value_in_a_config_file(tmp_path, text):
+    from orchestrator.config import parse_override, read_yaml
+
+    config = tmp_path / "one.yaml"
+    config.write_text(f"value: {text}\n")
+    assert parse_override(f"value={text}") == ("value", read_yaml(config)["value"])
+
+
+def test_a_set_mapping_with_a_repeated_key_is_rejected_like_a_file():
+    from model.config import ConfigError
+    from orchestrator.config import parse_override
+
+    with pytest.raises(ConfigError, match="value is not valid YAML"):
+        parse_override("data.max_examples={sst: 1, sst: 2}")
 
 
 def test_device_cuda_without_cuda_is_a_one_line_error(tmp_path, data_dir, tiny_config_dict):

@@ -1,9 +1,8 @@
-"""Cluster mode without a cluster: --address parsing, storage paths, the shared-storage verdict,
-and the MLflow server command (argv, environment, warnings)."""
+"""Cluster mode without a cluster: --address parsing, storage paths, the shared-storage verdict
+and the CLI refusing bad cluster options."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +12,19 @@ from click.testing import CliRunner
 from orchestrator import cluster
 from orchestrator.cli import main
 from orchestrator.cluster import (
+    PROBE_FILE_PREFIX,
     ClusterError,
+    ClusterNode,
     NodeAnswer,
+    NodeReplies,
+    RunOnNodes,
     check_cluster_paths,
     filesystem_type,
     is_uri,
     local_results_dir,
     parse_address,
     ray_storage_path,
-    redact_uri,
     storage_problems,
-    tracking_server,
 )
 
 
@@ -175,101 +176,82 @@ def test_probe_reads_the_token_back_and_lists_missing_data(tmp_path: Path) -> No
     assert probe(None, "abc", None, [])["sees_storage"] is None
 
 
-def test_check_cluster_paths_single_node_probes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cluster, "alive_nodes", lambda: [{"NodeID": "n1"}])
+NODES = (
+    ClusterNode("aaaa1111ffff", "10.0.0.1", {"CPU": 2.0}),
+    ClusterNode("bbbb2222ffff", "10.0.0.2", {"CPU": 2.0}),
+)
 
-    def no_probe(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a single node needs no probe")
 
-    monkeypatch.setattr(cluster, "probe_nodes", no_probe)
-    report = check_cluster_paths("results")
+def local_nodes(storage: Path | None = None, *, blind: str = "", silent: str = "") -> RunOnNodes:
+    """Runs each node's probe here, in turn. The node at IP `blind` sees `storage` as a node with
+    its own local disk there would (without the token the driver wrote); `silent` never answers."""
+
+    def run(function: Any, args: Any, nodes: Any, timeout_s: float) -> NodeReplies:
+        answered, unanswered = [], []
+        for node in nodes:
+            if node.ip == silent:
+                unanswered.append(node)
+                continue
+            tokens: list[Path] = []
+            if storage is not None and node.ip == blind:
+                tokens = list(storage.glob(f"{PROBE_FILE_PREFIX}*"))
+            for token in tokens:
+                token.rename(token.with_name(f"hidden{token.name}"))
+            answered.append((node, function(*args)))
+            for token in tokens:
+                token.with_name(f"hidden{token.name}").rename(token)
+        return NodeReplies(tuple(answered), tuple(unanswered))
+
+    return run
+
+
+def never_asked(*args: Any) -> NodeReplies:
+    raise AssertionError("a single node needs no probe")
+
+
+def test_check_cluster_paths_single_node_probes_nothing() -> None:
+    report = check_cluster_paths("results", NODES[:1], never_asked)
     assert report.answers == () and Path(report.storage_path).is_absolute()
 
 
-def test_check_cluster_paths_raises_the_first_problem(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(cluster, "alive_nodes", lambda: [{"NodeID": "n1"}, {"NodeID": "n2"}])
-    calls: list[tuple[str, dict[str, Any]]] = []
-
-    def fake_probe(storage: str, **kwargs: Any) -> cluster.ClusterReport:
-        calls.append((storage, kwargs))
-        return cluster.ClusterReport(
-            storage, (answer("10.0.0.1", True), answer("10.0.0.2", False))
-        )
-
-    monkeypatch.setattr(cluster, "probe_nodes", fake_probe)
-    with pytest.raises(ClusterError, match=r"1 of 2 Ray nodes \(10.0.0.2"):
-        check_cluster_paths(tmp_path / "results", data_dir=tmp_path, data_files=["a.csv"])
-    assert calls == [
-        (
-            str(tmp_path / "results"),
-            {"data_dir": tmp_path, "data_files": ["a.csv"], "timeout_s": 120.0},
-        )
+def test_check_cluster_paths_every_node_sees_the_storage_and_data(tmp_path: Path) -> None:
+    storage, data = tmp_path / "results", tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("x")
+    report = check_cluster_paths(
+        storage, NODES, local_nodes(storage), data_dir=data, data_files=["a.csv"]
+    )
+    assert [(a.ip, a.sees_storage, a.missing_data) for a in report.answers] == [
+        ("10.0.0.1", True, ()),
+        ("10.0.0.2", True, ()),
     ]
-    # Object-store storage is passed on unchanged (nodes do not look for a token there).
-    monkeypatch.setattr(
-        cluster, "probe_nodes", lambda s, **k: cluster.ClusterReport(s, (answer("a", None),) * 2)
-    )
-    assert check_cluster_paths("s3://bucket/sweeps/").storage_path == "s3://bucket/sweeps"
+    assert list(storage.iterdir()) == []  # the token is removed again
 
 
-def test_tracking_server_defaults_bind_loopback_and_serve_artifacts(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(
+    ("blind", "silent", "data_files", "message"),
+    [
+        ("10.0.0.2", "", [], r"results: this \S+ path is local .* 1 of 2 Ray nodes \(10.0.0.2"),
+        ("", "10.0.0.2", [], r"node\(s\) 10.0.0.2 \(bbbb2222\) did not answer"),
+        ("", "", ["b.csv"], r"data: missing on node\(s\) 10.0.0.1 .*, 10.0.0.2 .* \(b.csv\)"),
+    ],
+)
+def test_check_cluster_paths_raises_what_a_node_lacks(
+    tmp_path: Path, blind: str, silent: str, data_files: list[str], message: str
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    server = tracking_server()
-    argv = server.argv
-    assert argv[:4] == [sys.executable, "-m", "mlflow", "server"]
-    assert argv[argv.index("--host") + 1] == "127.0.0.1"
-    assert argv[argv.index("--port") + 1] == "5000"
-    assert "--serve-artifacts" in argv
-    assert argv[argv.index("--artifacts-destination") + 1] == str(tmp_path / "results/mlartifacts")
-    assert "--backend-store-uri" not in argv
-    assert server.env == {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/results/mlflow.db"}
-    assert (tmp_path / "results" / "mlartifacts").is_dir()
-    assert server.url == "http://127.0.0.1:5000" and server.warnings == []
+    storage, data = tmp_path / "results", tmp_path / "data"
+    data.mkdir()
+    nodes = local_nodes(storage, blind=blind, silent=silent)
+    with pytest.raises(ClusterError, match=message) as raised:
+        check_cluster_paths(storage, NODES, nodes, data_dir=data, data_files=data_files)
+    assert "\n" not in str(raised.value)
+    assert list(storage.iterdir()) == []
 
 
-def test_tracking_server_keeps_passwords_out_of_argv_and_warns_on_open_hosts() -> None:
-    uri = "postgresql://mlflow:s3cret@db:5432/mlflow"
-    server = tracking_server(
-        host="0.0.0.0",
-        backend_store_uri=uri,
-        artifacts_destination="s3://bucket/artifacts",
-        allowed_hosts="mlflow:5000",
-    )
-    assert not any("s3cret" in a for a in server.argv)
-    assert server.env["MLFLOW_BACKEND_STORE_URI"] == uri
-    assert server.argv[server.argv.index("--artifacts-destination") + 1] == "s3://bucket/artifacts"
-    assert server.argv[-2:] == ["--allowed-hosts", "mlflow:5000"]
-    assert len(server.warnings) == 2
-    assert "listens on 0.0.0.0" in server.warnings[0] and "PGPASSWORD" in server.warnings[1]
-    assert not any("s3cret" in w for w in server.warnings)
-    assert server.url == "http://127.0.0.1:5000"
-    assert redact_uri(uri) == "postgresql://mlflow:***@db:5432/mlflow"
-    assert redact_uri("postgresql://mlflow@db/mlflow") == "postgresql://mlflow@db/mlflow"
-    with pytest.raises(ClusterError, match="expected a database URI"):
-        tracking_server(backend_store_uri="results/mlflow.db")
-
-
-def test_cli_tracking_server_prints_the_url_and_execs_mlflow(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    started: list[cluster.TrackingServer] = []
-    monkeypatch.setattr(cluster, "exec_tracking_server", started.append)
-    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", "postgresql://u:pw@db/mlflow")
-    result = CliRunner().invoke(
-        main,
-        ["tracking-server", "--port", "5055", "--artifacts-destination", str(tmp_path / "a")],
-    )
-    assert result.exit_code == 0, result.output
-    assert "MLFLOW_TRACKING_URI=http://127.0.0.1:5055" in result.output
-    assert "pw" not in result.output.replace("PGPASSWORD", "")
-    assert started[0].env["MLFLOW_BACKEND_STORE_URI"] == "postgresql://u:pw@db/mlflow"
-
-    bad = CliRunner().invoke(main, ["tracking-server", "--port", "0"])
-    assert bad.exit_code == 2 and "--port 0: must be in 1-65535" in bad.output
+def test_check_cluster_paths_object_store_is_passed_on_and_not_probed_for_a_token() -> None:
+    report = check_cluster_paths("s3://bucket/sweeps/", NODES, local_nodes())
+    assert report.storage_path == "s3://bucket/sweeps"
+    assert [a.sees_storage for a in report.answers] == [None, None]
 
 
 @pytest.mark.parametrize(
@@ -288,51 +270,3 @@ def test_cli_sweep_refuses_bad_cluster_options_before_starting(
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "s3:").exists() and not Path("s3:").exists()
-
-
-@pytest.mark.parametrize(
-    ("uri", "message"),
-    [
-        (
-            "bogus://x",
-            "--backend-store-uri bogus://x: mlflow server cannot store runs in 'bogus://'",
-        ),
-        ("http://mlflow:5000", "cannot store runs in 'http://'; expected a database URI such as"),
-        ("postgresql+a+b://db/m", "cannot store runs in 'postgresql+a+b://'"),
-        ("mlflow.db", "--backend-store-uri mlflow.db: expected a database URI such as"),
-        ("sqlite://", "--backend-store-uri sqlite://: expected sqlite:///PATH naming the"),
-        ("sqlite:///", "--backend-store-uri sqlite:///: expected sqlite:///PATH naming the"),
-    ],
-)
-def test_cli_tracking_server_refuses_a_bad_store_and_creates_nothing(
-    uri: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cluster, "exec_tracking_server", lambda server: pytest.fail("started"))
-    args = ["tracking-server", "--backend-store-uri", uri, "--artifacts-destination", "art"]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_tracking_server_checks_every_argument_before_creating_directories(
-    tmp_path: Path,
-) -> None:
-    (tmp_path / "afile").write_text("")
-    store = f"sqlite:///{tmp_path}/new/dir/mlflow.db"
-    with pytest.raises(ClusterError, match=r"afile is a file, not a directory"):
-        tracking_server(backend_store_uri=store, artifacts_destination=str(tmp_path / "afile/a"))
-    with pytest.raises(ClusterError, match=r"afile is a file, not a directory"):
-        tracking_server(backend_store_uri=f"sqlite:///{tmp_path}/afile/x.db")
-    with pytest.raises(ClusterError, match=r"is a directory, not a file"):
-        tracking_server(backend_store_uri=f"sqlite:///{tmp_path}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
-    # Valid arguments: now the database's directory (a path the user named) is created.
-    server = tracking_server(backend_store_uri=store, artifacts_destination=str(tmp_path / "art"))
-    assert server.env["MLFLOW_BACKEND_STORE_URI"] == store
-    assert (tmp_path / "new" / "dir").is_dir() and (tmp_path / "art").is_dir()
-    for accepted in ("postgresql+psycopg2://u@db/m", "mysql://u@db/m", "file:///srv/mlruns"):
-        server = tracking_server(backend_store_uri=accepted, artifacts_destination="s3://b/a")
-        assert server.env["MLFLOW_BACKEND_STORE_URI"] == accepted

@@ -362,7 +362,7 @@ def test_ensemble_skips_a_malformed_checkpoint_with_a_note(
 
 
 def test_dev_subset_uses_the_trials_fixed_subset(sweep_store: Path) -> None:
-    from orchestrator.ensemble_run import SplitInputs
+    from orchestrator.ensemble_members import SplitInputs
 
     cfg = tiny_config(data={"dev_max_examples": {"sst": 5, "para": 4, "sts": 3}})
     data = sweep_store / "data"

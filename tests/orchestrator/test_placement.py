@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from orchestrator import cluster
-from orchestrator.placement import ResourcesError, TrialPlacement, plan_trial_resources
+from orchestrator.cluster import ClusterNode
+from orchestrator.placement import (
+    ResourcesError,
+    TrialPlacement,
+    fit_trials_to_cluster,
+    plan_trial_resources,
+)
 from orchestrator.space import Resources, load_space
-from orchestrator.sweep import fit_trials_to_cluster
 
 LAPTOP = [{"CPU": 2.0, "memory": 8e9}]  # Ray's resources of a 2-core machine without a GPU
 GPU_BOX = [{"CPU": 16.0, "GPU": 1.0}]
@@ -93,32 +96,24 @@ def test_a_cluster_may_grow_so_it_only_warns() -> None:
         plan_trial_resources(SPACE, Resources(1, 1.5), nodes, local=False)
 
 
-def _fake_nodes(monkeypatch: pytest.MonkeyPatch, resources: list[dict[str, float]]) -> None:
-    nodes: list[dict[str, Any]] = [
-        {"NodeID": f"n{i}", "Resources": r} for i, r in enumerate(resources)
-    ]
-    monkeypatch.setattr(cluster, "alive_nodes", lambda: nodes)
+def nodes_of(resources: list[dict[str, float]]) -> list[ClusterNode]:
+    return [ClusterNode(f"n{i}", f"10.0.0.{i}", r) for i, r in enumerate(resources)]
 
 
-def test_the_shipped_gpu_spaces_fall_back_to_cpu_on_a_laptop(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _fake_nodes(monkeypatch, LAPTOP)
+def test_the_shipped_gpu_spaces_fall_back_to_cpu_on_a_laptop() -> None:
     space = load_space(REPO / "search_spaces" / "smart.yaml")
     space = space.replace(base=dataclasses.replace(space.base, device="cuda"))
     lines: list[str] = []
-    fitted = fit_trials_to_cluster(space, local=True, echo=lines.append)
+    fitted = fit_trials_to_cluster(space, nodes_of(LAPTOP), local=True, echo=lines.append)
     assert fitted.resources == Resources(cpu=2.0, gpu=0.0)
     assert fitted.base.device == "cpu"  # a base config saying cuda is overridden too
     assert fitted.base.model == space.base.model and fitted.params == space.params
     assert len(lines) == 1 and "this machine has no GPU; running the trials on CPU" in lines[0]
 
 
-def test_fit_trials_to_cluster_warns_on_a_cluster_and_changes_nothing(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _fake_nodes(monkeypatch, [{"CPU": 2.0}, {"CPU": 2.0}])
+def test_fit_trials_to_cluster_warns_on_a_cluster_and_changes_nothing() -> None:
+    nodes = nodes_of([{"CPU": 2.0}, {"CPU": 2.0}])
     space = load_space(REPO / "search_spaces" / "smart.yaml")
     lines: list[str] = []
-    assert fit_trials_to_cluster(space, local=False, echo=lines.append) == space
+    assert fit_trials_to_cluster(space, nodes, local=False, echo=lines.append) == space
     assert len(lines) == 1 and lines[0].startswith("warning: no node of the Ray cluster has")

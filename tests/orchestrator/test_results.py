@@ -16,20 +16,13 @@ from matplotlib.image import imread
 from scipy import stats
 
 from orchestrator.cli import main
+from orchestrator.importance import importances
 from orchestrator.plots import write_plots
-from orchestrator.results import (
-    ablation_markdown,
-    axis_groups,
-    delta_ci,
-    importance_markdown,
-    mean_ci,
-    parse_param,
-    swept_axes,
-    trials_frame,
-    write_report,
-)
-from orchestrator.search import importances
-from orchestrator.tracking import StoredRun
+from orchestrator.results import swept_axes, write_report
+from orchestrator.stats import axis_groups, delta_ci, is_continuous, mean_ci
+from orchestrator.tables import ablation_markdown, importance_markdown
+from orchestrator.tracking.store import StoredRun
+from orchestrator.trials_table import parse_param, trials_frame
 from tests.orchestrator.sweep_store import FakeTrial, fake_sweep
 
 
@@ -117,35 +110,74 @@ def _frame(rows: list[tuple[str, float, str]]) -> pd.DataFrame:
     )
 
 
-def test_axis_groups_levels_and_quartile_bins() -> None:
+def test_axis_groups_keep_choice_levels_and_bin_continuous_axes() -> None:
     frame = _frame([("mse", 0.5, "completed"), ("cosine", 0.6, "completed")])
     groups = axis_groups(frame, "loss.sts_loss", "mse")
-    assert [(g["label"], g["rows"], g["is_base"]) for g in groups] == [
+    assert [(g.label, g.rows, g.is_base) for g in groups] == [
         ("mse", [0], True),
         ("cosine", [1], False),
     ]
-    lr = pd.DataFrame({"optim.lr": [1e-5 * (i + 1) for i in range(8)]})
-    bins = axis_groups(lr, "optim.lr", 3.5e-5)  # quartile edges 2.75e-5, 4.5e-5, 6.25e-5
-    assert [len(g["rows"]) for g in bins] == [2, 2, 2, 2]
-    assert [g["is_base"] for g in bins] == [False, True, False, False]
+    # A choice axis (few levels, each run by several trials) keeps one row per value.
+    dropout = pd.DataFrame({"model.head_dropout": [0.0, 0.1, 0.0, 0.1, 0.0, 0.1]})
+    assert [g.label for g in axis_groups(dropout, "model.head_dropout", 0.1)] == ["0", "0.1"]
+    assert not is_continuous(dropout["model.head_dropout"])
+    # A sampled float: every trial its own value. The quickstart's 6 trials were 6 rows of n = 1;
+    # now 2 bins of 3, labelled by the range of the values in them.
+    lr = pd.DataFrame({"optim.lr": [3e-5, 1.9e-4, 5e-5, 1.2e-4, 8e-5, 4e-5]})
+    bins = axis_groups(lr, "optim.lr", 2e-5)
+    assert [sorted(g.rows) for g in bins] == [[0, 2, 5], [1, 3, 4]]
+    assert [g.label for g in bins] == ["3e-05 – 5e-05", "8e-05 – 0.00019"]
+    assert [g.is_base for g in bins] == [False, False]  # 2e-5 is below every sampled value
+    # Twelve trials: four bins of three; the base value's bin is the base group.
+    many = pd.DataFrame({"optim.lr": [1e-5 * (i + 1) for i in range(12)]})
+    bins = axis_groups(many, "optim.lr", 5.5e-5)
+    assert [len(g.rows) for g in bins] == [3, 3, 3, 3]
+    assert [g.is_base for g in bins] == [False, True, False, False]
+    assert all(len(g.rows) >= 3 for g in axis_groups(many.iloc[:7], "optim.lr", None))
 
 
 def test_ablation_markdown_means_cis_and_deltas() -> None:
     rows = [("mse", v, "completed") for v in (0.50, 0.52, 0.51)]
     rows += [("cosine", v, "completed") for v in (0.60, 0.61, 0.62)]
-    rows += [("cosine", 0.10, "pruned")]  # not comparable: left out
     text = ablation_markdown(_frame(rows), ["loss.sts_loss"], {"loss.sts_loss": "mse"},
                              sweep="s", metrics=("dev/overall",))  # fmt: skip
-    assert "6 completed trials (1 pruned, failed or killed trials left out)" in text
+    assert "6 completed and 0 pruned trials." in text
     mean, half, _ = mean_ci([0.60, 0.61, 0.62])
     delta, dhalf = delta_ci([0.60, 0.61, 0.62], [0.50, 0.52, 0.51])
-    assert f"| mse (base) | 3 | {0.51:.4f} ± {mean_ci([0.5, 0.52, 0.51])[1]:.4f} | — |" in text
-    assert f"| cosine | 3 | {mean:.4f} ± {half:.4f} | +{delta:.4f} ± {dhalf:.4f}* |" in text
+    base_half = mean_ci([0.5, 0.52, 0.51])[1]
+    assert "| value | n | pruned | dev/overall | Δ dev/overall |" in text
+    assert f"| mse (base) | 3 | 0 | {0.51:.4f} ± {base_half:.4f} | — |" in text
+    assert f"| cosine | 3 | 0 | {mean:.4f} ± {half:.4f} | +{delta:.4f} ± {dhalf:.4f}* |" in text
 
     no_base = ablation_markdown(_frame(rows), ["loss.sts_loss"], {"loss.sts_loss": "pearson"},
                                 sweep="s", metrics=("dev/overall",))  # fmt: skip
-    assert "| value | n | dev/overall |\n" in no_base
-    assert "No completed trial ran the base value, so there is no Δ column." in no_base
+    assert "| value | n | pruned | dev/overall |\n" in no_base
+    assert "No trial ran the base value, so there is no Δ column." in no_base
+
+
+def test_pruned_trials_are_counted_named_and_compared_at_their_common_rung() -> None:
+    frame = pd.DataFrame(
+        {
+            "trial_id": ["a", "b", "c", "d", "e"],
+            "state": ["completed", "completed", "pruned", "pruned", "failed"],
+            "loss.sts_loss": ["mse", "cosine", "mse", "cosine", "mse"],
+            "epochs": [3, 3, 1, 2, 1],
+            "best/dev/overall": [0.50, 0.60, 0.30, 0.41, None],
+            "dev/overall@1": [0.40, 0.45, 0.30, 0.35, 0.1],
+            "dev/overall@2": [0.45, 0.55, None, 0.41, None],
+        }
+    )
+    text = ablation_markdown(frame, ["loss.sts_loss"], {"loss.sts_loss": "mse"}, sweep="s",
+                             metrics=("dev/overall",))  # fmt: skip
+    assert "2 completed and 2 pruned trials." in text
+    assert "Pruned (stopped early by the scheduler): `c` (epoch 1), `d` (epoch 2)." in text
+    assert "Left out (no comparable score): failed `e`." in text
+    # Every completed and pruned trial reached epoch 1: each row compares them all there.
+    assert "| value | n | pruned | dev/overall | dev/overall@1 (all) | Δ dev/overall |" in text
+    mse_rung, mse_half, _ = mean_ci([0.40, 0.30])
+    assert f"| mse (base) | 1 | 1 | 0.5000 | {mse_rung:.4f} ± {mse_half:.4f} | — |" in text
+    cosine_rung, cosine_half, _ = mean_ci([0.45, 0.35])
+    assert f"| cosine | 1 | 1 | 0.6000 | {cosine_rung:.4f} ± {cosine_half:.4f} | +0.1000 |" in text
 
 
 def test_importances_of_a_study_find_the_parameter_that_matters() -> None:
@@ -206,8 +238,14 @@ def test_report_command_on_a_small_store(tmp_path: Path, monkeypatch: pytest.Mon
     assert frame.set_index("trial_id")["pruned_at_epoch"]["c"] == 1
     assert frame.set_index("trial_id")["dev/overall@2"]["b"] == 0.55
     ablation = (out / "ablation.md").read_text()
-    assert "## `optim.lr` (base: 2e-05)" in ablation and "| 2e-05 (base) | 1 |" in ablation
-    assert "| 0.003 | 1 | 0.5500 | n/a | n/a | n/a | +0.0500 | " in ablation
+    # Three values of a continuous axis: two bins, the pruned trial counted and named, and all
+    # three compared at epoch 1, the last one every trial reached.
+    assert "## `optim.lr` (base: 2e-05)" in ablation
+    assert "| 2e-05 – 0.003 (base) | 2 | 0 | 0.5250 ± " in ablation
+    rung = mean_ci([0.45, 0.50])
+    assert f"| n/a | {rung[0]:.4f} ± {rung[1]:.4f} | — | — | — | — |" in ablation
+    assert "| 0.01 | 0 | 1 | n/a | n/a | n/a | n/a | 0.3000 | n/a | n/a | n/a | n/a |" in ablation
+    assert "Pruned (stopped early by the scheduler): `c` (epoch 1)." in ablation
     assert "sweep.json" in (out / "importance.md").read_text()  # no Optuna study in this store
     assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
         "axis_effects.png",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from pathlib import Path
 
@@ -9,12 +11,12 @@ import pytest
 
 from model.config import TrainConfig
 from orchestrator.config import load_train_config
-from orchestrator.tracking import (
+from orchestrator.tracking import provenance
+from orchestrator.tracking.provenance import config_hash, data_sha256, file_sha256
+from orchestrator.tracking.writer import (
     EXPERIMENT_KIND,
     SweepTracker,
     artifact_location,
-    config_hash,
-    data_sha256,
     tracking_uri,
     with_retries,
 )
@@ -153,12 +155,38 @@ def test_with_retries_backs_off_only_on_locks() -> None:
         with_retries(always_locked, attempts=3, base_delay=0.001)
 
 
-def test_config_hash_and_data_sha256(tmp_path: Path) -> None:
+def test_config_hash_tells_configs_apart() -> None:
     a, b = TrainConfig(), load_train_config({"optim": {"lr": 3e-5}})
     assert config_hash(a) == config_hash(TrainConfig()) and config_hash(a) != config_hash(b)
     assert len(config_hash(a)) == 16
-    (tmp_path / "ids-sst-train.csv").write_text("\tid\tsentence\tsentiment\n0\ta\thi\t1\n")
-    before = data_sha256(a, tmp_path)
-    assert before == data_sha256(a, tmp_path)
-    (tmp_path / "ids-sst-train.csv").write_text("\tid\tsentence\tsentiment\n0\ta\thi\t2\n")
-    assert data_sha256(a, tmp_path) != before
+
+
+def test_data_sha256_sees_a_same_size_rewrite_within_one_timestamp_tick(tmp_path: Path) -> None:
+    # A filesystem with coarse timestamps gives both writes the same mtime: set it so, then the
+    # hash must still follow the content (a cache keyed by path, size and mtime would not).
+    data = tmp_path / "ids-sst-train.csv"
+    tick = (1_700_000_000 * 10**9, 1_700_000_000 * 10**9)
+    data.write_text("\tid\tsentence\tsentiment\n0\ta\thi\t1\n")
+    os.utime(data, ns=tick)
+    before = data_sha256(TrainConfig(), tmp_path)
+    assert before == data_sha256(TrainConfig(), tmp_path)
+    data.write_text("\tid\tsentence\tsentiment\n0\ta\thi\t2\n")
+    os.utime(data, ns=tick)
+    assert data_sha256(TrainConfig(), tmp_path) != before
+
+
+def test_file_sha256_reads_a_settled_unchanged_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "train.csv"
+    path.write_bytes(b"a" * 100)
+    reads: list[Path] = []
+    read = provenance._read_sha256
+    monkeypatch.setattr(provenance, "_read_sha256", lambda p: reads.append(p) or read(p))
+    monkeypatch.setattr(provenance, "_FILE_HASHES", {})
+    expected = hashlib.sha256(b"a" * 100).hexdigest()
+    # Just written: it may change again within the same timestamp tick, so it is read each time.
+    assert file_sha256(path) == file_sha256(path) == expected and len(reads) == 2
+    # Settled (as if written an hour ago): read once, then served from the cache.
+    monkeypatch.setattr(provenance, "RACY_WINDOW_NS", -3600 * 10**9)
+    assert file_sha256(path) == file_sha256(path) == expected and len(reads) == 3

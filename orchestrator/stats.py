@@ -1,0 +1,134 @@
+"""The statistics of a sweep's report: a mean's t-interval, a Welch interval of a difference,
+trials grouped by their value (or value bin) of one swept axis, and the epoch every trial reached.
+`tables.py` and `plots.py` share them.
+
+Pure numpy / scipy / pandas on the `trials.parquet` frame: no tracking store, no framework.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+MAX_LEVELS = 6  # a numeric axis with more distinct values than this is binned
+MIN_PER_BIN = 3  # trials per bin of a binned axis: a row of one trial has no interval
+MAX_BINS = 4
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, int]:
+    """Mean, half-width of its t-interval, and n (half-width NaN for fewer than two values)."""
+    array = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    n = len(array)
+    if n == 0:
+        return math.nan, math.nan, 0
+    if n == 1:
+        return float(array[0]), math.nan, 1
+    sem = float(array.std(ddof=1)) / math.sqrt(n)
+    return float(array.mean()), float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sem, n
+
+
+def delta_ci(
+    values: Sequence[float], base: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float]:
+    """Difference of means (values - base) and the half-width of its Welch t-interval."""
+    a = np.asarray(values, dtype=np.float64)
+    b = np.asarray(base, dtype=np.float64)
+    if len(a) == 0 or len(b) == 0:
+        return math.nan, math.nan
+    delta = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return delta, math.nan
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:
+        return delta, 0.0
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return delta, float(stats.t.ppf((1 + confidence) / 2, dof)) * math.sqrt(va + vb)
+
+
+@dataclass(frozen=True)
+class AxisGroup:
+    """The trials (frame index labels) that ran one value, or one quartile bin, of an axis."""
+
+    label: str
+    rows: list[Any]
+    is_base: bool
+
+
+def value_label(value: Any) -> str:
+    """A swept value as a table cell or tick label (floats to four significant digits)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return str(a) == str(b)
+
+
+def is_continuous(values: pd.Series) -> bool:
+    """Whether a numeric axis is binned: more than MAX_LEVELS distinct values, or more than half
+    of its trials with a value of their own (a sampled float, where each row would hold one)."""
+    present = values.dropna()
+    if not len(present) or not pd.api.types.is_numeric_dtype(present):
+        return False
+    if pd.api.types.is_bool_dtype(present):
+        return False
+    levels = present.nunique()
+    return levels > MAX_LEVELS or (levels > 1 and levels > len(present) / 2)
+
+
+def axis_groups(frame: pd.DataFrame, axis: str, base: Any = None) -> list[AxisGroup]:
+    """Trials grouped by their value of `axis`, in value order.
+
+    A continuous axis (`is_continuous`) is binned into equal-count bins of at least MIN_PER_BIN
+    trials where there are enough (2 to MAX_BINS bins); the bin holding the base value is the
+    base group.
+    """
+    values = frame[axis]
+    present = values.dropna()
+    if is_continuous(values):
+        bins = min(MAX_BINS, max(2, len(present) // MIN_PER_BIN))
+        return _quantile_groups(present.astype(float), base, bins)
+    levels = list(dict.fromkeys(present.tolist()))
+    if len(present) and pd.api.types.is_numeric_dtype(present):
+        levels.sort()
+    return [
+        AxisGroup(
+            label=value_label(level),
+            rows=list(values.index[values.map(lambda v, lv=level: _same(v, lv))]),
+            is_base=base is not None and _same(level, base),
+        )
+        for level in levels
+    ]
+
+
+def _quantile_groups(values: pd.Series, base: Any, bins: int) -> list[AxisGroup]:
+    """Numeric values in (up to) `bins` equal-count bins, lowest first, each labelled by the
+    range of the values in it. The base value belongs to the bin whose edges enclose it."""
+    codes, edges = pd.qcut(values, q=bins, labels=False, retbins=True, duplicates="drop")
+    numeric_base = isinstance(base, (int, float)) and not isinstance(base, bool)
+    value = float(base) if numeric_base else math.nan
+    groups = []
+    for code in range(len(edges) - 1):
+        members = values[codes == code]
+        if members.empty:
+            continue
+        low, high = float(members.min()), float(members.max())
+        label = value_label(low) if low == high else f"{value_label(low)} – {value_label(high)}"
+        # Bins are (left, right]; the first one holds its left edge, the smallest value, too.
+        above = value >= edges[code] if code == 0 else value > edges[code]
+        inside = above and value <= edges[code + 1]  # False for NaN: no numeric base
+        groups.append(AxisGroup(label=label, rows=list(members.index), is_base=bool(inside)))
+    return groups
+
+
+def common_rung(epochs: Sequence[int]) -> int:
+    """The last epoch every trial reached (pruned ones included): where they all compare; 0 when
+    some trial logged no epoch."""
+    return min(epochs, default=0)

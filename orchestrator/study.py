@@ -1,0 +1,160 @@
+"""The ablation-study part of a search space: `arms` × `seeds`, one arm the baseline.
+
+    arms:                      # arm name -> dotted-key overrides of the base config
+      baseline: {}
+      smart: {smart.weight: 1.0}
+      cross: {model.pair_encoding: cross}
+    baseline: baseline         # default: the first arm
+    seeds: 3                   # every arm runs on the same seeds: 0, 1, 2 (or a list [0, 7, 42])
+    confirm_epochs: 2          # phase 2's budget per run (default: the base config's epochs)
+
+Every arm runs on every seed, so arm differences are paired by seed. With a `space:` too, phase 1
+tunes those knobs inside each arm (`num_samples` trials per arm) and phase 2 re-runs each arm's
+best config on every seed at the full budget; only phase 2 enters the table. Nothing here knows
+Ray, Optuna or MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from model.config import ConfigError, TrainConfig, config_field_types, flatten
+from orchestrator.config import apply_params
+
+STUDY_KEYS = ("arms", "baseline", "seeds", "confirm_epochs")
+MAX_SEEDS = 1000  # a typo guard: `seeds: 30000` is not an ablation anyone waits for
+
+Fail = Callable[[str, str], ConfigError]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One model variant: its name and the dotted config keys it changes."""
+
+    name: str
+    overrides: tuple[tuple[str, Any], ...]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+    def describe(self) -> str:
+        """`smart.weight=1.0, pcgrad.enabled=True`, or `base config` for the baseline."""
+        return ", ".join(f"{k}={v}" for k, v in self.overrides) or "base config"
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Validated arms, the baseline arm's name, the shared seeds and phase 2's epochs."""
+
+    arms: tuple[Arm, ...]
+    baseline: str
+    seeds: tuple[int, ...]
+    confirm_epochs: int
+
+    def __post_init__(self) -> None:
+        names = [arm.name for arm in self.arms]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"arms: duplicate arm names in {names}")
+        if self.baseline not in names:
+            raise ConfigError(f"baseline: {self.baseline!r} is not an arm ({', '.join(names)})")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: expected distinct seeds, got {list(self.seeds)}")
+        if self.confirm_epochs < 1:
+            raise ConfigError(f"confirm_epochs: expected >= 1, got {self.confirm_epochs}")
+
+    def arm(self, name: str) -> Arm:
+        return next(arm for arm in self.arms if arm.name == name)
+
+    @property
+    def runs(self) -> int:
+        """Phase-2 runs: every arm on every seed."""
+        return len(self.arms) * len(self.seeds)
+
+
+def parse_study(
+    raw: Mapping[str, Any], base: TrainConfig, space_keys: Iterable[str], fail: Fail
+) -> StudySpec | None:
+    """The study of a space mapping, or None when it declares no `arms`; `fail(key, message)`
+    builds the error naming the space file and key."""
+    if "arms" not in raw:
+        stray = [key for key in STUDY_KEYS if key in raw]
+        if stray:
+            raise fail(stray[0], "only meaningful with arms: (declare the arms of the study)")
+        return None
+    arms = _parse_arms(raw["arms"], base, set(space_keys), fail)
+    baseline = raw.get("baseline", arms[0].name)
+    if not isinstance(baseline, str) or baseline not in {arm.name for arm in arms}:
+        known = ", ".join(arm.name for arm in arms)
+        raise fail("baseline", f"{baseline!r} is not one of the arms ({known})")
+    seeds = _parse_seeds(raw.get("seeds", 3), fail)
+    epochs = raw.get("confirm_epochs", base.optim.epochs)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise fail("confirm_epochs", f"phase 2 needs an integer budget >= 1, got {epochs!r}")
+    return StudySpec(tuple(arms), baseline, seeds, epochs)
+
+
+def _parse_arms(raw: Any, base: TrainConfig, space_keys: set[str], fail: Fail) -> list[Arm]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise fail("arms", "expected a mapping of arm names to overrides, e.g. {smart: {...}}")
+    arms = []
+    for name, overrides in raw.items():
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise fail(f"arms.{name}", "an arm name is letters, digits, '_' or '-'")
+        arms.append(Arm(name, _parse_overrides(name, overrides, base, space_keys, fail)))
+    return arms
+
+
+def _parse_overrides(
+    name: str, raw: Any, base: TrainConfig, space_keys: set[str], fail: Fail
+) -> tuple[tuple[str, Any], ...]:
+    where = f"arms.{name}"
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise fail(where, f"expected a mapping of dotted config keys to values, got {raw!r}")
+    known = config_field_types()
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        key = str(key)
+        is_section = key not in known and any(k.startswith(f"{key}.") for k in known)
+        nested = is_section and isinstance(value, Mapping)
+        flat.update(flatten({key: value}) if nested else {key: value})
+    for key, value in flat.items():
+        if key not in known:
+            raise fail(f"{where}.{key}", "unknown config key")
+        if key == "seed":
+            raise fail(f"{where}.seed", "the study sets the seed of every run: use seeds:")
+        if key in space_keys:
+            raise fail(f"{where}.{key}", "also in space: an arm fixes what phase 1 would tune")
+        try:
+            apply_params(base, {key: value})
+        except ConfigError as err:
+            raise fail(f"{where}.{key}", str(err)) from None
+    try:
+        apply_params(base, flat)  # the arm's keys together (e.g. a schedule and its order)
+    except ConfigError as err:
+        raise fail(where, str(err)) from None
+    return tuple((k, _freeze(v)) for k, v in flat.items())
+
+
+def _parse_seeds(raw: Any, fail: Fail) -> tuple[int, ...]:
+    def non_negative_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value
+
+    if non_negative_int(raw):
+        if not 1 <= raw <= MAX_SEEDS:
+            raise fail("seeds", f"expected a count in 1-{MAX_SEEDS} or a list, got {raw!r}")
+        return tuple(range(raw))
+    if not isinstance(raw, list) or not raw or not all(map(non_negative_int, raw)):
+        raise fail("seeds", f"expected a count or a list of non-negative integers, got {raw!r}")
+    if len(set(raw)) != len(raw):
+        raise fail("seeds", f"seeds repeat: {raw}")
+    return tuple(raw)
+
+
+def _freeze(value: Any) -> Any:
+    """Lists become tuples, so arms hash and compare like the frozen config does."""
+    return tuple(_freeze(v) for v in value) if isinstance(value, list) else value

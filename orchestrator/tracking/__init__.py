@@ -1,0 +1,9 @@
+"""MLflow bookkeeping of sweeps, the only package that imports mlflow.
+
+- `writer`: the sweep driver's runs (a parent per sweep, a child per trial), the store's URI and
+  retries while SQLite is locked.
+- `store`: reading a sweep back (`ensemble`, `report`) and the runs those commands log.
+- `provenance`: what a run records to be reproducible: config hash, data and git checksums.
+- `views`: the MLflow UI: a stored runs-table view, its URL and the `orchestrator ui` command.
+- `server`: `orchestrator tracking-server`, an `mlflow server` for a cluster's sweeps.
+"""

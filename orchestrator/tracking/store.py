@@ -1,0 +1,227 @@
+"""Reading a sweep back from MLflow, for `ensemble`, `report` and `ui`, and the runs they log.
+
+Reads the store through the same client and retries as the writer; the only writes are the
+ensemble's own run and the report's artifacts (and a study's per-arm means) on the sweep's parent
+run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, ViewType
+
+from model.config import ConfigError
+from orchestrator.contract import (
+    ENSEMBLE_ROLE,
+    MEMBERS_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    STATE_TAG,
+    SWEEP_ROLE,
+    TRIAL_ID_TAG,
+    TRIAL_ROLE,
+)
+from orchestrator.tracking.writer import param_text, tracking_uri, with_retries
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run as stored: params as logged (strings), latest metric values, tags, times in ms."""
+
+    run_id: str
+    run_name: str
+    status: str  # FINISHED / FAILED / KILLED / RUNNING / SCHEDULED
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    start_ms: int | None
+    end_ms: int | None
+
+    @property
+    def trial_id(self) -> str:
+        return self.tags.get(TRIAL_ID_TAG, "")
+
+    @property
+    def state(self) -> str:
+        """completed / pruned / failed / killed / running, as the sweep tagged it."""
+        return self.tags.get(STATE_TAG, "")
+
+
+@dataclass(frozen=True)
+class StoredSweep:
+    """The newest invocation of a sweep in the store: its parent run and its trials' child runs."""
+
+    name: str
+    experiment_id: str
+    parent: StoredRun
+    trials: list[StoredRun]
+
+
+class SweepNotFound(ConfigError):
+    """No MLflow store, or no sweep of that name in it; the message says what exists."""
+
+
+def store_exists(uri: str) -> bool:
+    """False for a SQLite store whose file is missing (reading must not create an empty one)."""
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def _stored(run: Any) -> StoredRun:
+    return StoredRun(
+        run_id=run.info.run_id,
+        run_name=run.info.run_name or "",
+        status=run.info.status,
+        params=dict(run.data.params),
+        metrics={k: float(v) for k, v in run.data.metrics.items()},
+        tags=dict(run.data.tags),
+        start_ms=run.info.start_time,
+        end_ms=run.info.end_time,
+    )
+
+
+def _search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Any]:
+    """Every active run matching `filter_string`, newest first, page by page."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = with_retries(
+            partial(
+                client.search_runs,
+                experiment_ids,
+                filter_string=filter_string,
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=1000,
+                order_by=["attributes.start_time DESC"],
+                page_token=token,
+            )
+        )
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def sweep_names(uri: str) -> list[str]:
+    """Names of the experiments holding a sweep parent run, newest sweep first."""
+    if not store_exists(uri):
+        return []
+    client = MlflowClient(tracking_uri=uri)
+    experiments = with_retries(lambda: client.search_experiments(max_results=1000))
+    ids = {e.experiment_id: e.name for e in experiments}
+    if not ids:
+        return []
+    parents = _search_all(client, list(ids), f"tags.{ROLE_TAG} = '{SWEEP_ROLE}'")
+    names: list[str] = []
+    for run in parents:  # newest first
+        name = ids[run.info.experiment_id]
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def read_sweep(uri: str, name: str) -> StoredSweep | None:
+    """The newest parent run of sweep `name` and its child trial runs; None if there is none."""
+    if not store_exists(uri):
+        return None
+    client = MlflowClient(tracking_uri=uri)
+    experiment = with_retries(lambda: client.get_experiment_by_name(name))
+    if experiment is None:
+        return None
+    exp_id = experiment.experiment_id
+    parents = _search_all(client, [exp_id], f"tags.{ROLE_TAG} = '{SWEEP_ROLE}'")
+    if not parents:
+        return None
+    parent = parents[0]
+    children = _search_all(client, [exp_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    trials = [_stored(r) for r in children if r.data.tags.get(ROLE_TAG) == TRIAL_ROLE]
+    trials.sort(key=lambda r: (r.start_ms or 0, r.run_id))
+    return StoredSweep(name=name, experiment_id=exp_id, parent=_stored(parent), trials=trials)
+
+
+def find_sweep(results_dir: Path, sweep: str | None) -> tuple[str, StoredSweep]:
+    """The tracking URI and the named sweep (the newest when `sweep` is None), or SweepNotFound."""
+    uri = tracking_uri(results_dir)
+    if not store_exists(uri):
+        raise SweepNotFound(f"no MLflow store at {uri}: run `orchestrator sweep SPACE.yaml` first")
+    known = sweep_names(uri)
+    name = sweep or (known[0] if known else None)
+    stored = read_sweep(uri, name) if name else None
+    if stored is None:
+        where = f"sweeps there: {', '.join(known)}" if known else "it holds no sweep"
+        raise SweepNotFound(f"no sweep named '{name}' in {uri} ({where})")
+    return uri, stored
+
+
+def metric_histories(
+    uri: str, run_id: str, keys: Iterable[str]
+) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) pairs of each metric of a run; the last value logged at a step wins."""
+    client = MlflowClient(tracking_uri=uri)
+    out: dict[str, list[tuple[int, float]]] = {}
+    for key in keys:
+        history = with_retries(partial(client.get_metric_history, run_id, key))
+        by_step = {int(m.step): float(m.value) for m in sorted(history, key=lambda m: m.timestamp)}
+        out[key] = sorted(by_step.items())
+    return out
+
+
+def log_ensemble_run(
+    uri: str,
+    experiment_id: str,
+    *,
+    run_name: str,
+    member_run_ids: Iterable[str],
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    artifact_dir: Path | None = None,
+) -> str:
+    """Log a finished ensemble as its own run in the sweep's experiment; returns the run id."""
+    client = MlflowClient(tracking_uri=uri)
+    member_run_ids = list(member_run_ids)
+    all_tags = {
+        ROLE_TAG: ENSEMBLE_ROLE,
+        MEMBERS_TAG: ",".join(member_run_ids),
+        **{f"ensemble.member.{i}": run_id for i, run_id in enumerate(member_run_ids)},
+        **tags,
+    }
+    run = with_retries(lambda: client.create_run(experiment_id, run_name=run_name, tags=all_tags))
+    run_id: str = run.info.run_id
+    with_retries(
+        lambda: client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), int(time.time() * 1000), 0) for k, v in metrics.items()],
+            params=[Param(k, param_text(v)) for k, v in params.items()],
+        )
+    )
+    if artifact_dir is not None:
+        with_retries(lambda: client.log_artifacts(run_id, str(artifact_dir)))
+    with_retries(lambda: client.set_terminated(run_id, status="FINISHED"))
+    return run_id
+
+
+def log_run_artifacts(uri: str, run_id: str, paths: Iterable[Path], artifact_path: str) -> None:
+    """Upload files and directories to a run under `artifact_path` (the report: parent run)."""
+    client = MlflowClient(tracking_uri=uri)
+    for path in paths:
+        if Path(path).is_dir():
+            target = f"{artifact_path}/{Path(path).name}"
+            with_retries(partial(client.log_artifacts, run_id, str(path), target))
+        else:
+            with_retries(partial(client.log_artifact, run_id, str(path), artifact_path))
+
+
+def log_run_metrics(uri: str, run_id: str, metrics: Mapping[str, float]) -> None:
+    """Log final metrics on a run at step 0 (the report: each arm's means on a study's parent)."""
+    client = MlflowClient(tracking_uri=uri)
+    now = int(time.time() * 1000)
+    rows = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    for start in range(0, len(rows), 1000):  # MLflow takes at most 1000 metrics per batch
+        with_retries(partial(client.log_batch, run_id, metrics=rows[start : start + 1000]))

@@ -1,0 +1,127 @@
+"""Ablation studies (arms × seeds) of a tiny random-init BERT through real Ray, Optuna and MLflow.
+
+Without a `space:` the arms run directly on every seed; with one, each arm is tuned first (phase
+`tune`) and its best config confirmed on every seed (phase `confirm`). The second study's driver
+is killed with SIGKILL once its first arm is tuned and resumed: every run exists once, and the
+confirm runs use each arm's best tuned config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_sweep import TINY, run_cli, runs_by_role, write_space
+
+pytestmark = pytest.mark.integration
+
+SMALL_DATA = {"data.max_examples.sst": 128, "data.max_examples.para": 128}
+
+
+def study_space(name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "base": TINY,
+        "max_concurrent": 2,
+        "resources": {"cpu": 1, "gpu": 0},
+        "arms": {
+            "plain": dict(SMALL_DATA),
+            "cosine": {**SMALL_DATA, "model.pair_encoding": "cosine"},
+        },
+        "seeds": [0, 3],
+        "confirm_epochs": 1,
+        **extra,
+    }
+
+
+def params_of(runs: list[Any], phase: str) -> list[dict[str, str]]:
+    return [r.data.params for r in runs if r.data.params.get("phase") == phase]
+
+
+def finished_phases(exp_dir: Path) -> list[str]:
+    state_file = exp_dir / "sweep.json"
+    if not state_file.is_file():
+        return []
+    return list(json.loads(state_file.read_text()).get("finished_phases", []))
+
+
+def test_study_without_tuning_runs_every_arm_on_the_same_seeds(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    space_file = write_space(tmp_path / "direct.yaml", study_space("direct-study"))
+    driver = run_cli(str(space_file), results=results)
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, output
+    assert "2/2 confirm runs" in output, output
+
+    state = json.loads((results / "direct-study" / "sweep.json").read_text())
+    parents, children = runs_by_role(state["tracking_uri"], "direct-study")
+    assert len(parents) == 1
+    assert json.loads(parents[0].data.params["study.arms"]) == ["plain", "cosine"]
+    assert parents[0].data.params["study.baseline"] == "plain"
+    confirm = params_of(children, "confirm")
+    assert len(children) == len(confirm) == 4  # no tuning phase
+    # The seeds really are shared: every arm ran exactly the study's seeds.
+    seeds = {
+        arm: sorted(p["seed"] for p in confirm if p["arm"] == arm) for arm in ("plain", "cosine")
+    }
+    assert seeds == {"plain": ["0", "3"], "cosine": ["0", "3"]}
+    assert {p["model.pair_encoding"] for p in confirm if p["arm"] == "cosine"} == {"cosine"}
+    assert {p["optim.epochs"] for p in confirm} == {"1"}
+    assert all(r.data.tags["trial_state"] == "completed" for r in children)
+
+
+def test_study_with_tuning_resumes_after_sigkill_and_confirms_each_arms_best(
+    tmp_path: Path,
+) -> None:
+    from orchestrator.search import ORPHAN_ATTR, study_trials
+
+    results = tmp_path / "results"
+    space = study_space(
+        "tuned-study",
+        num_samples=2,
+        sampler="random",
+        scheduler="none",
+        space={"optim.lr": {"float": [3.0e-4, 3.0e-3], "log": True}},
+    )
+    space_file = write_space(tmp_path / "tuned.yaml", space)
+    exp_dir = results / "tuned-study"
+    driver = run_cli(str(space_file), results=results)
+    deadline = time.monotonic() + 240
+    while "tune-plain" not in finished_phases(exp_dir):
+        assert driver.poll() is None, driver.stdout.read() if driver.stdout else ""
+        assert time.monotonic() < deadline, "the study made no progress"
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+
+    again = run_cli(str(space_file), "--resume", results=results)
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, output
+    assert finished_phases(exp_dir) == ["tune-plain", "tune-cosine", "confirm"]
+
+    state = json.loads((exp_dir / "sweep.json").read_text())
+    parents, children = runs_by_role(state["tracking_uri"], "tuned-study")
+    assert len(parents) == 1 and parents[0].data.tags.get("resumed") == "true"
+    counted = [r for r in children if r.data.tags["trial_state"] != "orphaned"]
+    tune = [r for r in counted if r.data.params["phase"] == "tune"]
+    confirm = [r for r in counted if r.data.params["phase"] == "confirm"]
+    assert sorted(r.data.params["arm"] for r in tune) == ["cosine", "cosine", "plain", "plain"]
+    assert len(confirm) == 4
+    assert len({r.data.tags["trial_id"] for r in counted}) == len(counted)  # each run once
+    for arm in ("plain", "cosine"):
+        tuned = [r for r in tune if r.data.params["arm"] == arm]
+        best = max(tuned, key=lambda r: r.data.metrics["best/dev/overall"])
+        confirmed = {r.data.params["optim.lr"] for r in confirm if r.data.params["arm"] == arm}
+        assert confirmed == {best.data.params["optim.lr"]}
+        live = [
+            t
+            for t in study_trials(state["optuna_storage"], f"tuned-study.tune-{arm}")
+            if not t.user_attrs.get(ORPHAN_ATTR)
+        ]
+        assert len(live) == 2  # phase 1 of this arm: its own Optuna study, asked twice

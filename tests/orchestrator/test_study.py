@@ -1,0 +1,72 @@
+"""The `arms` / `baseline` / `seeds` part of a search space: what it accepts, and every bad input
+as an error naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.config import ConfigError, TrainConfig
+from orchestrator.study import parse_study
+
+
+def fail(key: str, message: str) -> ConfigError:
+    return ConfigError(f"space.yaml: {key}: {message}")
+
+
+def study(raw, space_keys=()):
+    return parse_study(raw, TrainConfig(), space_keys, fail)
+
+
+def test_arms_seeds_and_default_baseline():
+    spec = study({"arms": {"base": {}, "smart": {"smart.weight": 1.0}}, "seeds": 2})
+    assert spec is not None
+    assert [a.name for a in spec.arms] == ["base", "smart"]
+    assert spec.baseline == "base"
+    assert spec.seeds == (0, 1)
+    assert spec.arm("smart").params == {"smart.weight": 1.0}
+    assert spec.runs == 4
+    assert spec.confirm_epochs == TrainConfig().optim.epochs
+
+
+def test_named_baseline_seed_list_and_section_overrides():
+    spec = study(
+        {
+            "arms": {"a": {"data.max_examples": {"sst": 10}}, "b": None},
+            "baseline": "b",
+            "seeds": [3, 7],
+            "confirm_epochs": 2,
+        }
+    )
+    assert spec.baseline == "b" and spec.seeds == (3, 7) and spec.confirm_epochs == 2
+    assert spec.arm("a").params == {"data.max_examples.sst": 10}
+    assert spec.arm("b").describe() == "base config"
+
+
+def test_no_arms_is_no_study():
+    assert study({"num_samples": 3}) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "space_keys", "key"),
+    [
+        ({"arms": {"a": {"optim.lrr": 1e-4}}}, (), "arms.a.optim.lrr"),
+        ({"arms": {"a": {"optim.lr": 1e-4}}}, ("optim.lr",), "arms.a.optim.lr"),
+        ({"arms": {"a": {"optim.lr": -1.0}}}, (), "arms.a.optim.lr"),
+        ({"arms": {"a": {"seed": 3}}}, (), "arms.a.seed"),
+        ({"arms": {"a": {}}, "baseline": "b"}, (), "baseline"),
+        ({"arms": {}}, (), "arms"),
+        ({"arms": {"a": {}}, "seeds": [1, -2]}, (), "seeds"),
+        ({"arms": {"a": {}}, "seeds": [1.5]}, (), "seeds"),
+        ({"arms": {"a": {}}, "seeds": [1, 1]}, (), "seeds"),
+        ({"arms": {"a": {}}, "seeds": 0}, (), "seeds"),
+        ({"arms": {"a": {}}, "seeds": True}, (), "seeds"),
+        ({"arms": {"a": {}}, "confirm_epochs": 0}, (), "confirm_epochs"),
+        ({"arms": {"a b": {}}}, (), "arms.a b"),
+        ({"seeds": 3}, (), "seeds"),
+    ],
+)
+def test_bad_study_is_an_error_naming_the_key(raw, space_keys, key):
+    with pytest.raises(ConfigError) as err:
+        study(raw, space_keys)
+    assert str(err.value).startswith(f"space.yaml: {key}: ")
+    assert "\n" not in str(err.value)
