@@ -13,18 +13,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
 from model.evaluate import METRIC_NAMES, OVERALL
+from orchestrator.stats import mean_ci, paired_difference
 
 TABLE_METRICS: tuple[str, ...] = (*METRIC_NAMES.values(), OVERALL)
 LABELS = {
-    "dev/sst_acc": "SST acc",
-    "dev/para_acc": "Quora acc",
-    "dev/sts_corr": "STS r",
-    "dev/overall": "overall",
+    METRIC_NAMES["sst"]: "SST acc",
+    METRIC_NAMES["para"]: "Quora acc",
+    METRIC_NAMES["sts"]: "STS r",
+    OVERALL: "overall",
 }
 CONFIDENCE = 0.95
 
@@ -50,15 +49,8 @@ class PairedDelta:
 
 
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
-    """Mean ± t_{(1+c)/2, n-1} · s / √n of the finite values."""
-    array = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
-    n = len(array)
-    if n == 0:
-        return Interval(math.nan, math.nan, 0)
-    if n == 1:
-        return Interval(float(array[0]), math.nan, 1)
-    sem = float(array.std(ddof=1)) / math.sqrt(n)
-    return Interval(float(array.mean()), float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sem, n)
+    """Mean ± t_{(1+c)/2, n-1} · s / √n of the finite values (see `stats.mean_ci`)."""
+    return Interval(*mean_ci(values, confidence))
 
 
 def paired_delta(
@@ -66,14 +58,8 @@ def paired_delta(
 ) -> PairedDelta:
     """The paired difference of two arms' scores keyed by seed, over the seeds both have."""
     seeds = sorted(s for s in set(arm) & set(baseline) if math.isfinite(arm[s] - baseline[s]))
-    a = np.array([arm[s] for s in seeds], dtype=np.float64)
-    b = np.array([baseline[s] for s in seeds], dtype=np.float64)
-    diff = t_interval(list(a - b), confidence)
-    p_value = math.nan
-    # Equal differences (up to rounding) have no spread: the t statistic is undefined, not huge.
-    if len(seeds) >= 2 and np.ptp(a - b) > 1e-12:
-        p_value = float(stats.ttest_rel(a, b).pvalue)
-    return PairedDelta(diff.mean, diff.half_width, p_value, len(seeds))
+    a, b = [arm[s] for s in seeds], [baseline[s] for s in seeds]
+    return PairedDelta(*paired_difference(a, b, confidence))
 
 
 def ablation_table(runs: pd.DataFrame, baseline: str, arm_order: Sequence[str]) -> pd.DataFrame:
@@ -87,9 +73,9 @@ def ablation_table(runs: pd.DataFrame, baseline: str, arm_order: Sequence[str]) 
         group = by_arm.get(arm)
         if group is None:
             continue
-        row: dict[str, object] = {"arm": arm, "seeds": len(group)}
+        row: dict[str, object] = {"arm": arm, "seeds": group["seed"].nunique()}
         for metric in TABLE_METRICS:
-            interval = t_interval(list(group[metric]))
+            interval = t_interval(list(_by_seed(group, metric).values()))
             row.update({metric: interval.mean, f"{metric} ±": interval.half_width})
             row[f"{metric} n"] = interval.n
             if base is not None:
@@ -103,7 +89,9 @@ def ablation_table(runs: pd.DataFrame, baseline: str, arm_order: Sequence[str]) 
 
 
 def _by_seed(group: pd.DataFrame, metric: str) -> dict[int, float]:
-    return {int(s): float(v) for s, v in zip(group["seed"], group[metric], strict=True)}
+    """An arm's score per seed; repeated runs of one seed are averaged, so they count once."""
+    means = group.groupby("seed")[metric].mean()
+    return {int(seed): float(value) for seed, value in means.items()}
 
 
 def _pm(mean: float, half: float, digits: int = 4) -> str:
@@ -113,7 +101,8 @@ def _pm(mean: float, half: float, digits: int = 4) -> str:
 
 
 def _delta(row: pd.Series, metric: str) -> str:
-    mean, half, p = row[f"Δ {metric}"], row[f"Δ {metric} ±"], row[f"Δ {metric} p"]
+    mean = row.get(f"Δ {metric}", math.nan)  # no Δ columns when the baseline has no run
+    half, p = row.get(f"Δ {metric} ±", math.nan), row.get(f"Δ {metric} p", math.nan)
     if not math.isfinite(mean):
         return "–"
     text = f"{mean:+.4f}" + (f" ± {half:.4f}" if math.isfinite(half) else "")

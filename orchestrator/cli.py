@@ -192,12 +192,14 @@ def sweep(
     data_path = resolve_data_dir(data_dir or space.base.data.data_dir)
     local_results = local_results_dir(results_dir)
     check_creatable(local_results, f"--results-dir {results_dir}")
-    if space.study is not None:
+    if space.study is not None and dry_run:
+        from orchestrator.study_phases import study_dry_run_lines  # no Ray for a plan
+
+        lines: list[str] = study_dry_run_lines(space)
+    elif space.study is not None:
         from orchestrator.study_run import study_command_lines
 
-        lines: list[str] = study_command_lines(
-            space, data_path, local_results, address, resume, dry_run
-        )
+        lines = study_command_lines(space, data_path, local_results, address, resume)
     elif dry_run:
         from orchestrator.search import dry_run_lines  # Optuna only: a dry run starts no Ray
 
@@ -215,7 +217,11 @@ def sweep(
 @main.command()
 @click.option("--top", "top", type=int, required=True, help="Members: the K best finished trials.")
 @click.option("--sweep", "sweep_name", default=None, help="Sweep name (default: the newest).")
-@click.option("--metric", default="dev/overall", show_default=True, help="Ranking dev metric.")
+@click.option(
+    "--metric", default=None,
+    help="Metric ranking the trials [default: selection/overall when they logged it, else "
+    "dev/overall]; greedy steps score its dev namesake.",
+)  # fmt: skip
 @click.option(
     "--results-dir", type=click.Path(file_okay=False), default="results", show_default=True
 )
@@ -238,7 +244,7 @@ def sweep(
 def ensemble(
     top: int,
     sweep_name: str | None,
-    metric: str,
+    metric: str | None,
     results_dir: str,
     data_dir: str | None,
     splits: str,

@@ -86,6 +86,11 @@ def arm_metric(arm: str, metric: str) -> str:
     return f"arm/{arm}/{metric}"
 
 
+def study_phase_dir(phase: str, arm: str) -> str:
+    """A study phase's directory under `<results>/<study>/`: `tune-<arm>`, or `confirm`."""
+    return f"{TUNE_PHASE}-{arm}" if phase == TUNE_PHASE else phase
+
+
 # ----------------------------------------------------------------------------------------- layout
 SWEEP_STATE_FILE = "sweep.json"  # which MLflow parent run and Optuna study a sweep writes to
 OPTUNA_DB = "optuna.db"

@@ -3,8 +3,9 @@
 Pure logic on prediction arrays (no I/O, no frameworks). `vote` takes the mode of the members'
 labels for SST and Quora, ties going to the tied class with the highest mean probability, and the
 median of their STS scores; `mean` averages probabilities and scores. Members are the K best
-finished trials by a dev metric, or a greedy forward selection with replacement on dev (Caruana
-et al., 2004, "Ensemble selection from libraries of models"). `ensemble_members.py` loads the
+finished trials by a metric the trials logged (the selection split's overall when they have it),
+or a greedy forward selection with replacement on dev (Caruana et al., 2004, "Ensemble selection
+from libraries of models"). `ensemble_members.py` loads the
 members and predicts with them; `ensemble_run.py` reads the sweep and writes the ensemble.
 """
 
@@ -18,7 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from model.config import ConfigError
-from model.evaluate import OVERALL, REPORTED_METRICS, TaskPredictions, dev_metrics
+from model.evaluate import (
+    DEV_METRICS,
+    OVERALL,
+    REPORTED_METRICS,
+    SELECTION_OVERALL,
+    TaskPredictions,
+    dev_metrics,
+)
+from orchestrator.contract import best_key
 
 METHODS: tuple[str, ...] = ("vote", "mean")
 SELECTIONS: tuple[str, ...] = ("top", "greedy")
@@ -45,16 +54,21 @@ class EnsembleRequest:
     sweep: str | None = None  # None: the newest sweep in the store
     results_dir: Path = Path("results")
     data_dir: Path | None = None  # None: the members' configured data directory
-    metric: str = OVERALL
+    metric: str | None = None  # None: `default_metric` of the trials
     method: str = "vote"
     select: str = "top"
     splits: tuple[str, ...] = SPLITS
     dev_subset: bool = False  # score on the trials' fixed dev subsets, not the full dev files
 
     def __post_init__(self) -> None:
-        if self.metric not in REPORTED_METRICS:
+        if self.metric is not None and self.metric not in REPORTED_METRICS:
             raise EnsembleError(
                 f"--metric must be one of {', '.join(REPORTED_METRICS)}, got {self.metric!r}"
+            )
+        if self.greedy and self.metric is not None and greedy_metric(self.metric) is None:
+            raise EnsembleError(
+                f"--select greedy scores ensembles on dev predictions, and {self.metric} has no "
+                f"dev counterpart: use --metric {OVERALL} (or another dev or selection metric)"
             )
         if any(s not in SPLITS for s in self.splits) or "dev" not in self.splits:
             raise EnsembleError(
@@ -64,6 +78,25 @@ class EnsembleRequest:
     @property
     def greedy(self) -> bool:
         return self.select == "greedy"
+
+
+def default_metric(trial_metrics: Sequence[Mapping[str, float]]) -> str:
+    """The metric to rank trials on when --metric is not given: the selection split's overall
+    when every trial logged it (so dev stays a clean reporting split), else dev/overall."""
+    if trial_metrics and all(best_key(SELECTION_OVERALL) in m for m in trial_metrics):
+        return SELECTION_OVERALL
+    return OVERALL
+
+
+def greedy_metric(metric: str) -> str | None:
+    """The dev metric greedy selection scores its ensembles by, for a ranking metric: the metric
+    itself on dev, its dev namesake for a selection-split metric, None when there is none.
+
+    The ensemble predicts dev (and test) only, not the selection slice of the training data, so a
+    selection metric can order the library but not score the forward steps.
+    """
+    dev = "dev/" + metric.split("/", 1)[1] if "/" in metric else metric
+    return dev if dev in DEV_METRICS else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,17 +218,26 @@ def rank_candidates(candidates: Sequence[Candidate], mode: str = "max") -> list[
     return [candidate for _, candidate in indexed]
 
 
-def check_top(top: int, finished: int, total: int, sweep: str) -> None:
-    """Raise EnsembleError unless 1 <= top <= the number of finished trials (which it names)."""
+def check_top(
+    top: int,
+    finished: int,
+    total: int,
+    sweep: str,
+    *,
+    runs: str = "finished trial",
+    kind: str = "sweep",
+) -> None:
+    """Raise EnsembleError unless 1 <= top <= the number of candidate `runs` (which it names);
+    a study's candidates are its completed confirm runs."""
     if top < 1:
         raise EnsembleError(f"--top must be at least 1, got {top}")
     if finished == 0:
         raise EnsembleError(
-            f"sweep '{sweep}' has no finished trial yet (of {total}); nothing to ensemble"
+            f"{kind} '{sweep}' has no {runs} yet (of {total}); nothing to ensemble"
         )
     if top > finished:
         raise EnsembleError(
-            f"sweep '{sweep}' has {finished} finished trial{'s' if finished != 1 else ''} "
+            f"{kind} '{sweep}' has {finished} {runs}{'s' if finished != 1 else ''} "
             f"(of {total}); --top {top} asks for more: use --top {finished} or fewer"
         )
 

@@ -1,14 +1,15 @@
 """`orchestrator ensemble`: read a sweep's trials from MLflow, predict with each member, combine,
 and write `<results>/<sweep>/ensemble/` (leaderboard prediction files and metrics.json).
 
-In four steps: rank the sweep's finished trials, load the members (`ensemble_members.py`),
-select (top-K, or greedy forward selection on dev), and write the files and the MLflow run.
+In four steps: rank the sweep's finished trials (a study's completed confirm runs), load the
+members (`ensemble_members.py`), select (top-K, or greedy forward selection on dev), and write the
+files and the MLflow run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,17 @@ from model.checkpoint import write_json_atomic
 from model.config import TASKS
 from model.evaluate import OVERALL, metric_mode, prediction_filename, write_predictions
 from orchestrator.contract import (
+    ARM_PARAM,
     BEST_CHECKPOINT,
+    CONFIRM_PHASE,
+    PHASE_PARAM,
     RESULTS_DIR_TAG,
+    STUDY_ARMS_PARAM,
     SWEEP_RUN_TAG,
     SWEEP_TAG,
     SweepLayout,
     best_key,
+    study_phase_dir,
 )
 from orchestrator.ensemble import (
     FINISHED_STATES,
@@ -31,15 +37,27 @@ from orchestrator.ensemble import (
     best_member,
     check_top,
     combine_tasks,
+    default_metric,
     ensemble_dev_metrics,
     gain,
     greedy_forward_selection,
+    greedy_metric,
     rank_candidates,
 )
 from orchestrator.ensemble_members import DataResolver, MemberLibrary, MemberRun, load_members
-from orchestrator.tracking.store import StoredSweep, find_sweep, log_ensemble_run
+from orchestrator.tracking.store import StoredRun, StoredSweep, find_sweep, log_ensemble_run
 
 GREEDY_NOTE = "greedy selection chose its members on dev: its dev scores are optimistic"
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The candidates, best first by `metric`, and which of the sweep's runs they are (said in the
+    output: a study's completed confirm runs, a sweep's finished trials)."""
+
+    metric: str
+    candidates: list[Candidate]
+    considered: str
 
 
 @dataclass(frozen=True)
@@ -82,50 +100,96 @@ def run_ensemble(
     CLI passes its --data-dir / $ORCHESTRATOR_DATA_DIR logic); `echo` gets progress lines.
     """
     uri, stored = find_sweep(request.results_dir, request.sweep)
-    ranked = ranked_candidates(stored, request)
+    ranking = ranked_candidates(stored, request)
+    request = replace(request, metric=ranking.metric)  # --metric, or the trials' default
     library = load_members(
-        ranked, request, sweep=stored.name, resolve_data=resolve_data, echo=echo
+        ranking.candidates, request, sweep=stored.name, resolve_data=resolve_data, echo=echo
     )
-    selection = select_members(library, request)
+    selection = select_members(library, request, ranking.metric)
     if request.greedy and "test" in request.splits:
         # Test predictions only for the members the selection kept.
         library.predict_split(sorted(set(selection.members)), "test")
-    result = write_ensemble(stored, request, library, selection)
+    result = write_ensemble(stored, request, library, selection, ranking)
     if log_to_mlflow:
         result.run_id = _log_run(uri, stored, request, result)
     return result
 
 
-def ranked_candidates(stored: StoredSweep, request: EnsembleRequest) -> list[Candidate]:
-    """The sweep's finished trials, best first by the request's metric; EnsembleError unless
-    there are at least `top` of them."""
-    candidates = candidates_from_sweep(stored, request.metric, request.results_dir)
-    ranked = rank_candidates(candidates, metric_mode(request.metric))
-    check_top(request.top, len(ranked), len(stored.trials), stored.name)
-    return ranked
+def ranked_candidates(stored: StoredSweep, request: EnsembleRequest) -> Ranking:
+    """The sweep's finished trials (a study's completed confirm runs), best first by --metric or
+    else the trials' `default_metric`; EnsembleError unless there are at least `top` of them."""
+    study = STUDY_ARMS_PARAM in stored.parent.params
+    runs = candidate_runs(stored.trials, study=study)
+    metric = request.metric or default_metric([run.metrics for run in runs])
+    candidates = candidates_from_runs(runs, metric, sweep_roots(stored, request.results_dir))
+    ranked = rank_candidates(candidates, metric_mode(metric))
+    if study:
+        confirm = [run for run in stored.trials if run.params.get(PHASE_PARAM) == CONFIRM_PHASE]
+        check_top(request.top, len(ranked), len(confirm), stored.name,
+                  runs="completed confirm run", kind="study")  # fmt: skip
+        tuned = len(stored.trials) - len(confirm)
+        considered = (
+            f"{len(ranked)} completed confirm runs of study '{stored.name}' (of {len(confirm)}"
+            + (f"; its {tuned} tune runs left out)" if tuned else ")")
+        )
+    else:
+        check_top(request.top, len(ranked), len(stored.trials), stored.name)
+        considered = (
+            f"{len(ranked)} finished trials of sweep '{stored.name}' (of {len(stored.trials)})"
+        )
+    return Ranking(metric, ranked, considered)
 
 
-def candidates_from_sweep(stored: StoredSweep, metric: str, results_dir: Path) -> list[Candidate]:
-    """The sweep's finished trials as candidates (unranked), each with its best checkpoint."""
+def candidate_runs(trials: Sequence[StoredRun], *, study: bool) -> list[StoredRun]:
+    """The runs that may join: a sweep's completed or ASHA-stopped trials; a study's completed
+    confirm runs only, each arm's chosen config at the full budget (a tune run may have trained
+    the same config on the same seed, so with it one training run could join twice)."""
+    if study:
+        return [
+            run for run in trials
+            if run.status == "FINISHED" and run.state == "completed"
+            and run.params.get(PHASE_PARAM) == CONFIRM_PHASE
+        ]  # fmt: skip
+    return [run for run in trials if run.status == "FINISHED" and run.state in FINISHED_STATES]
+
+
+def sweep_roots(stored: StoredSweep, results_dir: Path) -> list[Path]:
+    """Where the sweep's trial directories may be: where it ran, then under --results-dir (if
+    it moved since)."""
     ran_in = stored.parent.tags.get(RESULTS_DIR_TAG)
-    layouts = [SweepLayout(Path(ran_in or Path(results_dir) / stored.name))]
-    layouts.append(SweepLayout(Path(results_dir) / stored.name))
+    return [Path(ran_in or Path(results_dir) / stored.name), Path(results_dir) / stored.name]
+
+
+def candidates_from_runs(
+    runs: Sequence[StoredRun], metric: str, roots: Sequence[Path]
+) -> list[Candidate]:
+    """The runs that logged `metric` as candidates (unranked), each with its best checkpoint."""
     out = []
-    for run in stored.trials:
+    for run in runs:
         value = run.metrics.get(best_key(metric), run.metrics.get(metric))
-        if run.status != "FINISHED" or run.state not in FINISHED_STATES or value is None:
+        if value is None:
             continue
-        # The tagged location first; the sweep's layout under --results-dir if it moved since.
-        places = [Path(p) for p in (run.tags.get(BEST_CHECKPOINT),) if p]
-        places += [layout.trial(run.trial_id).best_checkpoint for layout in layouts]
+        places = checkpoint_places(run, roots)
         checkpoint = next((p for p in places if p.is_dir()), places[0])
         out.append(Candidate(run.run_id, run.run_name, run.trial_id, run.state, value, checkpoint))
     return out
 
 
-def select_members(library: MemberLibrary, request: EnsembleRequest) -> Selection:
+def checkpoint_places(run: StoredRun, roots: Sequence[Path]) -> list[Path]:
+    """Where a trial's best checkpoint may be: the tagged path first, then its directory under
+    each sweep root (a study's trial in its phase's, `tune-<arm>/` or `confirm/`)."""
+    places = [Path(p) for p in (run.tags.get(BEST_CHECKPOINT),) if p]
+    phase = run.params.get(PHASE_PARAM)
+    subdirs = [study_phase_dir(phase, run.params.get(ARM_PARAM, "")), ""] if phase else [""]
+    for root in roots:
+        places += [SweepLayout(root / d).trial(run.trial_id).best_checkpoint for d in subdirs]
+    return places
+
+
+def select_members(library: MemberLibrary, request: EnsembleRequest, metric: str) -> Selection:
     """The K best-ranked members, or Caruana et al.'s greedy forward selection of K steps on dev
-    (scored by the request's metric) with the plain top-K reported beside it."""
+    (scored by `metric` on dev: a selection metric by its dev namesake, with a note) with the
+    plain top-K reported beside it."""
     dev_of = [member.predictions["dev"] for member in library.members]
 
     def ensemble_dev(indices: Sequence[int]) -> dict[str, float]:
@@ -136,10 +200,19 @@ def select_members(library: MemberLibrary, request: EnsembleRequest) -> Selectio
     top_dev = ensemble_dev(top_k)
     if not request.greedy:
         return Selection(top_k, top_dev)
+    scored_on = greedy_metric(metric)
+    if scored_on is None:  # EnsembleRequest rejects these
+        raise ValueError(f"greedy selection cannot score ensembles by {metric}")
+    notes = [GREEDY_NOTE]
+    if scored_on != metric:
+        notes.append(
+            f"greedy selection scored its steps by {scored_on}: the ensemble predicts dev, not "
+            f"the selection split whose {metric} ranked the trials"
+        )
     chosen, _ = greedy_forward_selection(
-        len(dev_of), lambda indices: ensemble_dev(indices)[request.metric], steps=request.top
+        len(dev_of), lambda indices: ensemble_dev(indices)[scored_on], steps=request.top
     )
-    return Selection(chosen, ensemble_dev(chosen), top_k=(top_k, top_dev), notes=[GREEDY_NOTE])
+    return Selection(chosen, ensemble_dev(chosen), top_k=(top_k, top_dev), notes=notes)
 
 
 def write_ensemble(
@@ -147,13 +220,14 @@ def write_ensemble(
     request: EnsembleRequest,
     library: MemberLibrary,
     selection: Selection,
+    ranking: Ranking,
 ) -> EnsembleResult:
     """Write the combined prediction files and metrics.json under the sweep's `ensemble/`."""
     out_dir = SweepLayout(Path(request.results_dir) / stored.name).ensemble_dir
     members = library.members
     files = _write_predictions(out_dir, members, selection.members, request)
     notes = [*library.notes, *selection.notes]
-    summary = _summary(stored.name, request, members, selection, notes)
+    summary = _summary(stored.name, request, members, selection, notes, ranking)
     write_json_atomic(out_dir / "metrics.json", summary)
     return EnsembleResult(
         stored.name, out_dir, members, selection.members, selection.dev, files, notes,
@@ -185,14 +259,17 @@ def _summary(
     members: Sequence[MemberRun],
     selection: Selection,
     notes: Sequence[str],
+    ranking: Ranking,
 ) -> dict[str, Any]:
-    """metrics.json: members (with their sweep value and re-scored dev metrics), the ensemble's
-    dev metrics and its gain over the best selected member."""
+    """metrics.json: the runs considered and the metric ranking them, members (with their sweep
+    value and re-scored dev metrics), the ensemble's dev metrics and its gain over the best
+    selected member."""
     kept = sorted(set(selection.members))
     best = members[kept[best_member([members[i].dev for i in kept])]]
     summary = {
         "sweep": sweep,
-        "metric": request.metric,
+        "metric": ranking.metric,
+        "candidates": ranking.considered,
         "method": request.method,
         "select": request.select,
         "splits": list(request.splits),
@@ -246,7 +323,7 @@ def _log_run(
             "top": request.top,
             "method": request.method,
             "select": request.select,
-            "metric": request.metric,
+            "metric": result.summary["metric"],
         },
         metrics={**result.dev, **{f"gain/{k}": v for k, v in gains.items()}},
         tags={SWEEP_TAG: stored.name, SWEEP_RUN_TAG: stored.parent.run_id},
@@ -258,7 +335,8 @@ def summary_lines(request: EnsembleRequest, result: EnsembleResult) -> list[str]
     """What `orchestrator ensemble` prints: notes, the ensemble's dev scores and their gain over
     the best member, where the files went and the MLflow run."""
     name = f"{request.select}-{request.top} {request.method}"
-    lines = [f"note: {note}" for note in result.notes]
+    lines = [f"ranked on {result.summary['metric']}: {result.summary['candidates']}"]
+    lines += [f"note: {note}" for note in result.notes]
     if "top" in result.summary:
         top_overall = result.summary["top"]["dev"][OVERALL]
         lines.append(f"top-{request.top} {request.method}   {OVERALL} {top_overall:.4f}")

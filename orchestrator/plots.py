@@ -156,14 +156,14 @@ def learning_curves(
         style = {"linewidth": 2.5, "color": "black"} if arm == baseline else {"linewidth": 1.5}
         (line,) = ax.plot(epochs, mean, marker="o", label=arm, **style)
         ax.fill_between(epochs, mean - half, mean + half, color=line.get_color(), alpha=0.15)
+    ax.set(xlabel="epoch", ylabel=f"{metric} (mean over seeds)")
     if curves:
         ax.legend(fontsize=8, loc="lower right")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.set_title(f"learning curves per arm (bands: 95% CI; bold: {baseline or 'baseline'})",
+                     fontsize=9)  # fmt: skip
     else:
         ax.set_title("no completed confirm run")
-    ax.set(xlabel="epoch", ylabel=f"{metric} (mean over seeds)")
-    ax.set_title(f"learning curves per arm (bands: 95% CI; bold: {baseline or 'baseline'})",
-                 fontsize=9)  # fmt: skip
     return _save(fig, path)
 
 

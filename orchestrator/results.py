@@ -6,7 +6,7 @@ row per trial) and plots, and
   epoch) and `importance.md` (Optuna parameter importances);
 - for an ablation study (`study.arms` on the parent run): `ablation.md`, `ablation.parquet` and
   `ablation.tex` from its confirm runs (`study_report.py`), and for its tuning phase, if any,
-  `tuning.md` (the HPO tables per arm) and `importance.md`.
+  `tuning.md` (the HPO tables per arm) and `importance.md` (each arm's Optuna importances).
 
 Reads the sweep's MLflow runs through the tracking store and logs the report back to the sweep's
 parent run (a study's per-arm means as metrics too), so the UI shows it. Optuna is loaded only to
@@ -47,6 +47,7 @@ from orchestrator.contract import (
     TUNE_PHASE,
     SweepLayout,
     best_key,
+    study_phase_dir,
 )
 from orchestrator.study_report import (
     StudyInfo,
@@ -55,7 +56,7 @@ from orchestrator.study_report import (
     phase_runs,
     study_info,
 )
-from orchestrator.tables import ablation_markdown, importance_markdown
+from orchestrator.tables import ablation_markdown, arm_importance_markdown, importance_markdown
 from orchestrator.tracking.store import (
     StoredRun,
     StoredSweep,
@@ -97,8 +98,9 @@ class ReportWritten:
 # importance.md
 
 
-def sweep_importances(state_file: Path, sweep: str) -> tuple[dict[str, float] | None, str]:
-    """The Optuna importances of the sweep's study (named in its state file), or None and why."""
+def sweep_importances(state_file: Path, study: str) -> tuple[dict[str, float] | None, str]:
+    """The importances of the Optuna study `study` in the storage the sweep's state file names
+    (a sweep's: the sweep's name; a study's tuning phase: one per arm), or None and why."""
     storage = (
         json.loads(state_file.read_text()).get("optuna_storage") if state_file.is_file() else None
     )
@@ -108,7 +110,7 @@ def sweep_importances(state_file: Path, sweep: str) -> tuple[dict[str, float] | 
     from orchestrator.importance import study_importances
 
     try:
-        return study_importances(storage, sweep), ""
+        return study_importances(storage, study), ""
     except Exception as err:  # optuna: too few completed trials, no varying parameter, ...
         return None, f"Optuna could not compute importances: {str(err).splitlines()[0]}"
 
@@ -195,7 +197,7 @@ def build_report(uri: str, stored: StoredSweep, layout: SweepLayout) -> Report:
     scores, note = sweep_importances(layout.state_file, stored.name)
     tables = {
         "ablation.md": ablation_markdown(frame, axes, base, sweep=stored.name, metric=metric),
-        "importance.md": importance_markdown(scores, sweep=stored.name, note=note),
+        "importance.md": importance_markdown(scores, sweep=stored.name, note=note, metric=metric),
     }
     return Report(frame, axes, base, tables, metric, mode, frame)
 
@@ -222,9 +224,24 @@ def _tuning_tables(
             title = f"# Tuning (phase 1) of arm `{arm}`"
             sections.append(ablation_markdown(trials, arm_axes, base, sweep=name, metric=metric,
                                               title=title))  # fmt: skip
-    scores, note = sweep_importances(layout.state_file, name)
-    importance = importance_markdown(scores, sweep=name, note=note)
+    importance = _tuning_importances(tune, info, layout, name, metric)
     return {"tuning.md": "\n".join(sections), "importance.md": importance}, tune
+
+
+def _tuning_importances(
+    tune: pd.DataFrame, info: StudyInfo, layout: SweepLayout, name: str, metric: str
+) -> str:
+    """`importance.md` of a study: each arm's tuning phase is its own Optuna study in the shared
+    optuna.db, named `<study>.tune-<arm>` (see `study_phases.tune_phase`)."""
+    per_arm: dict[str, tuple[dict[str, float] | None, str]] = {}
+    for arm in info.arms:
+        if (tune[ARM_PARAM].astype(str) == arm).any():
+            per_arm[arm] = sweep_importances(
+                layout.state_file, f"{name}.{study_phase_dir(TUNE_PHASE, arm)}"
+            )
+        else:
+            per_arm[arm] = None, "no tuning trial of this arm in the store."
+    return arm_importance_markdown(per_arm, study=name, metric=metric)
 
 
 def _write_in_place(report: Report, out_dir: Path) -> list[Path]:

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from model.config import ConfigError, TrainConfig, is_finite_number
-from model.evaluate import OVERALL, SELECTION_METRICS, metric_mode
+from model.evaluate import (
+    DEV_METRICS,
+    OVERALL,
+    SELECTION_METRICS,
+    SELECTION_OVERALL,
+    SELECTION_SPLIT,
+    metric_mode,
+    on_split,
+)
 from orchestrator.config import load_train_config, load_yaml_file
 from orchestrator.contract import METRICS
 from orchestrator.space_params import Condition, Fail, Param, parse_params
@@ -165,8 +173,16 @@ def _check_study_fits(study: StudySpec, params: list[Param], repeats: int, fail:
 
 
 def _parse_objective(raw: Mapping[str, Any], base: TrainConfig, fail: Fail) -> dict[str, Any]:
-    """`metric` (a reported metric name) and `mode` (by default the metric's own direction)."""
-    metric = raw.get("metric", OVERALL)
+    """`metric` (a reported metric name; with a selection split, selection/overall by default)
+    and `mode` (by default the metric's own direction)."""
+    split_on = base.data.selection > 0
+    metric = raw.get("metric", SELECTION_OVERALL if split_on else OVERALL)
+    if split_on and metric in DEV_METRICS:
+        raise fail(
+            "metric",
+            f"{metric} would rank trials on dev, which data.selection keeps for reporting; "
+            f"use {on_split(metric, SELECTION_SPLIT)}",
+        )
     if metric not in METRICS:
         raise fail("metric", f"{metric!r} is not one of {', '.join(METRICS)}")
     if metric in SELECTION_METRICS and base.data.selection <= 0:

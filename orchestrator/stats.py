@@ -33,6 +33,20 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return float(array.mean()), float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sem, n
 
 
+def paired_difference(
+    arm: Sequence[float], baseline: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float, int]:
+    """Mean of `arm - baseline` (paired, same order), its t-interval half-width, the paired
+    t-test's two-sided p-value (NaN below two pairs, or when every difference is equal: the t
+    statistic is undefined then, not huge) and the number of pairs."""
+    a, b = np.asarray(arm, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    mean, half, n = mean_ci(list(a - b), confidence)
+    p_value = math.nan
+    if n >= 2 and np.ptp(a - b) > 1e-12:
+        p_value = float(stats.ttest_rel(a, b).pvalue)
+    return mean, half, p_value, n
+
+
 def delta_ci(
     values: Sequence[float], base: Sequence[float], confidence: float = 0.95
 ) -> tuple[float, float]:

@@ -24,6 +24,12 @@ from model.config import ConfigError, TrainConfig, config_field_types, flatten
 from orchestrator.config import apply_params
 
 STUDY_KEYS = ("arms", "baseline", "seeds", "confirm_epochs")
+# Keys an arm may not change: the study sets them the same for every arm, or comparisons break.
+STUDY_OWNED = {
+    "seed": "the study sets the seed of every run: use seeds:",
+    "optim.epochs": "every arm gets the same budget: use confirm_epochs:",
+    "data.selection": "every arm ranks on the same selection split: set it in the base config",
+}
 MAX_SEEDS = 1000  # a typo guard: `seeds: 30000` is not an ablation anyone waits for
 
 Fail = Callable[[str, str], ConfigError]
@@ -90,7 +96,7 @@ def parse_study(
         known = ", ".join(arm.name for arm in arms)
         raise fail("baseline", f"{baseline!r} is not one of the arms ({known})")
     seeds = _parse_seeds(raw.get("seeds", 3), fail)
-    epochs = raw.get("confirm_epochs", base.optim.epochs)
+    epochs = raw.get("confirm_epochs", _fixed_epochs(raw, base))
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise fail("confirm_epochs", f"phase 2 needs an integer budget >= 1, got {epochs!r}")
     return StudySpec(tuple(arms), baseline, seeds, epochs)
@@ -125,8 +131,8 @@ def _parse_overrides(
     for key, value in flat.items():
         if key not in known:
             raise fail(f"{where}.{key}", "unknown config key")
-        if key == "seed":
-            raise fail(f"{where}.seed", "the study sets the seed of every run: use seeds:")
+        if key in STUDY_OWNED:
+            raise fail(f"{where}.{key}", STUDY_OWNED[key])
         if key in space_keys:
             raise fail(f"{where}.{key}", "also in space: an arm fixes what phase 1 would tune")
         try:
@@ -138,6 +144,13 @@ def _parse_overrides(
     except ConfigError as err:
         raise fail(where, str(err)) from None
     return tuple((k, _freeze(v)) for k, v in flat.items())
+
+
+def _fixed_epochs(raw: Mapping[str, Any], base: TrainConfig) -> Any:
+    """Phase 2's default budget: a fixed `optim.epochs` of the space, else the base config's."""
+    space = raw.get("space")
+    fixed = space.get("optim.epochs") if isinstance(space, Mapping) else None
+    return fixed if isinstance(fixed, int) and not isinstance(fixed, bool) else base.optim.epochs
 
 
 def _parse_seeds(raw: Any, fail: Fail) -> tuple[int, ...]:

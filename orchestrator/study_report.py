@@ -173,7 +173,8 @@ def seed_notes(runs: pd.DataFrame, info: StudyInfo) -> list[str]:
     repeated = done[done.duplicated(["arm", "seed"], keep=False)]
     for (arm, seed), group in repeated.groupby(["arm", "seed"]):
         notes.append(
-            f"`{arm}` completed seed {int(seed)} {len(group)} times; the table counts each."
+            f"`{arm}` completed seed {int(seed)} {len(group)} times; the table averages them "
+            "into one score for that seed before pairing."
         )
     return notes
 

@@ -13,26 +13,32 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.config import ConfigError
+from model.checkpoint import write_json_atomic
 from orchestrator import ray_tune
 from orchestrator.contract import (
     ARM_PARAM,
     CONFIRM_PHASE,
     PHASE_PARAM,
-    SEED_PARAM,
-    TUNE_PHASE,
     SweepLayout,
 )
 from orchestrator.proposer import FixedTrials, TrialProposer
 from orchestrator.search import SweepStudy, make_sampler
-from orchestrator.space import Param, SchedulerSpec, SearchSpace
-from orchestrator.study import Arm, StudySpec
+from orchestrator.space import SearchSpace
+from orchestrator.study import StudySpec
+from orchestrator.study_phases import (
+    Phase,
+    best_params,
+    confirm_phase,
+    study_of,
+    tune_phase,
+    untuned_params,
+)
 from orchestrator.sweep import (
     ENDED_STATES,
     SweepOutcome,
@@ -41,7 +47,9 @@ from orchestrator.sweep import (
     TrialOutcome,
     finish_tracking,
     join_ray,
+    read_state,
     start_tracking,
+    study_record,
     trial_outcomes,
 )
 from orchestrator.sweep_callbacks import (
@@ -53,20 +61,8 @@ from orchestrator.sweep_callbacks import (
 from orchestrator.tracking.writer import Status
 
 PHASES_KEY = "finished_phases"  # in sweep.json: the phases that ran to the end
-
-
-class StudyError(ConfigError):
-    """A study cannot go on as asked (e.g. an arm whose tuning phase completed no trial)."""
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One sweep of a study: its directory name (`tune-smart`, `confirm`), its space, and the
-    configs it runs in order (confirm), or None when its space's Optuna study proposes them."""
-
-    key: str
-    space: SearchSpace
-    configs: tuple[dict[str, Any], ...] | None = None
+STUDY_KEY = "study"  # in sweep.json: the arms and seeds the study started with
+ABLATION_MARKDOWN = "ablation.md"
 
 
 def run_study(
@@ -78,16 +74,18 @@ def run_study(
     resume: bool = False,
     live_table: bool = True,
     num_cpus: int | None = None,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] | None = None,
 ) -> SweepOutcome:
     """Run (or with `resume`, continue) the study `space`; every trial of every phase is in the
     returned outcome (`labels` say each one's arm and phase)."""
-    study = _study_of(space)
+    study = study_of(space)
     started = time.monotonic()
     make_sampler(space)  # a sampler that cannot be built fails before anything is written
     layout = SweepLayout.of(results_dir, space.name)
-    state = open_study_state(layout, resume=resume)
-    space = join_ray(space, layout, Path(data_dir).resolve(), address, num_cpus, echo=echo)
+    state = open_study_state(space, layout, resume=resume)
+    space = join_ray(
+        space, layout, Path(data_dir).resolve(), address, num_cpus, echo=echo or _stderr_line
+    )
     run = start_tracking(space, layout, Path(data_dir).resolve(), state)
     outcome = SweepOutcome(
         name=space.name,
@@ -111,20 +109,23 @@ def run_study(
     return outcome
 
 
-def _study_of(space: SearchSpace) -> StudySpec:
-    if space.study is None:
-        raise ValueError(f"{space.source}: not a study (no arms:)")
-    return space.study
-
-
-def open_study_state(layout: SweepLayout, *, resume: bool) -> dict[str, Any]:
-    """The saved `sweep.json` of the study to resume, or {} for a new one."""
+def open_study_state(space: SearchSpace, layout: SweepLayout, *, resume: bool) -> dict[str, Any]:
+    """The saved `sweep.json` of the study to resume (which must be this study: same arms,
+    seeds, budget and searched keys), or {} for a new one."""
     if resume:
         if not layout.state_file.is_file():
             raise SweepStateError(
                 f"{layout.root}: no study '{layout.name}' to resume; run it without --resume first"
             )
-        return dict(json.loads(layout.state_file.read_text()))
+        state = read_state(layout)
+        saved, now = state.get(STUDY_KEY), json.loads(json.dumps(study_record(space)))
+        changed = [key for key in now if saved is None or saved.get(key) != now[key]]
+        if changed:
+            raise SweepStateError(
+                f"{space.source}: {changed[0]}: differs from the study '{layout.name}' being "
+                "resumed; resume it with its own space file, or start a new study with --name NEW"
+            )
+        return state
     if layout.state_file.exists():
         raise SweepStateError(
             f"{layout.root}: study '{layout.name}' already exists; pass --resume to continue it "
@@ -141,7 +142,7 @@ def run_phases(
     chosen: dict[str, dict[str, Any]] = {}
     for arm in study.arms:
         if not run.space.searched:
-            chosen[arm.name] = _untuned_params(run.space, arm)
+            chosen[arm.name] = untuned_params(run.space, arm)
             continue
         phase = tune_phase(run.space, study, arm)
         trials, done = run_phase(run, phase, resume=resume, live_table=live_table)
@@ -153,49 +154,6 @@ def run_phases(
     trials, done = run_phase(run, confirm, resume=resume, live_table=live_table)
     outcome.trials += trials
     return done
-
-
-def tune_phase(space: SearchSpace, study: StudySpec, arm: Arm) -> Phase:
-    """Phase 1 of `arm`: the space's search with the arm's overrides fixed, on the first seed."""
-    fixed = [Param(key, "fixed", value=value) for key, value in arm.overrides]
-    fixed.append(Param(SEED_PARAM, "fixed", value=study.seeds[0]))
-    key = f"{TUNE_PHASE}-{arm.name}"
-    return Phase(
-        key,
-        space.replace(
-            name=f"{space.name}.{key}",  # the Optuna study's name in the shared optuna.db
-            params=(*fixed, *space.params),
-            labels=((ARM_PARAM, arm.name), (PHASE_PARAM, TUNE_PHASE)),
-            study=None,
-        ),
-    )
-
-
-def confirm_phase(
-    space: SearchSpace, study: StudySpec, chosen: dict[str, dict[str, Any]]
-) -> Phase:
-    """Phase 2: each arm's chosen params on every seed, `confirm_epochs` each, run to the end."""
-    configs = [
-        {
-            **chosen[arm.name],
-            SEED_PARAM: seed,
-            "optim.epochs": study.confirm_epochs,
-            ARM_PARAM: arm.name,
-            PHASE_PARAM: CONFIRM_PHASE,
-        }
-        for arm in study.arms
-        for seed in study.seeds
-    ]
-    confirm = space.replace(
-        name=f"{space.name}.{CONFIRM_PHASE}",
-        params=(),
-        num_samples=len(configs),
-        repeats=1,
-        scheduler=SchedulerSpec("none", max_epochs=study.confirm_epochs),
-        labels=((PHASE_PARAM, CONFIRM_PHASE),),
-        study=None,
-    )
-    return Phase(CONFIRM_PHASE, confirm, tuple(configs))
 
 
 def run_phase(
@@ -244,64 +202,19 @@ def _build_tuner(run: SweepRun, phase: Phase, layout: SweepLayout, *, live_table
     )
 
 
-def best_params(space: SearchSpace, trials: list[TrialOutcome]) -> dict[str, Any]:
-    """The params of a tune phase's best completed trial (ASHA-stopped ones trained less), without
-    the seed and epochs, which the confirm phase sets."""
-    completed = [t for t in trials if t.state == "completed" and t.best_value is not None]
-    if not completed:
-        raise StudyError(
-            f"{space.source}: phase {space.name}: no tuning trial completed, so there is no "
-            "config to confirm; see the trials' errors with `orchestrator report`"
-        )
-    sign = 1.0 if space.mode == "max" else -1.0
-    best = max(completed, key=lambda t: sign * float(t.best_value))  # type: ignore[arg-type]
-    return {k: v for k, v in best.params.items() if k not in (SEED_PARAM, "optim.epochs")}
-
-
-def _untuned_params(space: SearchSpace, arm: Arm) -> dict[str, Any]:
-    """What an arm runs when nothing is tuned: the space's fixed values and its own overrides."""
-    fixed = {p.key: p.value for p in space.params if not p.searched}
-    return {**fixed, **arm.params}
-
-
 def _finished_phases(layout: SweepLayout) -> list[str]:
-    return list(json.loads(layout.state_file.read_text()).get(PHASES_KEY, []))
+    return list(read_state(layout).get(PHASES_KEY, []))
 
 
 def _mark_finished(layout: SweepLayout, key: str) -> None:
-    state = json.loads(layout.state_file.read_text())
+    state = read_state(layout)
     state[PHASES_KEY] = [*state.get(PHASES_KEY, []), key]
-    tmp = layout.state_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(layout.state_file)  # a driver killed here leaves the old file whole
-
-
-def study_dry_run_lines(space: SearchSpace) -> list[str]:
-    """What `sweep --dry-run` prints for a study: arms, seeds, phases and the runs of each
-    (each arm's overrides validated; tuning configs sampled as its first trials would be)."""
-    from orchestrator.search import describe_dry_run
-
-    study = _study_of(space)
-    tuned = bool(space.searched)
-    lines = [
-        f"{space.source}: valid study; {len(study.arms)} arms x {len(study.seeds)} seeds "
-        f"{list(study.seeds)}, baseline {study.baseline}, ranked on {space.metric}",
-    ]
-    if tuned:
-        lines.append(f"phase {TUNE_PHASE}: {space.total_trials} trials per arm, {space.sampler}")
-    lines.append(f"phase {CONFIRM_PHASE}: {study.runs} runs of {study.confirm_epochs} epoch(s)")
-    for arm in study.arms:
-        lines.append(f"  arm {arm.name}: {arm.describe()}")
-        if tuned:
-            phase = tune_phase(space, study, arm)
-            for label, _params in describe_dry_run(phase.space, min(space.num_samples, 3)):
-                lines.append(f"      {TUNE_PHASE}: {label}")
-    return lines
+    write_json_atomic(layout.state_file, state)  # a driver killed here leaves the old file whole
 
 
 def study_summary(space: SearchSpace, outcome: SweepOutcome) -> list[str]:
     """What `orchestrator sweep` prints when a study ends: its confirm runs per arm."""
-    study = _study_of(space)
+    study = study_of(space)
     confirm = [t for t in outcome.trials if t.labels.get(PHASE_PARAM) == CONFIRM_PHASE]
     lines = [f"study {space.name}: {len(outcome.trials)} runs in {outcome.wall_s:.0f} s"]
     for arm in study.arms:
@@ -325,12 +238,23 @@ def study_command_lines(
     results_dir: Path,
     address: str | None,
     resume: bool,
-    dry_run: bool,
 ) -> list[str]:
-    """What `orchestrator sweep` prints for a study: its plan (`dry_run`), or its runs' summary."""
-    if dry_run:
-        return study_dry_run_lines(space)
+    """What `orchestrator sweep` prints for a study: its runs' summary, then (when every run
+    ended) where its report went: the ablation table is what a study is run for."""
+    from orchestrator.results import ReportError, write_report
+
     outcome = run_study(
         space, data_dir=data_dir, results_dir=results_dir, address=address, resume=resume
     )
-    return study_summary(space, outcome)
+    lines = study_summary(space, outcome)
+    try:
+        written = write_report(space.name, results_dir=results_dir)
+    except ReportError as err:
+        return [*lines, f"no report: {err}"]
+    table = next((p for p in written.files if p.name == ABLATION_MARKDOWN), None)
+    lines += [f"note: {note}" for note in written.notes]
+    return [*lines, f"table:      {table or written.files[0]}"]
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

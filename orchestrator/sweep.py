@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.checkpoint import write_json_atomic
 from model.config import ConfigError, flatten_config
 from orchestrator import ray_tune
 from orchestrator.cluster import check_cluster_paths
@@ -163,13 +164,36 @@ def open_state(layout: SweepLayout, *, resume: bool) -> dict[str, Any]:
             raise SweepStateError(
                 f"{layout.root}: no sweep '{layout.name}' to resume; run it without --resume first"
             )
-        return dict(json.loads(layout.state_file.read_text()))
+        return read_state(layout)
     if layout.state_file.exists() or ray_tune.experiment_exists(layout):
         raise SweepStateError(
             f"{layout.root}: sweep '{layout.name}' already exists; pass --resume to continue it "
             "or --name NEW to start another"
         )
     return {}
+
+
+def read_state(layout: SweepLayout) -> dict[str, Any]:
+    """A sweep's `sweep.json`; a file that is not a JSON object is a one-line error."""
+    try:
+        state = json.loads(layout.state_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SweepStateError(f"{layout.state_file}: unreadable ({err}); cannot resume") from None
+    if not isinstance(state, dict):
+        raise SweepStateError(f"{layout.state_file}: expected a JSON object; cannot resume")
+    return state
+
+
+def study_record(space: SearchSpace) -> dict[str, Any]:
+    """What a study's `sweep.json` keeps of it, so `--resume` can tell an edited study apart."""
+    assert space.study is not None
+    return {
+        "arms": {arm.name: [[k, v] for k, v in arm.overrides] for arm in space.study.arms},
+        "baseline": space.study.baseline,
+        "seeds": list(space.study.seeds),
+        "confirm_epochs": space.study.confirm_epochs,
+        "searched": [p.key for p in space.searched],
+    }
 
 
 def join_ray(
@@ -224,7 +248,9 @@ def start_tracking(
             "optuna_storage": layout.optuna_url,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        layout.state_file.write_text(json.dumps(state, indent=2) + "\n")
+        if space.study is not None:
+            state["study"] = study_record(space)
+        write_json_atomic(layout.state_file, state)
     return SweepRun(space, layout, data_dir, tracker, parent_run_id, sha, state["optuna_storage"])
 
 

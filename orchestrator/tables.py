@@ -1,6 +1,7 @@
 """The report's markdown tables of an HPO sweep: `ablation.md` (each swept value's, or value bin's,
 mean ± 95% CI of every best dev metric, and its Δ vs the base value) and `importance.md`
-(parameter importances, largest first).
+(parameter importances, largest first; a study's per arm). Both name the split the sweep ranked
+its trials on (`selection/...` or dev).
 
 Pruned trials are never dropped silently: each row counts them, the header names them, and when
 there are any, a column compares every trial of the row at the last epoch all of them reached.
@@ -16,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from model.evaluate import DEV_METRICS, OVERALL
+from model.evaluate import DEV_METRICS, OVERALL, SELECTION_SPLIT
 from orchestrator.contract import best_key
 from orchestrator.stats import (
     AxisGroup,
@@ -122,15 +123,23 @@ def _trial_names(frame: pd.DataFrame, epochs: bool = False) -> str:
     return ", ".join(f"`{n}`" for n in names)
 
 
-def _summary(frame: pd.DataFrame, trials: Comparison) -> list[str]:
+def ranking_split(metric: str) -> str:
+    """Which split a ranking metric is on, in words: the selection split or dev."""
+    if metric.startswith(f"{SELECTION_SPLIT}/"):
+        return "the selection split (held out of train)"
+    return metric.split("/", 1)[0] if "/" in metric else metric
+
+
+def _summary(frame: pd.DataFrame, trials: Comparison, metric: str) -> list[str]:
     """What the tables are made of: completed trials, pruned ones (named, with their rung) and
-    those left out (failed, killed: named)."""
+    those left out (failed, killed: named); and the split the sweep ranked its trials on."""
     left_out = frame.drop(trials.compared.index)
     lines = [
-        f"{len(trials.done)} completed and {len(trials.pruned)} pruned trials. Rows: a swept "
-        "value, or a bin of a continuous axis's values. Cells: mean ± 95% CI (t) of each "
-        "completed trial's best-epoch dev metric; Δ: difference to the base value's group "
-        "± 95% CI (Welch); * marks a Δ whose interval excludes 0.",
+        f"{len(trials.done)} completed and {len(trials.pruned)} pruned trials. The sweep "
+        f"ranked them on `{metric}`, on {ranking_split(metric)}. Rows: a swept value, or a bin "
+        "of a continuous axis's values. Cells: mean ± 95% CI (t) of each completed trial's "
+        "best-epoch metric; Δ: difference to the base value's group ± 95% CI (Welch); * marks "
+        "a Δ whose interval excludes 0.",
         "",
     ]
     if len(trials.pruned):
@@ -160,10 +169,13 @@ def ablation_markdown(
     title: str | None = None,
 ) -> str:
     """The ablation tables: per swept axis, each value's (or bin's) mean ± 95% CI of every best
-    dev metric across completed trials (seeds included), the count of pruned trials, and Δ vs the
-    base value's group (*: CI excludes 0); pruned trials compare at their common rung."""
+    dev metric (and of the ranking `metric`, if not among them) across completed trials (seeds
+    included), the count of pruned trials, and Δ vs the base value's group (*: CI excludes 0);
+    pruned trials compare at their common rung of `metric`."""
+    if metric not in metrics and best_key(metric) in frame:
+        metrics = (metric, *metrics)  # e.g. selection/overall: the column the sweep ranked on
     trials = compare_trials(frame, metric)
-    lines = [title or f"# Ablation: sweep `{sweep}`", "", *_summary(frame, trials)]
+    lines = [title or f"# Ablation: sweep `{sweep}`", "", *_summary(frame, trials, metric)]
     for axis in axes:
         lines += _axis_table(trials, axis, base.get(axis), metrics)
     return "\n".join(lines)
@@ -173,16 +185,40 @@ def ablation_markdown(
 # importance.md
 
 
-def importance_markdown(scores: Mapping[str, float] | None, *, sweep: str, note: str = "") -> str:
-    """A table of parameter importances, largest first, or why there is none."""
+def importance_markdown(
+    scores: Mapping[str, float] | None, *, sweep: str, note: str = "", metric: str = OVERALL
+) -> str:
+    """A table of parameter importances of the sweep's objective `metric`, largest first, or why
+    there is none."""
     lines = [f"# Parameter importance: sweep `{sweep}`", ""]
+    return "\n".join([*lines, *_importance_lines(scores, note, metric)])
+
+
+def arm_importance_markdown(
+    per_arm: Mapping[str, tuple[Mapping[str, float] | None, str]], *, study: str, metric: str
+) -> str:
+    """A study's importances: a section per arm (arm -> its scores, or None and why), as each
+    arm's tuning phase is its own Optuna study."""
+    lines = [
+        f"# Parameter importance: study `{study}`, tuning phase per arm",
+        "",
+        "Each arm is tuned in its own Optuna study, so each has its own importances.",
+        "",
+    ]
+    for arm, (scores, note) in per_arm.items():
+        lines += [f"## Arm `{arm}`", "", *_importance_lines(scores, note, metric)]
+    return "\n".join(lines)
+
+
+def _importance_lines(scores: Mapping[str, float] | None, note: str, metric: str) -> list[str]:
     if not scores:
-        return "\n".join([*lines, note or "no importances could be computed.", ""])
-    lines += [
-        "Optuna fANOVA importances of the sweep objective over completed trials (they sum to 1).",
+        return [note or "no importances could be computed.", ""]
+    lines = [
+        f"Optuna fANOVA importances of the sweep objective `{metric}` (on {ranking_split(metric)})"
+        " over completed trials (they sum to 1).",
         "",
         "| parameter | importance |",
         "|---|---|",
     ]
     lines += [f"| `{k}` | {v:.3f} |" for k, v in sorted(scores.items(), key=lambda kv: -kv[1])]
-    return "\n".join([*lines, ""])
+    return [*lines, ""]

@@ -1,5 +1,6 @@
 """`trials.parquet`: one row per trial run of a sweep, with its params parsed back from MLflow's
-strings, its best and per-epoch dev metrics, its state, wall time and device.
+strings, its best and per-epoch dev metrics (and selection-split ones, when its runs report them:
+sweeps and tuning phases may rank on `selection/overall`), its state, wall time and device.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from model.evaluate import DEV_METRICS
+from model.evaluate import DEV_METRICS, SELECTION_METRICS
 from orchestrator.contract import best_key
 from orchestrator.tracking.store import StoredRun
 
@@ -64,11 +65,13 @@ def _trial_row(
         "device_used": run.tags.get("device") or ("cuda" if gpu_per_trial > 0 else "cpu"),
     }
     row.update({key: parse_param(value) for key, value in sorted(run.params.items())})
-    for metric in DEV_METRICS:
+    for metric in (*DEV_METRICS, *SELECTION_METRICS):
         value = run.metrics.get(best_key(metric))
         if value is None and history.get(metric):
             value = max(v for _, v in history[metric])
-        row[best_key(metric)] = value
+        # Dev columns always; selection ones only where the split was on (else no column).
+        if value is not None or metric in DEV_METRICS:
+            row[best_key(metric)] = value
     for metric, points in history.items():
         row.update({f"{metric}@{step}": value for step, value in points})
     return row
@@ -81,8 +84,8 @@ def trials_frame(
     gpu_per_trial: float = 0.0,
 ) -> pd.DataFrame:
     """One row per trial run: identity, state, every param (dotted keys), best metrics
-    (`best/dev/overall`, ...), per-epoch dev metrics (`dev/overall@1`, ...), pruned-at epoch,
-    wall time and device."""
+    (`best/dev/overall`, ..., `best/selection/overall`, ... when reported), per-epoch metrics
+    (`dev/overall@1`, ...), pruned-at epoch, wall time and device."""
     rows = [_trial_row(run, histories.get(run.run_id, {}), gpu_per_trial) for run in trials]
     columns: dict[str, None] = {}
     for row in rows:

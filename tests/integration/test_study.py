@@ -74,6 +74,44 @@ def test_study_without_tuning_runs_every_arm_on_the_same_seeds(tmp_path: Path) -
     assert {p["model.pair_encoding"] for p in confirm if p["arm"] == "cosine"} == {"cosine"}
     assert {p["optim.epochs"] for p in confirm} == {"1"}
     assert all(r.data.tags["trial_state"] == "completed" for r in children)
+    check_table_and_view(results, "direct-study", children, state["tracking_uri"])
+
+
+def check_table_and_view(results: Path, name: str, runs: list[Any], uri: str) -> None:
+    """The study wrote its ablation table (the numbers of its own MLflow runs) and stored the UI
+    view that groups its confirm runs by arm."""
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from orchestrator.ablation import ablation_table
+    from orchestrator.results import ABLATION_VIEW, ui_target
+
+    table = pd.read_parquet(results / name / "ablation.parquet").set_index("arm")
+    assert list(table.index) == ["plain", "cosine"]
+    assert (results / name / "ablation.tex").read_text().count(r"\\") == 3
+    markdown = (results / name / "ablation.md").read_text()
+    assert "| plain (baseline) |" in markdown and "| cosine |" in markdown
+    confirm = [r for r in runs if r.data.params["phase"] == "confirm"]
+    rows = pd.DataFrame(
+        {
+            "arm": r.data.params["arm"],
+            "seed": int(r.data.params["seed"]),
+            "wall_s": (r.info.end_time - r.info.start_time) / 1000,
+            **{m: r.data.metrics[f"best/{m}"] for m in ("dev/sst_acc", "dev/para_acc")},
+            **{m: r.data.metrics[f"best/{m}"] for m in ("dev/sts_corr", "dev/overall")},
+        }
+        for r in confirm
+    )
+    expected = ablation_table(rows, "plain", ["plain", "cosine"]).set_index("arm")
+    for column in ("dev/overall", "dev/overall ±", "Δ dev/overall", "Δ dev/overall p"):
+        assert table[column].to_numpy() == pytest.approx(expected[column].to_numpy(), nan_ok=True)
+
+    ui_target(results, name, 5999)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    view = json.loads(experiment.tags[f"mlflow.sharedViewState.{ABLATION_VIEW}"])
+    assert view["groupBy"]["groupByKeys"] == [{"mode": "param", "groupByData": "arm"}]
+    assert "params.phase = 'confirm'" in view["searchFilter"]
 
 
 def test_study_with_tuning_resumes_after_sigkill_and_confirms_each_arms_best(

@@ -96,3 +96,23 @@ def test_markdown_and_latex_name_the_baseline_and_show_intervals():
     assert "| baseline (baseline) |" in markdown
     latex = ablation_latex(table, "baseline")
     assert latex.count(r"\\") == 3 and r"\toprule" in latex and "\\pm" in latex
+
+
+def test_a_missing_baseline_leaves_the_deltas_empty_instead_of_failing():
+    runs = runs_frame()
+    table = ablation_table(runs[runs["arm"] == "smart"], "baseline", ["baseline", "smart"])
+    markdown = ablation_markdown(table, "baseline")
+    smart_line = next(line for line in markdown.splitlines() if line.startswith("| smart "))
+    assert smart_line.count("| – ") == len(TABLE_METRICS)
+
+
+def test_a_repeated_seed_counts_once_in_means_and_deltas():
+    runs = runs_frame()
+    again = runs[(runs["arm"] == "smart") & (runs["seed"] == 0)].assign(**{"dev/overall": 0.69})
+    table = ablation_table(pd.concat([runs, again]), "baseline", ["baseline", "smart"]).set_index(
+        "arm"
+    )
+    smart = {**SMART, 0: (SMART[0] + 0.69) / 2}
+    assert table.loc["smart", "seeds"] == 3 and table.loc["smart", "dev/overall n"] == 3
+    assert table.loc["smart", "dev/overall"] == pytest.approx(np.mean(list(smart.values())))
+    assert table.loc["smart", "Δ dev/overall"] == pytest.approx(paired_delta(smart, BASE).mean)

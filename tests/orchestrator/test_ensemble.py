@@ -1,5 +1,6 @@
 """Ensembles: vote / median / mean on hand-made predictions, tie-breaking, greedy selection beating
-plain top-K, member ranking, and the CLI's one-line errors (exit 2) on bad requests."""
+plain top-K, member ranking (a study's confirm runs only, on the selection split when logged), and
+the CLI's one-line errors (exit 2) on bad requests."""
 
 from __future__ import annotations
 
@@ -13,20 +14,34 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from model.evaluate import TaskPredictions, read_predictions
+from model.evaluate import OVERALL, SELECTION_OVERALL, TaskPredictions, read_predictions
 from orchestrator.cli import main
+from orchestrator.contract import (
+    ARM_PARAM,
+    PHASE_PARAM,
+    TUNE_PHASE,
+    SweepLayout,
+    best_key,
+)
 from orchestrator.ensemble import (
     Candidate,
     EnsembleError,
+    EnsembleRequest,
     check_top,
     combine,
+    default_metric,
     ensemble_dev_metrics,
     greedy_forward_selection,
+    greedy_metric,
     rank_candidates,
     vote_labels,
 )
+from orchestrator.ensemble_run import checkpoint_places
+from orchestrator.tracking.store import StoredRun
 from tests.orchestrator.sweep_store import (
+    FakeStudyRun,
     FakeTrial,
+    fake_study,
     fake_sweep,
     make_tiny_data_dir,
     save_untrained_checkpoint,
@@ -200,6 +215,42 @@ def test_check_top_says_how_many_trials_finished() -> None:
         check_top(4, 3, 5, "s")
     with pytest.raises(EnsembleError, match=r"'s' has no finished trial yet \(of 2\); nothing"):
         check_top(2, 0, 2, "s")
+    with pytest.raises(EnsembleError, match=r"^study 's' has 1 completed confirm run \(of 4\);"):
+        check_top(2, 1, 4, "s", runs="completed confirm run", kind="study")
+
+
+def test_default_metric_is_the_selection_split_when_every_trial_logged_it() -> None:
+    selection = {best_key(OVERALL): 0.5, best_key(SELECTION_OVERALL): 0.6}
+    assert default_metric([selection, selection]) == SELECTION_OVERALL
+    assert default_metric([selection, {best_key(OVERALL): 0.5}]) == OVERALL
+    assert default_metric([]) == OVERALL
+
+
+def test_greedy_scores_by_the_dev_namesake_and_rejects_a_metric_without_one() -> None:
+    assert greedy_metric(OVERALL) == OVERALL
+    assert greedy_metric(SELECTION_OVERALL) == OVERALL
+    assert greedy_metric("selection/sts_corr") == "dev/sts_corr"
+    assert greedy_metric("train/loss") is None
+    EnsembleRequest(top=2, select="greedy", metric=SELECTION_OVERALL)
+    EnsembleRequest(top=2, metric="train/loss")  # top-K may rank on the loss
+    with pytest.raises(EnsembleError, match="train/loss has no dev counterpart"):
+        EnsembleRequest(top=2, select="greedy", metric="train/loss")
+
+
+def test_checkpoint_places_look_in_a_study_trials_phase_directory(tmp_path: Path) -> None:
+    tagged = tmp_path / "elsewhere" / "best"
+    run = StoredRun(
+        "r1", "smart seed=0", "FINISHED", {ARM_PARAM: "smart", PHASE_PARAM: TUNE_PHASE}, {},
+        {"trial_id": "t7", "best_checkpoint": str(tagged)}, None, None,
+    )  # fmt: skip
+    places = checkpoint_places(run, [tmp_path / "a", tmp_path / "b"])
+    assert places[0] == tagged
+    assert places[1] == SweepLayout(tmp_path / "a" / "tune-smart").trial("t7").best_checkpoint
+    assert places[1:] == [
+        SweepLayout(root / sub).trial("t7").best_checkpoint
+        for root in (tmp_path / "a", tmp_path / "b")
+        for sub in ("tune-smart", "")
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +299,9 @@ def test_ensemble_writes_predictions_and_metrics(
     best = max(m["dev"]["dev/overall"] for m in summary["members"])
     gained = summary["ensemble"]["dev"]["dev/overall"] - best
     assert summary["gain_over_best_member"]["dev/overall"] == pytest.approx(gained)
+    # No trial logged the selection split: ranked on dev, and the output says so.
+    assert summary["metric"] == "dev/overall"
+    assert "ranked on dev/overall: 3 finished trials of sweep 'fake' (of 4)" in lines
 
 
 def test_ensemble_unknown_sweep_is_a_one_line_error(sweep_store: Path) -> None:
@@ -382,4 +436,119 @@ def test_dev_subset_uses_the_trials_fixed_subset(sweep_store: Path) -> None:
     again = SplitInputs(cfg, data, ("dev",), [], dev_subset=True)
     assert [r.id for r in again.examples["dev"]["sst"]] == [
         r.id for r in subset.examples["dev"]["sst"]
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# An ablation study's store: only its completed confirm runs are candidates
+
+STUDY = "abl"
+# (phase, arm, seed, dev scores, selection/overall); the tune runs score best of all, and the
+# selection split ranks the confirm runs otherwise than dev does.
+STUDY_RUNS = [
+    ("tune", "base", 0, (0.9, 0.9, 0.9), 0.95),
+    ("tune", "smart", 0, (0.9, 0.9, 0.9), 0.95),
+    ("confirm", "base", 0, (0.5, 0.5, 0.5), 0.60),
+    ("confirm", "base", 1, (0.6, 0.6, 0.6), 0.80),
+    ("confirm", "smart", 0, (0.7, 0.7, 0.7), 0.70),
+    ("confirm", "smart", 1, (0.8, 0.8, 0.8), 0.90),  # failed
+]
+
+
+@pytest.fixture(scope="module")
+def study_store(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """results/ with a 2-arm x 2-seed study that tuned each arm once: 2 tune runs, 3 completed
+    confirm runs and a failed one, all with best/selection/overall. Checkpoints are in the phase
+    directories and no run is tagged with its own, so they are found there."""
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("ensemble_study")
+    make_tiny_data_dir(data_dir, root / "data", rows=12)
+    results = root / "results"
+    runs = [
+        FakeStudyRun(arm, seed, scores, phase=phase, state="failed" if i == 5 else "completed")
+        for i, (phase, arm, seed, scores, _) in enumerate(STUDY_RUNS)
+    ]
+    uri = f"sqlite:///{results}/mlflow.db"
+    ids = fake_study(uri, STUDY, runs, arms=["base", "smart"], seeds=[0, 1])
+    client = MlflowClient(tracking_uri=uri)
+    for i, (phase, arm, seed, _, selection) in enumerate(STUDY_RUNS):
+        phase_dir = f"tune-{arm}" if phase == "tune" else "confirm"
+        trial = SweepLayout(results / STUDY / phase_dir).trial(f"{phase}-{arm}-{seed}-{i}")
+        save_untrained_checkpoint(trial.best_checkpoint, tiny_config(seed=i))
+        client.log_metric(ids[(phase, arm, seed)], best_key(SELECTION_OVERALL), selection)
+    return root
+
+
+def ensemble_study(study_store: Path, *args: str) -> tuple[int, list[str], dict]:
+    results = study_store / "results"
+    code, lines = invoke(
+        "ensemble", *args, "--results-dir", str(results), "--data-dir", str(study_store / "data")
+    )
+    path = results / STUDY / "ensemble" / "metrics.json"
+    return code, lines, json.loads(path.read_text()) if code == 0 else {}
+
+
+def test_study_ensemble_ranks_confirm_runs_on_the_selection_split(
+    study_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code, lines, summary = ensemble_study(study_store, "--top", "3")
+    assert code == 0, lines
+    # The tune runs (0.95) and the failed confirm run (0.90) are not candidates.
+    assert [m["trial_id"] for m in summary["members"]] == [
+        "confirm-base-1-3", "confirm-smart-0-4", "confirm-base-0-2",
+    ]  # fmt: skip
+    considered = "3 completed confirm runs of study 'abl' (of 4; its 2 tune runs left out)"
+    assert summary["metric"] == SELECTION_OVERALL and summary["candidates"] == considered
+    assert f"ranked on selection/overall: {considered}" in lines
+    # Found in their phase directory, `confirm/<trial_id>/`, though no tag names them.
+    confirm = study_store / "results" / STUDY / "confirm"
+    assert all(Path(m["checkpoint"]).is_relative_to(confirm) for m in summary["members"])
+    # --metric still overrides the default: on dev the smart seed-0 run is the best.
+    code, lines, summary = ensemble_study(study_store, "--top", "1", "--metric", "dev/overall")
+    assert code == 0, lines
+    assert [m["trial_id"] for m in summary["members"]] == ["confirm-smart-0-4"]
+    assert any(line.startswith("ranked on dev/overall: 3 completed confirm") for line in lines)
+
+
+def test_study_ensemble_top_counts_completed_confirm_runs(study_store: Path) -> None:
+    code, lines, _ = ensemble_study(study_store, "--top", "4")
+    assert code == 2
+    assert lines == [
+        "Error: study 'abl' has 3 completed confirm runs (of 4); --top 4 asks for more: "
+        "use --top 3 or fewer"
+    ]
+
+
+def test_greedy_on_a_selection_metric_scores_its_steps_on_dev_and_says_so(
+    study_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for metric in ((), ("--metric", SELECTION_OVERALL)):
+        code, lines, summary = ensemble_study(study_store, "--top", "2", "--select", "greedy",
+                                              *metric)  # fmt: skip
+        assert code == 0, lines
+        assert summary["metric"] == SELECTION_OVERALL and len(summary["library"]) == 3
+        note = (
+            "greedy selection scored its steps by dev/overall: the ensemble predicts dev, not "
+            "the selection split whose selection/overall ranked the trials"
+        )
+        assert note in summary["notes"] and f"note: {note}" in lines
+    # A dev metric is scored as it is, without the note.
+    code, lines, summary = ensemble_study(
+        study_store, "--top", "2", "--select", "greedy", "--metric", "dev/sst_acc"
+    )
+    assert code == 0, lines
+    assert not any("scored its steps" in note for note in summary["notes"])
+
+
+def test_greedy_on_the_training_loss_is_a_one_line_error(study_store: Path) -> None:
+    code, lines, _ = ensemble_study(
+        study_store, "--top", "2", "--select", "greedy", "--metric", "train/loss"
+    )
+    assert code == 2
+    assert lines == [
+        "Error: --select greedy scores ensembles on dev predictions, and train/loss has no dev "
+        "counterpart: use --metric dev/overall (or another dev or selection metric)"
     ]

@@ -100,6 +100,76 @@ def test_trials_frame_has_one_row_per_trial_and_round_trips_through_parquet(
     pd.testing.assert_frame_equal(pd.read_parquet(path), frame, check_dtype=False)
 
 
+def test_trials_frame_has_best_selection_columns_only_where_the_split_was_on() -> None:
+    dev_only = trials_frame([_run(0, "completed", {}, 0.5)], {"r0": {}})
+    assert not [c for c in dev_only.columns if c.startswith("best/selection/")]
+    ranked = _run(1, "completed", {}, 0.5)
+    ranked.metrics["best/selection/overall"] = 0.7
+    failed = _run(2, "failed", {}, None)
+    histories = {"r1": {"selection/sst_acc": [(1, 0.3), (2, 0.35)]}, "r2": {}}
+    frame = trials_frame([ranked, failed], histories)
+    assert frame["best/selection/overall"].tolist()[0] == 0.7
+    assert frame["best/selection/sst_acc"].tolist()[0] == 0.35  # from the history
+    assert frame[["best/selection/overall", "best/selection/sst_acc"]].iloc[1].isna().all()
+    assert "best/dev/overall" in frame and "best/selection/para_acc" not in frame
+
+
+def test_a_sweep_ranked_on_the_selection_split_plots_and_tables_it(tmp_path: Path) -> None:
+    rows = [("mse", v, "completed") for v in (0.50, 0.52, 0.51)]
+    rows += [("cosine", v, "completed") for v in (0.60, 0.61, 0.62)]
+    frame = _frame(rows).assign(**{"best/selection/overall": [0.7, 0.71, 0.72, 0.8, 0.81, 0.82]})
+    text = ablation_markdown(frame, ["loss.sts_loss"], {"loss.sts_loss": "mse"}, sweep="s",
+                             metrics=("dev/overall",), metric="selection/overall")  # fmt: skip
+    assert "ranked them on `selection/overall`, on the selection split (held out of train)." in (
+        text
+    )
+    header = "| value | n | pruned | selection/overall | dev/overall | Δ selection/overall |"
+    assert header in text
+    assert "| mse (base) | 3 | 0 | 0.7100 ± " in text
+    assert "ranked them on `dev/overall`, on dev." in ablation_markdown(
+        frame, ["loss.sts_loss"], {}, sweep="s"
+    )
+    assert "`selection/overall` (on the selection split" in importance_markdown(
+        {"x": 1.0}, sweep="s", metric="selection/overall"
+    )
+    # The plots read best/selection/overall: finite points, not an empty history.
+    from orchestrator import plots
+
+    drawn: list[int] = []
+    scatter = plots.plt.Axes.scatter
+
+    def counting_scatter(self, x, y, *args, **kwargs):
+        drawn.append(len(x))
+        return scatter(self, x, y, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots.plt.Axes, "scatter", counting_scatter)
+        plots.optimization_history(frame, "selection/overall", tmp_path / "history.png")
+    assert sum(drawn) == 6
+
+
+def test_learning_curves_without_runs_say_so_in_the_title(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator import plots
+
+    titles: list[str] = []
+    save = plots._save
+
+    def title_then_save(fig, path: Path) -> Path:
+        titles.append(fig.axes[0].get_title())
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", title_then_save)
+    plots.learning_curves({}, tmp_path / "empty.png")
+    curve = pd.DataFrame({"epoch": [1, 2], "mean": [0.5, 0.6], "half": [0.01, 0.02]})
+    plots.learning_curves({"base": curve}, tmp_path / "one.png", baseline="base")
+    assert titles == [
+        "no completed confirm run",
+        "learning curves per arm (bands: 95% CI; bold: base)",
+    ]
+
+
 def _frame(rows: list[tuple[str, float, str]]) -> pd.DataFrame:
     return pd.DataFrame(
         {

@@ -53,6 +53,8 @@ def test_no_arms_is_no_study():
         ({"arms": {"a": {"optim.lr": 1e-4}}}, ("optim.lr",), "arms.a.optim.lr"),
         ({"arms": {"a": {"optim.lr": -1.0}}}, (), "arms.a.optim.lr"),
         ({"arms": {"a": {"seed": 3}}}, (), "arms.a.seed"),
+        ({"arms": {"a": {"optim.epochs": 3}}}, (), "arms.a.optim.epochs"),
+        ({"arms": {"a": {"data.selection": 0.1}}}, (), "arms.a.data.selection"),
         ({"arms": {"a": {}}, "baseline": "b"}, (), "baseline"),
         ({"arms": {}}, (), "arms"),
         ({"arms": {"a": {}}, "seeds": [1, -2]}, (), "seeds"),
@@ -70,3 +72,18 @@ def test_bad_study_is_an_error_naming_the_key(raw, space_keys, key):
         study(raw, space_keys)
     assert str(err.value).startswith(f"space.yaml: {key}: ")
     assert "\n" not in str(err.value)
+
+
+def test_confirm_epochs_default_to_a_fixed_epochs_of_the_space():
+    spec = study({"arms": {"a": {}}, "space": {"optim.epochs": 2}})
+    assert spec is not None and spec.confirm_epochs == 2
+
+
+def test_a_selection_split_makes_it_the_ranking_metric(tmp_path):
+    from orchestrator.space import SpaceError, parse_space
+
+    base = {"data": {"selection": 0.1}}
+    space = parse_space({"base": base, "arms": {"a": {}}}, source="s.yaml")
+    assert space.metric == "selection/overall" and space.mode == "max"
+    with pytest.raises(SpaceError, match=r"^s.yaml: metric: dev/overall would rank trials on dev"):
+        parse_space({"base": base, "metric": "dev/overall", "arms": {"a": {}}}, source="s.yaml")

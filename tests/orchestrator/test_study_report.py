@@ -233,6 +233,7 @@ def test_a_tuned_study_also_reports_its_tuning_phase_per_arm(results: Path) -> N
         for arm in ARMS for i, lr in enumerate((1e-4, 2e-4, 5e-4, 1e-3))
     ]  # fmt: skip
     _study(results, tune + confirm, searched=("optim.lr",))
+    _tune_studies(results / "abl", "abl", ARMS[:2])  # `cross` has no Optuna study: noted
     written = write_report("abl", results_dir=results, log_to_mlflow=False)
     names = {p.name for p in written.files}
     assert {"tuning.md", "importance.md", "optimization_history.png", "axis_effects.png"} <= names
@@ -240,11 +241,40 @@ def test_a_tuned_study_also_reports_its_tuning_phase_per_arm(results: Path) -> N
     for arm in ARMS:
         assert f"# Tuning (phase 1) of arm `{arm}`" in tuning
     assert tuning.count("3 completed and 1 pruned trials.") == 3
+    assert tuning.count("The sweep ranked them on `dev/overall`, on dev.") == 3
+    # Each arm's importances come from its own Optuna study, `<study>.tune-<arm>`.
+    importance = (results / "abl" / "importance.md").read_text()
+    sections = importance.split("## Arm ")[1:]
+    assert [section.split("`")[1] for section in sections] == list(ARMS)
+    for section in sections[:2]:
+        assert section.index("`optim.lr`") < section.index("`optim.warmup`"), section
+    assert "Optuna could not compute importances" in sections[2]
     assert "## `optim.lr`" in tuning
     # Only the confirm runs make the table.
     table = pd.read_parquet(results / "abl" / "ablation.parquet")
     assert table["seeds"].tolist() == [3, 3, 3]
     assert len(pd.read_parquet(results / "abl" / "trials.parquet")) == len(tune) + len(confirm)
+
+
+def _tune_studies(root: Path, study: str, arms: tuple[str, ...]) -> None:
+    """The Optuna studies of the arms' tuning phases in `<root>/optuna.db`, named as the study
+    driver names them, where `optim.lr` drives the objective; and the sweep.json naming them."""
+    import optuna
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("optim.warmup", 0, 1)  # no effect on the objective
+        return trial.suggest_float("optim.lr", 0, 1)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    root.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{root}/optuna.db"
+    for arm in arms:
+        tuned = optuna.create_study(
+            study_name=f"{study}.tune-{arm}", storage=storage, direction="maximize",
+            sampler=optuna.samplers.RandomSampler(seed=0),
+        )  # fmt: skip
+        tuned.optimize(objective, n_trials=12)
+    (root / "sweep.json").write_text(json.dumps({"name": study, "optuna_storage": storage}))
 
 
 def test_the_ui_view_of_a_study_groups_its_completed_confirm_runs_by_arm(results: Path) -> None:
@@ -284,5 +314,6 @@ def test_seed_notes_name_unshared_foreign_and_repeated_seeds_and_stray_arms() ->
         "Confirm runs of arms the study does not declare: `c`.",
         "The arms ran different seed sets: `a` [0, 1], `b` [0, 5], `c` [0].",
         "`b` ran seeds [5] that are not the study's seeds [0, 1].",
-        "`a` completed seed 1 2 times; the table counts each.",
+        "`a` completed seed 1 2 times; the table averages them into one score for that seed "
+        "before pairing.",
     ]
