@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,8 +46,10 @@ from orchestrator.sweep import (
     TrialOutcome,
     finish_tracking,
     join_ray,
+    outcome_of,
     read_state,
     start_tracking,
+    stderr_line,
     study_record,
     trial_outcomes,
 )
@@ -84,18 +85,10 @@ def run_study(
     layout = SweepLayout.of(results_dir, space.name)
     state = open_study_state(space, layout, resume=resume)
     space = join_ray(
-        space, layout, Path(data_dir).resolve(), address, num_cpus, echo=echo or _stderr_line
+        space, layout, Path(data_dir).resolve(), address, num_cpus, echo=echo or stderr_line
     )
     run = start_tracking(space, layout, Path(data_dir).resolve(), state)
-    outcome = SweepOutcome(
-        name=space.name,
-        experiment_dir=layout.root,
-        tracking_uri=run.tracker.uri,
-        parent_run_id=run.parent_run_id,
-        optuna_storage=run.optuna_storage,
-        metric=space.metric,
-        mode=space.mode,
-    )
+    outcome = outcome_of(run)
     status: Status = "FAILED"
     try:
         finished = run_phases(run, study, resume=resume, live_table=live_table, outcome=outcome)
@@ -255,6 +248,3 @@ def study_command_lines(
     lines += [f"note: {note}" for note in written.notes]
     return [*lines, f"table:      {table or written.files[0]}"]
 
-
-def _stderr_line(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)

@@ -129,6 +129,19 @@ class SweepRun:
     optuna_storage: str
 
 
+def outcome_of(run: SweepRun) -> SweepOutcome:
+    """An empty outcome of `run`: where its files and runs are, no trial yet."""
+    return SweepOutcome(
+        name=run.space.name,
+        experiment_dir=run.layout.root,
+        tracking_uri=run.tracker.uri,
+        parent_run_id=run.parent_run_id,
+        optuna_storage=run.optuna_storage,
+        metric=run.space.metric,
+        mode=run.space.mode,
+    )
+
+
 def run_sweep(
     space: SearchSpace,
     *,
@@ -151,7 +164,7 @@ def run_sweep(
     layout = SweepLayout.of(results_dir, space.name)
     state = open_state(layout, resume=resume)
     data_dir = Path(data_dir).resolve()
-    space = join_ray(space, layout, data_dir, address, num_cpus, echo=echo or _stderr_line)
+    space = join_ray(space, layout, data_dir, address, num_cpus, echo=echo or stderr_line)
     run = start_tracking(space, layout, data_dir, state)
     return fit_and_finish(run, resume=resume, live_table=live_table, started=started)
 
@@ -284,15 +297,7 @@ def fit_and_finish(
 ) -> SweepOutcome:
     """Build (or restore) the Tuner and run it, then end the parent run FINISHED when every trial
     ended, KILLED when the sweep stopped early (Ctrl-C), FAILED when it raised."""
-    outcome = SweepOutcome(
-        name=run.space.name,
-        experiment_dir=run.layout.root,
-        tracking_uri=run.tracker.uri,
-        parent_run_id=run.parent_run_id,
-        optuna_storage=run.optuna_storage,
-        metric=run.space.metric,
-        mode=run.space.mode,
-    )
+    outcome = outcome_of(run)
     status: Status = "FAILED"
     try:
         if resume:
@@ -378,5 +383,5 @@ def trial_outcome(space: SearchSpace, trial: TrialSnapshot) -> TrialOutcome:
     )
 
 
-def _stderr_line(line: str) -> None:
+def stderr_line(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
