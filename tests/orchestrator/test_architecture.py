@@ -22,7 +22,7 @@ FRAMEWORK_HOMES: dict[str, tuple[str, ...]] = {
     "ray": ("orchestrator/ray_tune.py", "orchestrator/trainable.py"),
     "optuna": ("orchestrator/search.py", "orchestrator/importance.py"),
     "mlflow": ("orchestrator/tracking/",),
-    "click": ("orchestrator/cli.py",),
+    "click": ("orchestrator/cli/",),
 }
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60

@@ -1,0 +1,76 @@
+"""`orchestrator ensemble`: combine a sweep's best trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from orchestrator.cli.base import data_dir_option, resolve_data_dir, user_errors
+
+
+@click.command()
+@click.option("--top", "top", type=int, required=True, help="Members: the K best finished trials.")
+@click.option("--sweep", "sweep_name", default=None, help="Sweep name (default: the newest).")
+@click.option(
+    "--metric", default=None,
+    help="Metric ranking the trials [default: selection/overall when they logged it, else "
+    "dev/overall]; greedy steps score its dev namesake.",
+)  # fmt: skip
+@click.option(
+    "--results-dir", type=click.Path(file_okay=False), default="results", show_default=True
+)
+@data_dir_option
+@click.option("--splits", default="dev,test", show_default=True, help="Splits to predict.")
+@click.option(
+    "--method", type=click.Choice(["vote", "mean"]), default="vote", show_default=True,
+    help="vote: mode of labels (ties by mean probability), median of STS; mean: average.",
+)  # fmt: skip
+@click.option(
+    "--select", type=click.Choice(["top", "greedy"]), default="top", show_default=True,
+    help="greedy: forward selection with replacement on dev (Caruana et al. 2004), K steps.",
+)  # fmt: skip
+@click.option(
+    "--dev", "dev_examples", type=click.Choice(["full", "sweep"]), default="full",
+    show_default=True,
+    help="Score on the full dev files, or on the trials' fixed dev subsets (faster on CPU).",
+)  # fmt: skip
+@user_errors
+def ensemble(
+    top: int,
+    sweep_name: str | None,
+    metric: str | None,
+    results_dir: str,
+    data_dir: str | None,
+    splits: str,
+    method: str,
+    select: str,
+    dev_examples: str,
+) -> None:
+    """Combine the K best trials of a sweep into leaderboard predictions (results/SWEEP/ensemble/).
+
+    \b
+    Example:
+      orchestrator ensemble --top 5
+      orchestrator ensemble --top 3 --sweep smart --select greedy --method mean
+    """
+    from orchestrator.ensemble import EnsembleRequest
+    from orchestrator.ensemble_run import run_ensemble, summary_lines
+
+    request = EnsembleRequest(
+        top=top,
+        sweep=sweep_name,
+        results_dir=Path(results_dir),
+        data_dir=Path(data_dir) if data_dir else None,
+        metric=metric,
+        method=method,
+        select=select,
+        splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
+        dev_subset=dev_examples == "sweep",
+    )
+    # Progress goes to stderr, the summary to stdout.
+    result = run_ensemble(
+        request, resolve_data=resolve_data_dir, echo=lambda line: click.echo(line, err=True)
+    )
+    for line in summary_lines(request, result):
+        click.echo(line)

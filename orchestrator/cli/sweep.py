@@ -1,0 +1,74 @@
+"""`orchestrator sweep`: a search space (or an ablation study) on Ray Tune."""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.cli.base import data_dir_option, resolve_data_dir, user_errors
+
+
+@click.command()
+@click.argument("space_file", metavar="SPACE.yaml", type=click.Path(dir_okay=False))
+@click.option("--num-samples", type=click.IntRange(min=1), default=None, help="Configs to sample.")
+@click.option("--name", default=None, help="Sweep name (default: the space's); results/NAME/.")
+@click.option(
+    "--address", default=None, help="Join a Ray cluster (auto, HOST:PORT); default: local Ray."
+)
+@data_dir_option
+@click.option(
+    "--results-dir", type=click.Path(file_okay=False), default="results", show_default=True
+)
+@click.option("--resume", is_flag=True, help="Continue a sweep whose driver died.")
+@click.option("--dry-run", is_flag=True, help="Validate and print sampled configs; no training.")
+@user_errors
+def sweep(
+    space_file: str,
+    num_samples: int | None,
+    name: str | None,
+    address: str | None,
+    data_dir: str | None,
+    results_dir: str,
+    resume: bool,
+    dry_run: bool,
+) -> None:
+    """Explore SPACE.yaml with Optuna on Ray Tune (ASHA), logging every trial to MLflow.
+
+    \b
+    Example:
+      orchestrator sweep search_spaces/quickstart.yaml
+      orchestrator sweep search_spaces/smart.yaml --dry-run --num-samples 4
+      orchestrator sweep search_spaces/smart.yaml --resume
+    """
+    from orchestrator.cluster import check_creatable, local_results_dir, parse_address
+    from orchestrator.space import check_name, load_space
+
+    address = parse_address(address)
+    space = load_space(space_file)
+    if num_samples is not None:
+        space = space.replace(num_samples=num_samples)
+    if name is not None:
+        space = space.replace(name=check_name(name))
+    # Checked before a dry run too, so "valid" means the real run would start.
+    data_path = resolve_data_dir(data_dir or space.base.data.data_dir)
+    local_results = local_results_dir(results_dir)
+    check_creatable(local_results, f"--results-dir {results_dir}")
+    if space.study is not None and dry_run:
+        from orchestrator.study_phases import study_dry_run_lines  # no Ray for a plan
+
+        lines: list[str] = study_dry_run_lines(space)
+    elif space.study is not None:
+        from orchestrator.study_run import study_command_lines
+
+        lines = study_command_lines(space, data_path, local_results, address, resume)
+    elif dry_run:
+        from orchestrator.search import dry_run_lines  # Optuna only: a dry run starts no Ray
+
+        lines = list(dry_run_lines(space))
+    else:
+        from orchestrator.sweep import run_sweep
+
+        lines = run_sweep(
+            space, data_dir=data_path, results_dir=local_results, address=address, resume=resume
+        ).summary()
+    for line in lines:
+        click.echo(line)
