@@ -1,8 +1,12 @@
 # The two set-up commands of the README: `make quickstart` (main job) and `make test`.
-.PHONY: install quickstart test lint
+.PHONY: install data quickstart test lint
 
 install:
 	bash scripts/install.sh
+
+# The CS224N files into ./data (or $ORCHESTRATOR_DATA_DIR), verified; present ones are kept.
+data: install
+	.venv/bin/orchestrator data fetch
 
 # A 6-trial sweep on CPU, then the ensemble of its 3 best trials (scored on the trials' dev subsets
 # so it stays quick on 2 cores; drop `--dev sweep` to score on the full dev files).

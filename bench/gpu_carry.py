@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.config import TASKS, TrainConfig  # noqa: E402
-from model.data_dir import default_data_dir  # noqa: E402
+from model.data_dir import default_data_dir, resolve_para_train  # noqa: E402
 from model.task_data import task_file  # noqa: E402
 from model.weights import resolve_model_dir  # noqa: E402
 
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     data_dir = args.data_dir or default_data_dir()
 
-    for name in CSV_FILES:
+    for name in (resolve_para_train(name, data_dir) for name in CSV_FILES):  # auto -> its file
         target = args.out / "data" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(data_dir / name, target)

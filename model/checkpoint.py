@@ -114,9 +114,13 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON through a temp file and rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C or a full disk: no stray temp file
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def save_checkpoint(

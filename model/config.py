@@ -181,12 +181,12 @@ class ModelConfig:
 class DataConfig:
     """Where the CS224N files are and how they are batched."""
 
-    data_dir: str | None = None  # else $ORCHESTRATOR_DATA_DIR, else ../shared/data/cs224n
+    data_dir: str | None = None  # else $ORCHESTRATOR_DATA_DIR, else ./data
     sst_train: str = "ids-sst-train.csv"
     sst_dev: str = "ids-sst-dev.csv"
     sst_test: str = "ids-sst-test-student.csv"
-    # Only the first 5,000 rows of quora-train.csv exist here; the full file works unchanged.
-    para_train: str = "partial/quora-train-head5000.csv"
+    # auto: quora-train.csv if the data dir has it, else the 5,000-pair partial file (data_dir.py)
+    para_train: str = "auto"
     para_dev: str = "quora-dev.csv"
     para_test: str = "quora-test-student.csv"
     sts_train: str = "sts-train.csv"

@@ -1,17 +1,19 @@
-"""The CS224N data directory: where it is, and whether its files are the ones MANIFEST.md lists.
+"""The CS224N data directory: where it is, whether its files are the ones MANIFEST.md lists, and
+which Quora training file `data.para_train: auto` means in it.
 
-`orchestrator data check` prints `check_data_dir`; the trainer finds the data with
-`default_data_dir` when the config names none.
+`orchestrator data check` prints `check_data_dir`, `orchestrator data fetch` downloads the
+`in_handout` files; commands find the data with `default_data_dir` when nothing names it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from model.config import TrainConfig
 from model.data import (
     SENTENCE_COLUMNS,
     DataError,
@@ -30,9 +32,20 @@ class KnownFile:
     rows: int | None  # excluding the header; None = unknown
     sha256: str | None
     label_column: str | None  # None for test-student files
-    optional: bool = False  # absent here; a stand-in file is used instead
+    optional: bool = False  # training works without it (see `absent_note`)
     git_blob: str | None = None  # `git hash-object`, checked when no sha256 is known
     invalid_labels: int = 0  # known malformed upstream rows
+    in_handout: bool = True  # in the course's handout repository: `data fetch` downloads it
+    absent_note: str = ""  # why an optional file may be missing
+
+
+# `data.para_train: auto` (the default) trains Quora on the full file when the data directory has
+# it, else on the 5,000-pair stand-in; every run records which one (see `resolve_data_files`).
+PARA_TRAIN_AUTO = "auto"
+FULL_QUORA_TRAIN = "quora-train.csv"
+PARTIAL_QUORA_TRAIN = "partial/quora-train-head5000.csv"
+FETCH_COMMAND = "orchestrator data fetch"
+DEFAULT_DATA_DIR = "data"  # under the working directory
 
 
 # fmt: off
@@ -43,15 +56,18 @@ KNOWN_FILES: tuple[KnownFile, ...] = (
               "a186ce94577635fbe10beaaddd50f16cccf6c30973221cefdf90deed2a584bfe", "sentiment"),
     KnownFile("ids-sst-test-student.csv", "sst", 2210,
               "bdd5a767faa0c26782117e37767ece154c30d5d04fb8727d09c71e3850a55c7b", None),
-    KnownFile("quora-train.csv", "para", 141506, None, "is_duplicate", optional=True,
-              git_blob="a3b5546f6a0e65b60a328a5d294d1038f5bed1da"),
-    KnownFile("partial/quora-train-head5000.csv", "para", 5000,
-              "e9ba85c230f966c64a3ce0abb575ab053eecdf8f8f5d1f08e3ada12b1b0e8f00", "is_duplicate"),
+    KnownFile(FULL_QUORA_TRAIN, "para", 141506, None, "is_duplicate", optional=True,
+              git_blob="a3b5546f6a0e65b60a328a5d294d1038f5bed1da",
+              absent_note=f"{PARTIAL_QUORA_TRAIN} stands in; `{FETCH_COMMAND}` downloads it"),
+    KnownFile(PARTIAL_QUORA_TRAIN, "para", 5000,
+              "e9ba85c230f966c64a3ce0abb575ab053eecdf8f8f5d1f08e3ada12b1b0e8f00", "is_duplicate",
+              optional=True, in_handout=False, absent_note=f"{FULL_QUORA_TRAIN} is used"),
     KnownFile("quora-dev.csv", "para", 20214,
               "bfa3cc954a9ba300ae776a980141de65f622a3c1b97e3fd905d63245bc36d5ad", "is_duplicate",
               invalid_labels=2),
     KnownFile("quora-test-student.csv", "para", None, None, None, optional=True,
-              git_blob="f257ef00558555afb50819578a58205732b16354"),
+              git_blob="f257ef00558555afb50819578a58205732b16354",
+              absent_note=f"no Quora test predictions; `{FETCH_COMMAND}` downloads it"),
     KnownFile("sts-train.csv", "sts", 6040,
               "15d12efc2d656fffb1d61ac1f08ec4227f43925fd16f420c037cbd063699c21b", "similarity"),
     KnownFile("sts-dev.csv", "sts", 863,
@@ -87,22 +103,27 @@ class FileCheck:
         return self.problem is None or (self.optional and not self.present)
 
 
-def _checksum_ok(path: Path, known: KnownFile) -> bool | None:
+def checksum_of(path: Path, known: KnownFile) -> tuple[str, str, str] | None:
+    """(kind, actual, expected) of the file's checksum: its sha256 when `known` lists one, else
+    its git blob id (`git hash-object`); None when neither is known."""
     data = path.read_bytes()
     if known.sha256 is not None:
-        return hashlib.sha256(data).hexdigest() == known.sha256
+        return "sha256", hashlib.sha256(data).hexdigest(), known.sha256
     if known.git_blob is not None:
         blob = hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False)
-        return blob.hexdigest() == known.git_blob
+        return "git blob", blob.hexdigest(), known.git_blob
     return None
+
+
+def _checksum_ok(path: Path, known: KnownFile) -> bool | None:
+    checksum = checksum_of(path, known)
+    return None if checksum is None else checksum[1] == checksum[2]
 
 
 def _check_file(data_dir: Path, known: KnownFile) -> FileCheck:
     path = data_dir / known.name
     if not path.is_file():
-        why = "missing"
-        if known.optional:
-            why = "missing (optional; not available offline, a stand-in is used)"
+        why = f"missing (optional: {known.absent_note})" if known.optional else "missing"
         return FileCheck(known.name, False, None, known.rows, None, None, why, known.optional)
     problems: list[str] = []
     sha_ok = _checksum_ok(path, known)
@@ -136,19 +157,53 @@ def _check_file(data_dir: Path, known: KnownFile) -> FileCheck:
 
 
 def check_data_dir(data_dir: Path) -> list[FileCheck]:
-    """Check every KNOWN_FILES entry in `data_dir`: presence, rows, checksum and label ranges."""
-    return [_check_file(Path(data_dir), known) for known in KNOWN_FILES]
+    """Check every KNOWN_FILES entry in `data_dir`: presence, rows, checksum and label ranges.
+    Either Quora training file may be absent, not both."""
+    checks = [_check_file(Path(data_dir), known) for known in KNOWN_FILES]
+    quora_train = [c for c in checks if c.name in (FULL_QUORA_TRAIN, PARTIAL_QUORA_TRAIN)]
+    if quora_train and not any(c.present for c in quora_train):
+        full = quora_train[0]
+        full.optional = False
+        full.problem = f"missing, and no {PARTIAL_QUORA_TRAIN} either; run `{FETCH_COMMAND}`"
+    return checks
 
 
 def default_data_dir() -> Path:
-    """$ORCHESTRATOR_DATA_DIR, else ./data/cs224n or ../shared/data/cs224n, else by the repo."""
+    """$ORCHESTRATOR_DATA_DIR, else `data/` under the working directory (`data fetch` fills it)."""
     from_env = os.environ.get("ORCHESTRATOR_DATA_DIR")
-    if from_env:
-        return Path(from_env)
-    for candidate in (Path("data/cs224n"), Path("../shared/data/cs224n")):
-        if candidate.is_dir():
-            return candidate.resolve()
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cs224n"
+    return Path(from_env) if from_env else Path.cwd() / DEFAULT_DATA_DIR
+
+
+def resolve_para_train(name: str, data_dir: Path) -> str:
+    """`data.para_train` as a file: `auto` is the full quora-train.csv when `data_dir` has it,
+    else the 5,000-pair partial file; any other name is used as given."""
+    if name != PARA_TRAIN_AUTO:
+        return name
+    for candidate in (FULL_QUORA_TRAIN, PARTIAL_QUORA_TRAIN):
+        if (Path(data_dir) / candidate).is_file():
+            return candidate
+    raise DataError(
+        f"{data_dir}: data.para_train: auto: neither {FULL_QUORA_TRAIN} nor "
+        f"{PARTIAL_QUORA_TRAIN} found; run `{FETCH_COMMAND} {data_dir}`"
+    )
+
+
+def resolve_data_files(cfg: TrainConfig, data_dir: Path) -> TrainConfig:
+    """`cfg` with `data.para_train: auto` replaced by the file it means in `data_dir`, so saved
+    configs, MLflow params and data checksums name the file a run really read."""
+    para_train = resolve_para_train(cfg.data.para_train, data_dir)
+    if para_train == cfg.data.para_train:
+        return cfg
+    return replace(cfg, data=replace(cfg.data, para_train=para_train))
+
+
+def quora_train_note(para_train: str) -> str:
+    """The line that says which Quora training file a run's Quora figures come from."""
+    if Path(para_train).name == Path(PARTIAL_QUORA_TRAIN).name:
+        return "note: Quora trained on the first 5,000 training pairs only (partial file)."
+    if para_train == FULL_QUORA_TRAIN:
+        return f"note: Quora trained on the full {FULL_QUORA_TRAIN} (141,506 pairs)."
+    return f"note: Quora trained on {para_train}."
 
 
 def data_check_table(path: Path, checks: list[FileCheck]) -> Any:

@@ -6,7 +6,7 @@ import contextlib
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,8 +181,10 @@ def predict_task(
     device: torch.device | str,
     pad_id: int,
     autocast_dtype: torch.dtype | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> TaskPredictions:
-    """Run `model` over a task in length-sorted batches; results come back in example order."""
+    """Run `model` over a task in length-sorted batches; results come back in example order.
+    `on_batch(rows)` is called after each batch (progress for long inputs)."""
     device = torch.device(device)
     order = batch_indices(encoded.lengths, batch_size, bucketing=True, shuffle=False, seed=0)
     autocast = (
@@ -199,6 +201,8 @@ def predict_task(
                 batch = collate(encoded, indices, pad_id).to(device, non_blocking=True)
                 # Kept on the device: one transfer at the end instead of a sync per batch.
                 outputs.append(model(batch).float())
+                if on_batch is not None:
+                    on_batch(len(indices))
     finally:
         model.train(was_training)
 

@@ -1,8 +1,13 @@
-"""What `fit` shows while it trains: a rich progress bar over steps and one line per epoch."""
+"""What `fit` shows while it trains: a rich progress bar over steps on a terminal, and one line
+per epoch (steps, train loss, scores, elapsed, ETA) always, so a log file or a Ray trial's
+stderr tells how far a run is."""
 
 from __future__ import annotations
 
+import sys
+import time
 import warnings
+from typing import TextIO
 
 from model.evaluate import EPOCH, METRIC_NAMES, OVERALL, SELECTION_SPLIT, TRAIN_LOSS, on_split
 
@@ -21,6 +26,34 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k}={metrics[k]:.4g}" for k in EPOCH_LINE_METRICS if k in metrics)
 
 
+def duration_text(seconds: float) -> str:
+    """`42s`, `12m03s` or `2h05m`: short enough for a log line, exact enough for a run."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def epoch_line(
+    metrics: dict[str, float],
+    *,
+    epochs: int,
+    step: int,
+    total_steps: int,
+    elapsed_s: float,
+    eta_s: float,
+) -> str:
+    """`epoch 1/3  step 120/360  train/loss=1.23  dev/sst_acc=0.41 ...  elapsed 2m10s  eta 4m20s`:
+    where training is, what it reached, and how long the rest will take at this pace."""
+    scores = {k: v for k, v in metrics.items() if k != EPOCH}
+    return (
+        f"epoch {int(metrics.get(EPOCH, 0))}/{epochs}  step {step}/{total_steps}  "
+        f"{format_metrics(scores)}  elapsed {duration_text(elapsed_s)}  eta {duration_text(eta_s)}"
+    )
+
+
 def best_epoch_summary(best: dict[str, float], epochs_run: int, selected_by: str) -> str:
     """The best epoch's summary `orchestrator train` prints: which epoch, the metric that picked
     it, then its scores one per line (dev, then selection when that split was held out)."""
@@ -31,9 +64,21 @@ def best_epoch_summary(best: dict[str, float], epochs_run: int, selected_by: str
 
 
 class TrainingProgress:
-    """A rich progress bar over training steps, or nothing when progress is off."""
+    """A rich progress bar over training steps when `enabled` (a terminal), and one epoch line
+    per epoch either way: above the bar, else on `stream` (default: stderr at the time)."""
 
-    def __init__(self, enabled: bool, total: int, done: int):
+    def __init__(
+        self,
+        enabled: bool,
+        total: int,
+        done: int,
+        epochs: int = 0,
+        *,
+        stream: TextIO | None = None,
+    ):
+        self.total, self.epochs, self.stream = total, epochs, stream
+        # The ETA extrapolates this run's own pace: steps done before a resume took no time here.
+        self._start_step, self._started = done, time.monotonic()
         self.bar = None
         # torch's UserWarnings would tear the live bar apart; they are muted while it is shown
         # (and only then: the filter is restored when the bar closes).
@@ -67,8 +112,27 @@ class TrainingProgress:
             self.bar.update(self.task, completed=completed)
 
     def log(self, message: str) -> None:
+        """`message` above the bar, or on the stream when there is no bar."""
         if self.bar is not None:
-            self.bar.console.print(message)
+            self.bar.console.print(message, markup=False, highlight=False)
+        else:
+            print(message, file=self.stream or sys.stderr, flush=True)
+
+    def epoch_done(self, metrics: dict[str, float], step: int) -> None:
+        """The epoch line of an epoch that ended at global step `step` (evaluation included)."""
+        elapsed = time.monotonic() - self._started
+        done = step - self._start_step
+        eta = elapsed / done * (self.total - step) if done > 0 else 0.0
+        self.log(
+            epoch_line(
+                metrics,
+                epochs=self.epochs,
+                step=step,
+                total_steps=self.total,
+                elapsed_s=elapsed,
+                eta_s=eta,
+            )
+        )
 
     def __enter__(self) -> TrainingProgress:
         return self

@@ -17,6 +17,7 @@ from model.data import (
     hold_out,
     read_task_file,
 )
+from model.data_dir import resolve_data_files, resolve_para_train
 from model.evaluate import SELECTION_SPLIT
 from model.token_cache import TokenCache, encode_subsample
 from model.tokenizer import TextTokenizer, load_tokenizer
@@ -65,13 +66,16 @@ def task_file(cfg: TrainConfig, task: str, split: str) -> str:
 
 
 def resolve_data_path(data_dir: Path, name: str) -> Path:
-    path = Path(name)
+    """A config's file name as a path: relative ones are under `data_dir`; `auto` (para_train) is
+    the Quora training file `resolve_para_train` picks there."""
+    path = Path(resolve_para_train(name, data_dir))
     return path if path.is_absolute() else data_dir / path
 
 
 def load_task_data(cfg: TrainConfig, data_dir: Path, tokenizer_dir: Path) -> TaskData:
     """Read every task's files, hold out the selection split, subsample as configured and
     tokenize; test files are optional."""
+    cfg = resolve_data_files(cfg, data_dir)
     tokenizer = load_tokenizer(tokenizer_dir, cfg.model.max_length)
     data = TaskData(tokenizer=tokenizer)
     # Tokenized ids are cached per file when data.cache_dir is set (see model/token_cache.py).

@@ -33,6 +33,7 @@ from model.checkpoint import (
     write_json_atomic,
 )
 from model.config import ConfigError, TrainConfig
+from model.device import autocast_dtype, resolve_device
 from model.evaluate import (
     EPOCH,
     OVERALL,
@@ -50,11 +51,11 @@ from model.evaluate import (
 from model.heads import NUM_SENTIMENT_CLASSES, MultitaskBert
 from model.losses import sentiment_class_weights
 from model.optim import build_optimizer, linear_warmup_decay
-from model.progress import TrainingProgress, format_metrics
+from model.progress import TrainingProgress
 from model.schedule import Plan, sample_task_order
 from model.smart import BregmanProximalPoint
 from model.step import StepContext, training_step
-from model.task_data import TaskData, load_task_data
+from model.task_data import TaskData, load_task_data, resolve_data_files
 from model.tokenizer import check_tokenizer_fits, load_tokenizer
 from model.weights import load_encoder, resolve_model_dir
 
@@ -101,23 +102,6 @@ def best_epoch_metric(cfg: TrainConfig) -> str:
     """What `fit` picks its best epoch by: selection/overall when data.selection holds a
     selection split out of the training data, else dev/overall."""
     return SELECTION_OVERALL if cfg.data.selection > 0 else OVERALL
-
-
-def resolve_device(cfg: TrainConfig) -> torch.device:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config key 'device' is cuda, but torch sees no CUDA device here")
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA unless fp32 is asked for; CPU bf16 only when asked explicitly."""
-    if cfg.precision == "fp32":
-        return None
-    if cfg.precision == "bf16" or device.type == "cuda":
-        return torch.bfloat16
-    return None
 
 
 def seed_everything(seed: int) -> None:
@@ -207,7 +191,7 @@ def fit(
     state = _start(run, resume_from)
     selected_by = best_epoch_metric(cfg)
     best_dev_predictions: dict[str, TaskPredictions] = {}
-    with TrainingProgress(progress, run.total_steps, state.global_step) as bar:
+    with TrainingProgress(progress, run.total_steps, state.global_step, cfg.optim.epochs) as bar:
         for epoch in range(state.epoch + 1, cfg.optim.epochs + 1):
             train_loss, steps = _train_epoch(run, epoch, state.global_step, bar)
             metrics, predictions = _evaluate(run)
@@ -217,7 +201,7 @@ def fit(
                 best_dev_predictions = predictions
             state = _after_epoch(state, epoch, steps, metrics, metrics[selected_by])
             _save_epoch(run, layout, state, metrics, is_best)
-            bar.log(format_metrics(metrics))
+            bar.epoch_done(metrics, state.global_step)  # a line per epoch, bar or not
             if on_epoch is not None:
                 on_epoch(EpochResult(epoch, metrics, layout.last, layout.best, is_best))
 
@@ -229,6 +213,7 @@ def fit(
 def _prepare(cfg: TrainConfig, data_dir: Path) -> _Run:
     """Seed, then build model, data, batch streams, plans and optimizer, in this order: the
     order fixes which random draws each of them gets, so a seed reproduces a run."""
+    cfg = resolve_data_files(cfg, data_dir)  # para_train: auto -> the file read, as saved
     seed_everything(cfg.seed)
     device = resolve_device(cfg)
     amp_dtype = autocast_dtype(cfg, device)
@@ -387,9 +372,13 @@ def _write_best_outputs(
     final = layout.predictions
     partial = final.with_name(f"{final.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    for split in splits:
-        for task, preds in by_split[split].items():
-            write_predictions(partial / prediction_filename(task, split), preds)
+    try:
+        for split in splits:
+            for task, preds in by_split[split].items():
+                write_predictions(partial / prediction_filename(task, split), preds)
+    except BaseException:  # Ctrl-C or a full disk: leave no half-written set behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     shutil.rmtree(final, ignore_errors=True)
     if partial.is_dir():
         partial.rename(final)

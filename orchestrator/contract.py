@@ -59,6 +59,7 @@ ROLE_TAG = "role"  # what a run is: one of the roles below
 SWEEP_ROLE = "sweep"  # the parent run of one sweep invocation
 TRIAL_ROLE = "trial"  # a child run: one trial
 ENSEMBLE_ROLE = "ensemble"  # the run `orchestrator ensemble` logs
+MODEL_ROLE = "model"  # the run `orchestrator register` logs one checkpoint's model on
 SWEEP_TAG = "sweep"  # the sweep's name, on every run of it
 TRIAL_ID_TAG = "trial_id"  # Ray's trial id, on a trial's run
 STATE_TAG = "trial_state"  # how a trial ended: one of TRIAL_STATES
@@ -72,6 +73,11 @@ SWEEP_MODE_PARAM = "sweep.mode"  # max or min: whether the optimised metric is b
 SWEEP_SEARCHED_PARAM = "sweep.searched"  # the searched dotted keys, space-separated
 SWEEP_REPEATS_PARAM = "sweep.repeats"  # seeds per sampled config
 SWEEP_GPU_PARAM = "sweep.resources.gpu"  # GPUs per trial
+# Every objective of the sweep as JSON [[metric, mode], ...] (the first is sweep.metric), and its
+# constraints as JSON {metric: {ge: x, le: y}} (orchestrator/objectives.py writes and reads them).
+SWEEP_OBJECTIVES_PARAM = "sweep.objectives"
+SWEEP_CONSTRAINTS_PARAM = "sweep.constraints"
+FEASIBLE_TAG = "feasible"  # on a trial run of a constrained sweep: true / false
 BASE_PARAM_PREFIX = "base."  # the base config's dotted keys: base.optim.lr, ...
 RESULTS_DIR_TAG = "results_dir"  # on the parent run: the sweep's directory when it ran
 SWEEP_RUN_TAG = "sweep_run_id"  # on an ensemble run: the parent run of the sweep it combined
@@ -79,11 +85,29 @@ SWEEP_RUN_TAG = "sweep_run_id"  # on an ensemble run: the parent run of the swee
 STUDY_ARMS_PARAM = "study.arms"
 STUDY_BASELINE_PARAM = "study.baseline"
 STUDY_SEEDS_PARAM = "study.seeds"
+# `sweep --extend N`: each extension is a parent run of its own, tagged with the first parent run
+# (the sweep's) it extends and its number; its trial runs carry the extension's directory.
+EXTENDS_RUN_TAG = "extends_run_id"
+EXTENSION_TAG = "extension"  # on an extension's parent run and its trials: `extend-1`, ...
+WARM_START_TAG = "warm_start"  # on a warm-started sweep's parent run: the sweep it started from
+# The registered model (`ensemble --register NAME`): the pyfunc model's artifact path on the
+# ensemble's run, and the tags of each version besides `sweep` and `ensemble.members` (run ids).
+MODEL_ARTIFACT_PATH = "model"
+MODEL_KIND_TAG = "model.kind"  # "ensemble" or "checkpoint" (one trial, `orchestrator register`)
+METHOD_TAG = "ensemble.method"  # vote (mode / median) or mean
+SELECT_TAG = "ensemble.select"  # top or greedy
+RANKED_BY_TAG = "ensemble.metric"  # the metric the members were ranked on
+# ... and one tag per dev metric the ensemble was chosen on, named as the metric (dev/overall).
 
 
 def arm_metric(arm: str, metric: str) -> str:
     """The parent run's metric holding an arm's mean over seeds: `arm/smart/dev/overall`."""
     return f"arm/{arm}/{metric}"
+
+
+def extension_dir(number: int) -> str:
+    """An extension's Ray experiment directory under `<results>/<sweep>/`: `extend-1`, ..."""
+    return f"extend-{number}"
 
 
 def study_phase_dir(phase: str, arm: str) -> str:
@@ -93,8 +117,14 @@ def study_phase_dir(phase: str, arm: str) -> str:
 
 # ----------------------------------------------------------------------------------------- layout
 SWEEP_STATE_FILE = "sweep.json"  # which MLflow parent run and Optuna study a sweep writes to
+TRIAL_STDERR = "stderr.log"  # in each trial's directory: its warnings and line per epoch
 OPTUNA_DB = "optuna.db"
 ENSEMBLE_DIR = "ensemble"
+ENSEMBLE_METRICS_FILE = "metrics.json"  # in ensemble/: members, the ensemble's dev metrics, ...
+K_CURVE_KEY = "k_curve"  # its entry: the best k members' ensemble for k = 1..K (ensemble_curve)
+K_CURVE_PLOT = "k_curve.png"  # in ensemble/, and the report's plots/ensemble_k_curve.png
+# In ensemble/: members (checkpoint paths, weights, sha256 of their files), method, selection.
+ENSEMBLE_MANIFEST_FILE = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -114,6 +144,11 @@ class TrialLayout:
     @property
     def best_checkpoint(self) -> Path:
         return self.train.best
+
+    @property
+    def stderr(self) -> Path:
+        """The trial's stderr: one line per epoch (steps, loss, scores, elapsed, ETA)."""
+        return self.root / TRIAL_STDERR
 
 
 @dataclass(frozen=True)

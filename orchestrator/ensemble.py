@@ -30,7 +30,7 @@ from model.evaluate import (
 from orchestrator.contract import best_key
 
 METHODS: tuple[str, ...] = ("vote", "mean")
-SELECTIONS: tuple[str, ...] = ("top", "greedy")
+SELECTIONS: tuple[str, ...] = ("top", "greedy", "pareto")  # pareto: top K of the front
 SPLITS: tuple[str, ...] = ("dev", "test")
 # Trials whose best checkpoint is a fair member: ran to the end, or were stopped early by ASHA
 # (their checkpoint is still their best epoch). Failed and killed trials are left out.
@@ -78,6 +78,11 @@ class EnsembleRequest:
     @property
     def greedy(self) -> bool:
         return self.select == "greedy"
+
+    @property
+    def pareto(self) -> bool:
+        """Members from the Pareto front of a multi-objective sweep (tradeoffs.ensemble_runs)."""
+        return self.select == "pareto"
 
 
 def default_metric(trial_metrics: Sequence[Mapping[str, float]]) -> str:

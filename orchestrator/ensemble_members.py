@@ -12,6 +12,7 @@ that task and split, and a note; the dev files are required.
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from model.config import TASKS, TrainConfig
 from model.data import DataError, EncodedTask, Examples, encode_task, read_task_file, subsample
 from model.data_dir import default_data_dir
 from model.evaluate import OVERALL, TaskPredictions, dev_metrics, predict_task
+from model.progress import duration_text
 from model.task_data import DEV_SUBSET_SEED, resolve_data_path, task_file
 from model.train import autocast_dtype
 from model.weights import WeightsError
@@ -165,6 +167,7 @@ def load_members(
     notes: list[str] = []
     skipped: list[str] = []
     inputs: SplitInputs | None = None
+    started = time.monotonic()
     for candidate in ranked:
         if len(members) == wanted:
             break
@@ -179,7 +182,11 @@ def load_members(
             continue
         dev = dev_metrics(predictions["dev"], inputs.labels)
         members.append(MemberRun(candidate, predictions, dev))
-        echo(f"member {len(members)}: {candidate.run_name}  {OVERALL} {dev[OVERALL]:.4f}")
+        # A line per member, so a long ensemble shows its pace in a log as well as on a terminal.
+        echo(
+            f"member {len(members)}: {candidate.run_name}  {OVERALL} {dev[OVERALL]:.4f}  "
+            f"elapsed {duration_text(time.monotonic() - started)}"
+        )
     if len(members) < request.top:
         raise _too_few_loadable(len(members), len(ranked), skipped, sweep)
     assert inputs is not None  # at least one member loaded

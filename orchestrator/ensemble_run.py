@@ -16,10 +16,14 @@ from typing import Any
 from model.checkpoint import write_json_atomic
 from model.config import TASKS
 from model.evaluate import OVERALL, metric_mode, prediction_filename, write_predictions
+from orchestrator import plots
 from orchestrator.contract import (
     ARM_PARAM,
     BEST_CHECKPOINT,
     CONFIRM_PHASE,
+    EXTENSION_TAG,
+    K_CURVE_KEY,
+    K_CURVE_PLOT,
     PHASE_PARAM,
     RESULTS_DIR_TAG,
     STUDY_ARMS_PARAM,
@@ -44,8 +48,11 @@ from orchestrator.ensemble import (
     greedy_metric,
     rank_candidates,
 )
+from orchestrator.ensemble_curve import k_curve, k_curve_line
+from orchestrator.ensemble_manifest import write_ensemble_manifest
 from orchestrator.ensemble_members import DataResolver, MemberLibrary, MemberRun, load_members
 from orchestrator.tracking.store import StoredRun, StoredSweep, find_sweep, log_ensemble_run
+from orchestrator.tradeoffs import ensemble_runs
 
 GREEDY_NOTE = "greedy selection chose its members on dev: its dev scores are optimistic"
 
@@ -84,6 +91,7 @@ class EnsembleResult:
     notes: list[str] = field(default_factory=list)
     run_id: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    registered: str | None = None  # models:/NAME/VERSION with --register NAME
 
 
 def run_ensemble(
@@ -91,6 +99,7 @@ def run_ensemble(
     *,
     resolve_data: DataResolver | None = None,
     log_to_mlflow: bool = True,
+    register: str | None = None,
     echo: Callable[[str], None] = lambda line: None,
 ) -> EnsembleResult:
     """Build the ensemble of a sweep (the newest one if `request.sweep` is None), write its
@@ -98,6 +107,7 @@ def run_ensemble(
 
     `resolve_data(configured_dir)` picks the data directory when `request.data_dir` is None (the
     CLI passes its --data-dir / $ORCHESTRATOR_DATA_DIR logic); `echo` gets progress lines.
+    `register` names the MLflow model the ensemble becomes a new version of, on its run.
     """
     uri, stored = find_sweep(request.results_dir, request.sweep)
     ranking = ranked_candidates(stored, request)
@@ -112,6 +122,10 @@ def run_ensemble(
     result = write_ensemble(stored, request, library, selection, ranking)
     if log_to_mlflow:
         result.run_id = _log_run(uri, stored, request, result)
+    if register and result.run_id:
+        from orchestrator.tracking.models import register_model  # mlflow.pyfunc: only if asked
+
+        result.registered = register_model(uri, result.run_id, result.out_dir, register).uri
     return result
 
 
@@ -119,7 +133,11 @@ def ranked_candidates(stored: StoredSweep, request: EnsembleRequest) -> Ranking:
     """The sweep's finished trials (a study's completed confirm runs), best first by --metric or
     else the trials' `default_metric`; EnsembleError unless there are at least `top` of them."""
     study = STUDY_ARMS_PARAM in stored.parent.params
-    runs = candidate_runs(stored.trials, study=study)
+    # Only trials that met the sweep's constraints; with --select pareto, its Pareto front.
+    eligible = ensemble_runs(
+        stored, candidate_runs(stored.trials, study=study), pareto=request.pareto
+    )
+    runs = eligible.runs
     metric = request.metric or default_metric([run.metrics for run in runs])
     candidates = candidates_from_runs(runs, metric, sweep_roots(stored, request.results_dir))
     ranked = rank_candidates(candidates, metric_mode(metric))
@@ -133,9 +151,10 @@ def ranked_candidates(stored: StoredSweep, request: EnsembleRequest) -> Ranking:
             + (f"; its {tuned} tune runs left out)" if tuned else ")")
         )
     else:
-        check_top(request.top, len(ranked), len(stored.trials), stored.name)
+        check_top(request.top, len(ranked), len(stored.trials), stored.name, runs=eligible.noun)
         considered = (
-            f"{len(ranked)} finished trials of sweep '{stored.name}' (of {len(stored.trials)})"
+            f"{len(ranked)} {eligible.noun}s of sweep '{stored.name}' (of {len(stored.trials)}"
+            f"{eligible.note})"
         )
     return Ranking(metric, ranked, considered)
 
@@ -177,10 +196,12 @@ def candidates_from_runs(
 
 def checkpoint_places(run: StoredRun, roots: Sequence[Path]) -> list[Path]:
     """Where a trial's best checkpoint may be: the tagged path first, then its directory under
-    each sweep root (a study's trial in its phase's, `tune-<arm>/` or `confirm/`)."""
+    each sweep root (a study's trial in its phase's, `tune-<arm>/` or `confirm/`; an extension's
+    in `extend-<n>/`)."""
     places = [Path(p) for p in (run.tags.get(BEST_CHECKPOINT),) if p]
     phase = run.params.get(PHASE_PARAM)
-    subdirs = [study_phase_dir(phase, run.params.get(ARM_PARAM, "")), ""] if phase else [""]
+    own = study_phase_dir(phase, run.params.get(ARM_PARAM, "")) if phase else None
+    subdirs = [d for d in (own or run.tags.get(EXTENSION_TAG), "") if d is not None]
     for root in roots:
         places += [SweepLayout(root / d).trial(run.trial_id).best_checkpoint for d in subdirs]
     return places
@@ -222,13 +243,20 @@ def write_ensemble(
     selection: Selection,
     ranking: Ranking,
 ) -> EnsembleResult:
-    """Write the combined prediction files and metrics.json under the sweep's `ensemble/`."""
+    """Write the combined prediction files, metrics.json (with the k-curve), manifest.json
+    (what `predict --ensemble` loads) and k_curve.png under the sweep's `ensemble/`."""
     out_dir = SweepLayout(Path(request.results_dir) / stored.name).ensemble_dir
     members = library.members
     files = _write_predictions(out_dir, members, selection.members, request)
     notes = [*library.notes, *selection.notes]
     summary = _summary(stored.name, request, members, selection, notes, ranking)
+    summary[K_CURVE_KEY] = k_curve([m.predictions["dev"] for m in members], library.inputs.labels,
+                                   trial_ids=[m.candidate.trial_id for m in members],
+                                   ranked_by=ranking.metric)  # fmt: skip
     write_json_atomic(out_dir / "metrics.json", summary)
+    chosen = [members[i].candidate for i in selection.members]
+    write_ensemble_manifest(out_dir, stored.name, request, ranking.metric, chosen, selection.dev)
+    plots.k_curve(summary[K_CURVE_KEY], out_dir / K_CURVE_PLOT)  # logged with the run's files
     return EnsembleResult(
         stored.name, out_dir, members, selection.members, selection.dev, files, notes,
         summary=summary,
@@ -344,7 +372,10 @@ def summary_lines(request: EnsembleRequest, result: EnsembleResult) -> list[str]
     for key, value in result.dev.items():
         gained = result.summary["gain_over_best_member"][key]
         lines.append(f"{key:14s} {value:.4f}  ({gained:+.4f} vs best member)")
+    lines.append(k_curve_line(result.summary[K_CURVE_KEY]))
     lines.append(f"predictions: {result.out_dir} ({len(result.files)} files)")
     if result.run_id:
         lines.append(f"mlflow run:  {result.run_id}")
+    if result.registered:
+        lines.append(f"registered:  {result.registered}")
     return lines

@@ -11,8 +11,11 @@ from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
 
 def importances(study: optuna.Study) -> dict[str, float]:
-    """Optuna's fANOVA parameter importances of a study (seeded, so reruns agree)."""
-    return dict(get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0)))
+    """Optuna's fANOVA parameter importances of a study (seeded, so reruns agree); of its first
+    objective when it has several."""
+    target = (lambda trial: trial.values[0]) if len(study.directions) > 1 else None
+    evaluator = FanovaImportanceEvaluator(seed=0)
+    return dict(get_param_importances(study, evaluator=evaluator, target=target))
 
 
 def study_importances(storage: str, study_name: str) -> dict[str, float]:

@@ -1,14 +1,17 @@
 """PNG plots of a sweep's trials (matplotlib, Agg backend): optimization history, parallel
-coordinates, and each swept axis's effect with 95% CI error bars; and of a study: each arm's
-learning curve and the best arm's SST confusion matrix.
+coordinates, and each swept axis's effect with 95% CI error bars; of a study: each arm's
+learning curve and the best arm's SST confusion matrix; an ensemble's k-curve; and a
+multi-objective sweep's Pareto front.
 
-Input is the `trials.parquet` frame of `results.py` or the curves and counts `study_report.py`
-computes; nothing here reads MLflow or Optuna.
+Input is the `trials.parquet` frame of `results.py`, the curves and counts `study_report.py`
+computes, or the k-curve an ensemble's metrics.json holds; nothing here reads MLflow or Optuna.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,8 @@ from matplotlib.ticker import MaxNLocator
 
 from model.evaluate import OVERALL
 from orchestrator.contract import best_key
+from orchestrator.ensemble_curve import METRIC_LABELS, SINGLE, curve_methods
+from orchestrator.objectives import Objective
 from orchestrator.stats import axis_groups, mean_ci
 
 STATE_MARKERS = {"completed": "o", "pruned": "x", "failed": "s", "killed": "v"}
@@ -185,6 +190,67 @@ def sst_confusion(matrix: np.ndarray | None, path: Path, *, title: str) -> Path:
     ax.set_yticks(ticks)
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     return _save(fig, path)
+
+
+def k_curve(curve: Mapping[str, Any], path: Path, *, title: str = "") -> Path:
+    """An ensemble's k-curve (`ensemble_curve.k_curve`), one panel per dev metric: each method's
+    ensemble of the best k members against k, each member alone as a grey cross at its rank."""
+    single = curve[SINGLE]
+    ranks = np.arange(1, len(single) + 1)
+    panels_wide = len(METRIC_LABELS)
+    fig, panels = plt.subplots(1, panels_wide, figsize=(3.2 * panels_wide, 3.6), squeeze=False)
+    for ax, (metric, label) in zip(panels[0], METRIC_LABELS.items(), strict=True):
+        ax.scatter(ranks, [s[metric] for s in single], marker="x", color="grey", zorder=2,
+                   label="member alone (at its rank)")  # fmt: skip
+        for method in curve_methods(curve):
+            values = [point[metric] for point in curve[method]]
+            ax.plot(ranks, values, marker="o", label=method, zorder=3)
+        ax.set(xlabel="k (best-ranked members)", title=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # k is a whole number
+    panels[0][0].legend(fontsize=7, loc="best")
+    ranked_by = curve.get("ranked_by", "")
+    fig.suptitle(title or f"ensemble of the best k members (ranked by {ranked_by}), dev",
+                 fontsize=9)  # fmt: skip
+    # Written beside the target and renamed, so a crash never leaves half a PNG behind.
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    _save(fig, partial)
+    os.replace(partial, path)
+    return path
+
+
+def pareto_front(frame: pd.DataFrame, objectives: Sequence[Objective], path: Path) -> Path:
+    """Each pair of objectives as a scatter of the completed trials' best-epoch values: the
+    Pareto front (column `pareto`, over every objective) in red, infeasible trials (column
+    `feasible` false) as orange crosses, the rest grey."""
+    pairs = list(itertools.combinations(range(len(objectives)), 2)) or [(0, 0)]
+    fig, panels = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4), squeeze=False)
+    done = frame[_states(frame) == "completed"]
+    on_front = _flags(done, "pareto", False)
+    feasible = _flags(done, "feasible", True)
+    for ax, (i, j) in zip(panels[0], pairs, strict=True):
+        x, y = best_key(objectives[i].metric), best_key(objectives[j].metric)
+        if x not in done or y not in done:
+            continue
+        groups = (
+            (done[~on_front & feasible], {"color": "grey", "alpha": 0.6, "label": "completed"}),
+            (done[~feasible], {"color": "tab:orange", "marker": "x", "label": "infeasible"}),
+            (done[on_front], {"color": "tab:red", "zorder": 3, "label": "Pareto front"}),
+        )
+        for rows, style in groups:
+            if len(rows):
+                ax.scatter(rows[x].astype(float), rows[y].astype(float), **style)
+        ax.set(xlabel=f"{x} ({objectives[i].mode})", ylabel=f"{y} ({objectives[j].mode})")
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Pareto front over all objectives, each pair of them (best-epoch values)",
+                 fontsize=9)  # fmt: skip
+    return _save(fig, path)
+
+
+def _flags(frame: pd.DataFrame, column: str, default: bool) -> pd.Series:
+    """A boolean column of the frame, or `default` for every row when it has none."""
+    if column not in frame:
+        return pd.Series(default, index=frame.index, dtype=bool)
+    return frame[column].fillna(default).astype(bool)
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -241,16 +243,18 @@ def build_tuner(
     data_dir: Path,
     study: TrialProposer,
     listeners: Sequence[TrialListener],
+    rung_history: Mapping[str, Mapping[int, float]] | None = None,
 ) -> tune.Tuner:
     """A new Tune experiment in `layout.root`: `space.total_trials` trials proposed by `study`,
-    stopped early by the space's scheduler, retried from their last checkpoint on failure."""
+    stopped early by the space's scheduler, retried from their last checkpoint on failure.
+    `rung_history` (earlier trials' metric per epoch) is put in ASHA's rungs first."""
     return tune.Tuner(
         _trainable(space, layout, data_dir),
         tune_config=tune.TuneConfig(
             metric=space.metric,
             mode=space.mode,
             search_alg=StudySearcher(study),
-            scheduler=_scheduler(space),
+            scheduler=seed_rungs(_scheduler(space), rung_history or {}, space.mode),
             num_samples=space.total_trials,
             max_concurrent_trials=space.max_concurrent or concurrent_trials(space),
             trial_dirname_creator=trial_dirname,
@@ -266,6 +270,31 @@ def build_tuner(
             verbose=0,
         ),
     )
+
+
+def fit_tuner(tuner: tune.Tuner) -> bool:
+    """Run the experiment; True when Ctrl-C (SIGINT) stopped it. Tune then stops the trials and
+    saves its state before returning, as it would on its own SIGINT handler, but that handler
+    returns normally, and a sweep stopped by Ctrl-C must not exit 0. A second Ctrl-C raises
+    KeyboardInterrupt at once."""
+    if threading.current_thread() is not threading.main_thread():
+        tuner.fit()  # signal handlers exist only in the main thread (nor does Tune set one)
+        return False
+    interrupted = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop, which it also listens to
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours instead, which can tell the driver
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        tuner.fit()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return interrupted.is_set()
 
 
 def restore_tuner(space: SearchSpace, layout: SweepLayout, *, data_dir: Path) -> tune.Tuner:
@@ -294,7 +323,11 @@ def _trainable(space: SearchSpace, layout: SweepLayout, data_dir: Path) -> Any:
 
 
 def _scheduler(space: SearchSpace) -> TrialScheduler:
-    if space.scheduler.name == "none":
+    """ASHA on the space's metric, or FIFO (no early stopping) for `scheduler: none` and for every
+    multi-objective sweep: ASHA compares trials on one number, so a rung on any one objective (or
+    a weighted sum, which fixes the trade-off the sweep is there to show) would stop trials on
+    the Pareto front of the others; space.py rejects `scheduler: asha` with several metrics."""
+    if space.scheduler.name == "none" or space.multi_objective:
         return FIFOScheduler()
     return ASHAScheduler(
         time_attr=EPOCH_KEY,
@@ -302,6 +335,26 @@ def _scheduler(space: SearchSpace) -> TrialScheduler:
         grace_period=space.scheduler.grace_period,
         reduction_factor=space.scheduler.reduction_factor,
     )
+
+
+def seed_rungs(
+    scheduler: TrialScheduler, history: Mapping[str, Mapping[int, float]], mode: str
+) -> TrialScheduler:
+    """ASHA with each earlier trial's value at every rung it reached already recorded, as if it
+    had run in this experiment (a Tune result at epoch e is recorded at the first rung <= e it
+    has not filled, so with one result per epoch a rung at epoch m holds the value at epoch m).
+    Ray has no public API for this: it fills the brackets' rung records, whose shape
+    tests/orchestrator/test_ray_tune.py checks on the pinned Ray. Other schedulers pass."""
+    if not history or not isinstance(scheduler, ASHAScheduler):
+        return scheduler
+    sign = 1.0 if mode == "max" else -1.0  # ASHA keeps larger-is-better values
+    for bracket in scheduler._brackets:
+        for milestone, recorded in bracket._rungs:
+            for key, values in history.items():
+                reached = [step for step in values if step >= milestone]
+                if reached:
+                    recorded[key] = sign * float(values[min(reached)])
+    return scheduler
 
 
 def trial_dirname(trial: Trial) -> str:

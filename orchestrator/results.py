@@ -6,7 +6,9 @@ row per trial) and plots, and
   epoch) and `importance.md` (Optuna parameter importances);
 - for an ablation study (`study.arms` on the parent run): `ablation.md`, `ablation.parquet` and
   `ablation.tex` from its confirm runs (`study_report.py`), and for its tuning phase, if any,
-  `tuning.md` (the HPO tables per arm) and `importance.md` (each arm's Optuna importances).
+  `tuning.md` (the HPO tables per arm) and `importance.md` (each arm's Optuna importances);
+- when `orchestrator ensemble` has written `ensemble/metrics.json`: `ensemble.md` and
+  `plots/ensemble_k_curve.png`, the k-curve of the sweep's ensemble (`ensemble_curve.py`).
 
 Reads the sweep's MLflow runs through the tracking store and logs the report back to the sweep's
 parent run (a study's per-arm means as metrics too), so the UI shows it. Optuna is loaded only to
@@ -20,7 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +30,13 @@ import pandas as pd
 
 from model.config import ConfigError
 from model.evaluate import DEV_METRICS, OVERALL, metric_mode
-from orchestrator import plots
+from orchestrator import plots, tradeoffs
 from orchestrator.contract import (
     ARM_PARAM,
     BASE_PARAM_PREFIX,
     CONFIRM_PHASE,
+    ENSEMBLE_METRICS_FILE,
+    K_CURVE_PLOT,
     LABEL_KEYS,
     PHASE_PARAM,
     ROLE_TAG,
@@ -49,6 +53,7 @@ from orchestrator.contract import (
     best_key,
     study_phase_dir,
 )
+from orchestrator.ensemble_curve import k_curve_markdown, read_k_curve
 from orchestrator.study_report import (
     StudyInfo,
     StudyReport,
@@ -132,6 +137,10 @@ class Report:
     hpo_frame: pd.DataFrame | None  # the trials the HPO plots show; None: no HPO plots
     study: StudyReport | None = None
     baseline: str = ""
+    k_curve: dict[str, Any] | None = None  # the sweep's ensemble's, when `ensemble` wrote one
+    goals: tradeoffs.SweepGoals | None = (
+        None  # objectives and constraints (tradeoffs.py; HPO sweeps)
+    )
 
     @property
     def files(self) -> list[str]:
@@ -161,7 +170,7 @@ def write_report(
         running = f" ({len(stored.trials)} running)" if stored.trials else ""
         raise ReportError(f"{stored.name}: no finished trials yet{running}; nothing to report")
     layout = SweepLayout(Path(results_dir) / stored.name)
-    report = build_report(uri, stored, layout)
+    report = with_ensemble_curve(build_report(uri, stored, layout), layout)
     files = _write_in_place(report, layout.root)
     if log_to_mlflow:
         save_ablation_view(uri, stored)
@@ -184,6 +193,8 @@ def build_report(uri: str, stored: StoredSweep, layout: SweepLayout) -> Report:
     histories = {run.run_id: metric_histories(uri, run.run_id, keys) for run in stored.trials}
     gpu = float(parse_param(params.get(SWEEP_GPU_PARAM)) or 0.0)
     frame = trials_frame(stored.trials, histories, gpu_per_trial=gpu)
+    goals = tradeoffs.sweep_goals(params)  # feasible and pareto columns, with constraints
+    frame = tradeoffs.judged_frame(frame, stored.trials, goals)
     axes = swept_axes(params, frame)
     base = {axis: parse_param(params.get(f"{BASE_PARAM_PREFIX}{axis}")) for axis in axes}
     info = study_info(params)
@@ -198,8 +209,20 @@ def build_report(uri: str, stored: StoredSweep, layout: SweepLayout) -> Report:
     tables = {
         "ablation.md": ablation_markdown(frame, axes, base, sweep=stored.name, metric=metric),
         "importance.md": importance_markdown(scores, sweep=stored.name, note=note, metric=metric),
+        **tradeoffs.objectives_tables(stored.trials, goals, sweep=stored.name),
     }
-    return Report(frame, axes, base, tables, metric, mode, frame)
+    return Report(frame, axes, base, tables, metric, mode, frame, goals=goals)
+
+
+def with_ensemble_curve(report: Report, layout: SweepLayout) -> Report:
+    """The report with the k-curve of the sweep's ensemble (`ensemble.md` and a plot) when
+    `orchestrator ensemble` has written one."""
+    stored = read_k_curve(layout.ensemble_dir / ENSEMBLE_METRICS_FILE)
+    if stored is None:
+        return report
+    curve, examples = stored
+    table = k_curve_markdown(curve, sweep=layout.name, examples=examples)
+    return replace(report, tables={**report.tables, "ensemble.md": table}, k_curve=curve)
 
 
 def _tuning_tables(
@@ -286,6 +309,11 @@ def _write_plots(report: Report, out_dir: Path) -> list[Path]:
         title = f"SST on dev: {study.sst.arm}, summed over seeds" if study.sst else "SST"
         matrix = study.sst.confusion if study.sst else None
         files.append(plots.sst_confusion(matrix, out_dir / "sst_confusion.png", title=title))
+    if report.k_curve is not None:
+        files.append(plots.k_curve(report.k_curve, out_dir / f"ensemble_{K_CURVE_PLOT}"))
+    if report.goals is not None and report.goals.multi_objective:
+        pareto = out_dir / tradeoffs.PARETO_PLOT
+        files.append(plots.pareto_front(report.frame, report.goals.objectives, pareto))
     return files
 
 

@@ -17,7 +17,7 @@ import pickle
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import optuna
 from optuna.trial import TrialState
@@ -25,7 +25,9 @@ from optuna.trial import TrialState
 from model.config import is_finite_number
 from orchestrator.config import apply_params
 from orchestrator.contract import EPOCHS_LEFT, NONFINITE_LOSS, trial_labels, trial_params
+from orchestrator.objectives import constraint_values, final_metrics
 from orchestrator.space import Param, SearchSpace, SpaceError, run_name
+from orchestrator.space_guards import warn_sampled_settings
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,10 @@ def _make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
         return optuna.samplers.GPSampler(seed=seed)
     if space.sampler == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    if space.sampler == "nsga2":
+        # Two generations at least in a small sweep; Optuna's default population is 50.
+        population = max(2, min(50, space.total_trials // 2))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
     raise SpaceError(f"{space.source}: sampler: unknown sampler {space.sampler!r}")
 
 
@@ -172,19 +178,25 @@ class SweepStudy:
                 sampler=self.sampler,
                 pruner=optuna.pruners.NopPruner(),  # the sweep's scheduler stops trials
                 study_name=self.space.name,
-                direction="maximize" if self.space.mode == "max" else "minimize",
+                directions=study_directions(self.space),
                 load_if_exists=True,
             )
         return self._study
 
     def ask(self, trial_id: str) -> dict[str, Any]:
         """The params of trial `trial_id`: new ones from the sampler, or a config's next repeat."""
-        if trial_id in self.asked:
+        new = trial_id not in self.asked
+        if not new:
             trial = self._trial(self.asked[trial_id])
         else:
             trial = self._new_trial()
             self.asked[trial_id] = trial.number
         params = DefineByRun(self.space)(trial)
+        if new and not trial.user_attrs.get(REPEAT_ATTR):  # once per sampled config
+            label = f"{self.space.name} trial {trial.number}"
+            warn_sampled_settings(
+                self.space.base, trial_params(params), _searched(self.space), label
+            )
         trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
         if self.space.repeats > 1 and REPEAT_ATTR not in trial.user_attrs:
             trial.set_user_attr(REPEAT_ATTR, 0)
@@ -200,7 +212,10 @@ class SweepStudy:
         return self.study.ask()
 
     def report(self, trial_id: str, value: float, step: int) -> None:
-        """An intermediate value (one epoch's metric) of a running trial."""
+        """An intermediate value (one epoch's metric) of a running trial; none in a
+        multi-objective study (Optuna keeps intermediate values of one objective only)."""
+        if self.space.multi_objective:
+            return
         if trial_id in self.told or trial_id not in self.asked:
             logger.warning("optuna: result of a trial not running (%s) ignored", trial_id)
             return
@@ -215,23 +230,48 @@ class SweepStudy:
             logger.warning("optuna: end of a trial not running (%s) ignored", trial_id)
             return None
         self.told.add(trial_id)
-        number = self.asked[trial_id]
-        value = last.get(self.space.metric) if last else None
+        number, last = self.asked[trial_id], last or {}
+        values = self._objective_values(last)
         if error:
             return self._tell(number, None, TrialState.FAIL)
-        if value is None:  # stopped before its first result
-            return self._tell(number, None, TrialState.PRUNED)
-        if not is_finite_number(value):
-            reason = (last or {}).get(NONFINITE_LOSS) or f"{self.space.metric} is {value}"
+        nonfinite = [
+            f"{o.metric} is {v}"
+            for o, v in zip(self.space.objectives, values, strict=True)
+            if v is not None and not is_finite_number(v)
+        ]
+        if nonfinite:
+            reason = last.get(NONFINITE_LOSS) or nonfinite[0]
             self._trial(number).set_user_attr(FAIL_REASON_ATTR, str(reason))
             return self._tell(number, None, TrialState.FAIL)
+        self._set_constraints(number, last)
+        if None in values:  # stopped before its first result
+            return self._tell(number, None, TrialState.PRUNED)
         # The scheduler's stopping result reaches only `tell`: report it so the study holds
         # every epoch, and a pruned trial's value (its last intermediate one) is this one.
-        if step not in self._frozen(number).intermediate_values:
-            self._trial(number).report(float(value), step)
-        if float((last or {}).get(EPOCHS_LEFT, 0)) > 0:
+        multi = self.space.multi_objective
+        if not multi and step not in self._frozen(number).intermediate_values:
+            self._trial(number).report(float(values[0]), step)
+        if float(last.get(EPOCHS_LEFT, 0)) > 0:
             return self._tell(number, None, TrialState.PRUNED)
-        return self._tell(number, float(value), TrialState.COMPLETE)
+        told = [float(v) for v in values]
+        return self._tell(number, told if multi else told[0], TrialState.COMPLETE)
+
+    def _objective_values(self, last: Mapping[str, Any]) -> list[Any]:
+        """The values told for a trial's last result: the last epoch's metric of one objective
+        (what ASHA compared), or the best epoch's value of each of several (the point of the
+        checkpoint `report` and `ensemble --select pareto` take; last epoch's if missing)."""
+        if not self.space.multi_objective:
+            return [last.get(self.space.metric)]
+        best = final_metrics(last)
+        return [best.get(o.metric, last.get(o.metric)) for o in self.space.objectives]
+
+    def _set_constraints(self, number: int, last: Mapping[str, Any]) -> None:
+        """Record each constraint's violation on the trial (Optuna 5's `set_constraint`), from
+        its best-epoch metrics, so TPE, NSGA-II and GP and `study.best_trial(s)` know which
+        trials are feasible; a trial without metrics violates every constraint (inf)."""
+        trial, metrics = self._trial(number), final_metrics(last)
+        for metric, violation in constraint_values(self.space.constraints, metrics).items():
+            trial.set_constraint(metric, violation)
 
     def save(self, path: str | Path) -> None:
         """Write what `restore` needs to go on where this driver stands (the study is in RDB)."""
@@ -281,7 +321,9 @@ class SweepStudy:
         assert self._storage is not None
         return self._storage.get_trial(trial_id)
 
-    def _tell(self, number: int, value: float | None, state: TrialState) -> TrialState:
+    def _tell(
+        self, number: int, value: float | list[float] | None, state: TrialState
+    ) -> TrialState:
         try:
             self.study.tell(number, value, state=state)
         except (ValueError, RuntimeError) as err:  # e.g. already told before a driver restart
@@ -292,9 +334,7 @@ class SweepStudy:
 def sample_configs(space: SearchSpace, count: int) -> list[dict[str, Any]]:
     """`count` parameter sets drawn as the sweep's first trials would be (for --dry-run)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        sampler=make_sampler(space), direction="maximize" if space.mode == "max" else "minimize"
-    )
+    study = optuna.create_study(sampler=make_sampler(space), directions=study_directions(space))
     suggest = DefineByRun(space)
     out = []
     for _ in range(count):
@@ -303,13 +343,24 @@ def sample_configs(space: SearchSpace, count: int) -> list[dict[str, Any]]:
     return out
 
 
+def study_directions(space: SearchSpace) -> list[Literal["maximize", "minimize"]]:
+    """Optuna's direction of each objective of the space (one for a single-objective sweep)."""
+    return ["maximize" if o.mode == "max" else "minimize" for o in space.objectives]
+
+
+def _searched(space: SearchSpace) -> list[str]:
+    return [p.key for p in space.searched]
+
+
 def describe_dry_run(space: SearchSpace, count: int) -> list[tuple[str, dict[str, Any]]]:
     """`count` sampled parameter sets, each validated against TrainConfig, with their run names."""
     out = []
     for values in sample_configs(space, count):
         params, labels = trial_params(values), trial_labels(values)
         apply_params(space.base, params)  # raises ConfigError naming the key
-        out.append((run_name(space, params, labels), params))
+        label = run_name(space, params, labels)
+        warn_sampled_settings(space.base, params, _searched(space), f"{space.name} {label}")
+        out.append((label, params))
     return out
 
 

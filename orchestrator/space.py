@@ -18,19 +18,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from model.config import ConfigError, TrainConfig, is_finite_number
-from model.evaluate import (
-    DEV_METRICS,
-    OVERALL,
-    SELECTION_METRICS,
-    SELECTION_OVERALL,
-    SELECTION_SPLIT,
-    metric_mode,
-    on_split,
-)
+from model.evaluate import OVERALL
 from orchestrator.config import load_train_config, load_yaml_file
-from orchestrator.contract import METRICS
+from orchestrator.objectives import Constraint, Objective
+from orchestrator.objectives_schema import check_fit, parse_constraints, parse_objectives
+from orchestrator.space_guards import check_space_settings
 from orchestrator.space_params import Condition, Fail, Param, parse_params
 from orchestrator.study import STUDY_KEYS, StudySpec, parse_study
+from orchestrator.sweep_lineage import WarmStartSpec, parse_warm_start
 
 __all__ = [
     "Condition",
@@ -45,11 +40,13 @@ __all__ = [
     "run_name",
 ]
 
-SAMPLERS: tuple[str, ...] = ("tpe", "random", "grid", "cmaes", "gp", "qmc")
+SAMPLERS: tuple[str, ...] = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
 TOP_LEVEL_KEYS = frozenset(
     {
         "name", "description", "base", "metric", "mode", "num_samples", "max_concurrent",
-        "resources", "sampler", "seed", "scheduler", "repeats", "space", *STUDY_KEYS,
+        "resources", "sampler", "seed", "scheduler", "repeats", "space", "constraints",
+        "warm_start",
+        *STUDY_KEYS,
     }
 )  # fmt: skip
 
@@ -98,6 +95,22 @@ class SearchSpace:
     # Labels every trial of this space carries besides config keys (a study phase's arm and
     # phase, see contract.LABEL_KEYS); empty for a plain sweep.
     labels: tuple[tuple[str, str], ...] = ()
+    # Every objective (`metric: [a, b]`; the first is `metric`/`mode`), and the constraints a
+    # trial's final metrics must meet to count (orchestrator/objectives.py).
+    objectives: tuple[Objective, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
+    warm_start: WarmStartSpec | None = None  # an earlier sweep to start from (warm_start.py)
+
+    def __post_init__(self) -> None:
+        first = Objective(self.metric, self.mode)
+        if len(self.objectives) <= 1:  # one objective: metric/mode say it (also after replace)
+            object.__setattr__(self, "objectives", (first,))
+        elif self.objectives[0] != first:
+            raise SpaceError(f"{self.source}: metric: the first objective must be {first}")
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     @property
     def searched(self) -> tuple[Param, ...]:
@@ -144,6 +157,7 @@ def parse_space(
         **_parse_budget(raw, fail),
         "resources": _parse_resources(raw.get("resources", {}), fail),
     }
+    check_fit(fields["objectives"], fields["constraints"], raw, fail)
     # A study may run its arms without tuning anything: then `space:` is optional.
     no_space = "arms" in raw and raw.get("space") is None
     params = [] if no_space else parse_params(raw.get("space"), fields["base"], fail)
@@ -151,13 +165,20 @@ def parse_space(
     study = parse_study(raw, fields["base"], [p.key for p in params], fail)
     if study is not None:
         _check_study_fits(study, params, fields["repeats"], fail)
+    warm_start = parse_warm_start(raw.get("warm_start"), fail)
+    if warm_start is not None and study is not None:
+        raise fail("warm_start", "an ablation study cannot warm-start; use it in a plain sweep")
+    check_space_settings(source, base, params, study, fail)  # inert knobs: warn, or fail an arm
     max_epochs = _max_epochs(fields["base"], params)
+    # Several objectives run every trial to the end (objectives.check_fit says why).
+    scheduler = raw.get("scheduler", "none" if len(fields["objectives"]) > 1 else "asha")
     return SearchSpace(
         source=source,
         params=tuple(params),
-        scheduler=_parse_scheduler(raw.get("scheduler", "asha"), max_epochs, fail),
+        scheduler=_parse_scheduler(scheduler, max_epochs, fail),
         description=str(raw.get("description", "")),
         study=study,
+        warm_start=warm_start,
         **fields,
     )
 
@@ -173,27 +194,12 @@ def _check_study_fits(study: StudySpec, params: list[Param], repeats: int, fail:
 
 
 def _parse_objective(raw: Mapping[str, Any], base: TrainConfig, fail: Fail) -> dict[str, Any]:
-    """`metric` (a reported metric name; with a selection split, selection/overall by default)
-    and `mode` (by default the metric's own direction)."""
-    split_on = base.data.selection > 0
-    metric = raw.get("metric", SELECTION_OVERALL if split_on else OVERALL)
-    if split_on and metric in DEV_METRICS:
-        raise fail(
-            "metric",
-            f"{metric} would rank trials on dev, which data.selection keeps for reporting; "
-            f"use {on_split(metric, SELECTION_SPLIT)}",
-        )
-    if metric not in METRICS:
-        raise fail("metric", f"{metric!r} is not one of {', '.join(METRICS)}")
-    if metric in SELECTION_METRICS and base.data.selection <= 0:
-        raise fail(
-            "metric",
-            f"{metric} needs a selection split: set data.selection (e.g. 0.1) in the base config",
-        )
-    mode = raw.get("mode", metric_mode(metric))
-    if mode not in ("max", "min"):
-        raise fail("mode", f"expected max or min, got {mode!r}")
-    return {"metric": metric, "mode": mode}
+    """`metric` and `mode` (one objective or several), then `constraints`; see objectives.py."""
+    objectives = parse_objectives(raw, base, fail)
+    constraints = parse_constraints(raw.get("constraints"), base, fail)
+    first = objectives[0]
+    return {"metric": first.metric, "mode": first.mode, "objectives": objectives,
+            "constraints": constraints}  # fmt: skip
 
 
 def _parse_budget(raw: Mapping[str, Any], fail: Fail) -> dict[str, Any]:

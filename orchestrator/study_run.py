@@ -164,7 +164,8 @@ def run_phase(
             # MLflow runs and Optuna trials are ended as orphans (relay, `fail_orphans`).
             shutil.rmtree(layout.root, ignore_errors=True)
             tuner = _build_tuner(run, phase, layout, live_table=live_table)
-        tuner.fit()
+        if ray_tune.fit_tuner(tuner):  # Ctrl-C: the study is KILLED, later phases never start
+            raise KeyboardInterrupt(f"study '{run.space.name}' stopped; continue it with --resume")
     trials = trial_outcomes(phase.space, layout)
     done = len(trials) >= phase.space.total_trials and all(t.state in ENDED_STATES for t in trials)
     if done and phase.key not in finished:
@@ -247,4 +248,3 @@ def study_command_lines(
     table = next((p for p in written.files if p.name == ABLATION_MARKDOWN), None)
     lines += [f"note: {note}" for note in written.notes]
     return [*lines, f"table:      {table or written.files[0]}"]
-

@@ -41,6 +41,7 @@ from orchestrator.contract import (
     SweepLayout,
     best_key,
 )
+from orchestrator.objectives import judge_outcomes, judged_lines, objective_params
 from orchestrator.placement import fit_trials_to_cluster
 from orchestrator.search import SweepStudy, make_sampler
 from orchestrator.space import SearchSpace, run_name
@@ -55,6 +56,7 @@ from orchestrator.sweep_callbacks import (
 )
 from orchestrator.tracking.provenance import data_sha256, git_sha
 from orchestrator.tracking.writer import Status, SweepTracker, tracking_uri
+from orchestrator.warm_start import NewSweep
 
 ENDED_STATES = ("completed", "pruned", "failed")
 
@@ -76,6 +78,8 @@ class TrialOutcome:
     best_checkpoint: str | None
     error: str | None = None
     labels: dict[str, str] = field(default_factory=dict)  # a study's arm and phase
+    feasible: bool = True  # its best epoch met the space's constraints (objectives.py)
+    pareto: bool = False  # on the Pareto front of a multi-objective sweep's feasible trials
 
 
 @dataclass
@@ -94,7 +98,8 @@ class SweepOutcome:
 
     @property
     def best(self) -> TrialOutcome | None:
-        scored = [t for t in self.trials if t.best_value is not None and t.state != "failed"]
+        trials = [t for t in self.trials if t.feasible]  # a constrained sweep's best meets them
+        scored = [t for t in trials if t.best_value is not None and t.state != "failed"]
         if not scored:
             return None
         sign = 1.0 if self.mode == "max" else -1.0
@@ -111,6 +116,7 @@ class SweepOutcome:
         if self.best is not None:
             lines.append(f"best {self.metric} {self.best.best_value:.4f}: {self.best.run_name}")
             lines.append(f"checkpoint: {self.best.best_checkpoint}")
+        lines += judged_lines(self.trials)
         lines.append(f"results:    {self.experiment_dir}")
         lines.append(f"mlflow:     {self.tracking_uri} (experiment {self.name})")
         return lines
@@ -163,9 +169,11 @@ def run_sweep(
     make_sampler(space)  # a sampler that cannot be built (cmaes without its package) fails here
     layout = SweepLayout.of(results_dir, space.name)
     state = open_state(layout, resume=resume)
+    new = NewSweep.check(space, results_dir, resume=resume)  # its warm start, before any write
     data_dir = Path(data_dir).resolve()
     space = join_ray(space, layout, data_dir, address, num_cpus, echo=echo or stderr_line)
     run = start_tracking(space, layout, data_dir, state)
+    new.begin(run)
     return fit_and_finish(run, resume=resume, live_table=live_table, started=started)
 
 
@@ -283,6 +291,7 @@ def _sweep_params(space: SearchSpace) -> dict[str, Any]:
         "sweep.resources.cpu": space.resources.cpu,
         SWEEP_GPU_PARAM: space.resources.gpu,
         SWEEP_SEARCHED_PARAM: " ".join(p.key for p in space.searched),
+        **objective_params(space.objectives, space.constraints),
     }
     params.update({f"{BASE_PARAM_PREFIX}{k}": v for k, v in flatten_config(space.base).items()})
     if space.study is not None:
@@ -304,12 +313,13 @@ def fit_and_finish(
             tuner = ray_tune.restore_tuner(run.space, run.layout, data_dir=run.data_dir)
         else:
             tuner = build_tuner(run, live_table=live_table)
-        tuner.fit()
+        stopped = ray_tune.fit_tuner(tuner)  # by Ctrl-C: trials stopped, Ray's state saved
         outcome.trials = trial_outcomes(run.space, run.layout)
-        # Ray returns normally after Ctrl-C too, with trials left unfinished.
         ended = all(t.state in ENDED_STATES for t in outcome.trials)
         finished = ended and len(outcome.trials) >= run.space.total_trials
         status = "FINISHED" if finished else "KILLED"
+        if stopped:
+            raise KeyboardInterrupt(f"sweep '{run.space.name}' stopped; continue it with --resume")
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -357,7 +367,8 @@ def finish_tracking(run: SweepRun, outcome: SweepOutcome, status: Status) -> Non
 
 def trial_outcomes(space: SearchSpace, layout: SweepLayout) -> list[TrialOutcome]:
     """How every trial of the sweep stored in `layout` stands, from Ray's experiment state."""
-    return [trial_outcome(space, trial) for trial in ray_tune.trial_snapshots(layout)]
+    trials = ray_tune.trial_snapshots(layout)
+    return judge_outcomes(space, [(trial_outcome(space, t), t.last_result) for t in trials])
 
 
 def trial_outcome(space: SearchSpace, trial: TrialSnapshot) -> TrialOutcome:

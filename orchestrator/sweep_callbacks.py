@@ -25,6 +25,7 @@ from orchestrator.contract import (
     BEST_PREFIX,
     EPOCH_KEY,
     EPOCHS_LEFT,
+    FEASIBLE_TAG,
     METRICS,
     NONFINITE_LOSS,
     STATE_TAG,
@@ -32,6 +33,7 @@ from orchestrator.contract import (
     SweepLayout,
     best_key,
 )
+from orchestrator.objectives import final_metrics, is_feasible
 from orchestrator.space import SearchSpace, run_name
 
 logger = logging.getLogger(__name__)
@@ -116,6 +118,7 @@ class MlflowRelay(TrialListener):
         data_dir: str,
         git_sha: str,
         experiment: str | None = None,
+        run_tags: Mapping[str, str] | None = None,
     ) -> None:
         # A study's phases run as sweeps of their own, all in the study's experiment.
         self.experiment = experiment or space.name
@@ -124,6 +127,7 @@ class MlflowRelay(TrialListener):
         self.space = space
         self.data_dir = data_dir
         self.git_sha = git_sha
+        self.run_tags = dict(run_tags or {})  # on every trial run besides its own (extension)
         self._tracker: Any = None
         self._runs: dict[str, str] = {}
 
@@ -183,6 +187,7 @@ class MlflowRelay(TrialListener):
             "git_sha": self.git_sha,
             "data_sha256": data_sha256(config, Path(self.data_dir)),
             "ray_trial_name": trial.name,
+            **self.run_tags,
         }
         self._runs[trial.trial_id] = self.tracker.start_trial(
             trial.trial_id,
@@ -208,6 +213,9 @@ class MlflowRelay(TrialListener):
             if k.startswith(BEST_PREFIX) and is_finite_number(v)
         }
         tags = {STATE_TAG: trial_state(trial, ending=True)}
+        if self.space.constraints:  # from its best epoch's metrics, as Optuna was told
+            feasible = is_feasible(self.space.constraints, final_metrics(result))
+            tags[FEASIBLE_TAG] = str(feasible).lower()
         if result.get(BEST_CHECKPOINT):
             tags[BEST_CHECKPOINT] = str(result[BEST_CHECKPOINT])
         return metrics, tags

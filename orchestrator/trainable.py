@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext, redirect_stderr
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from model.config import TrainConfig
 from model.device import limit_cuda_memory
 from model.evaluate import SELECTION_METRICS
 from model.train import EpochResult, NonFiniteLossError, fit
+from model.warning_format import show_warnings_as_lines
 from orchestrator.config import apply_params
 from orchestrator.contract import (
     BEST_CHECKPOINT,
@@ -45,6 +47,7 @@ def train_trial(
     gpu_share: float = 0.0,
 ) -> None:
     """Train one trial of a sweep and report every epoch to Tune (see module docstring)."""
+    show_warnings_as_lines()  # in the trial's stderr.log, one line each
     if 0.0 < gpu_share < 1.0:
         # Trials packed onto one GPU (resources.gpu: 0.25) each keep to their share of its
         # memory, so one trial's peak cannot push its neighbours out of memory.
@@ -65,7 +68,8 @@ def train_trial(
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(epoch.checkpoint_dir)))
 
     checkpoint = tune.get_checkpoint()
-    with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_dir:
+    resuming = checkpoint.as_directory() if checkpoint else nullcontext(None)
+    with _stderr_to(trial.stderr), resuming as resume_dir:
         if resume_dir is not None:
             done_epochs = int(_best_metrics(Path(resume_dir)).get(best_key(EPOCH_KEY), 0))
         try:
@@ -84,6 +88,15 @@ def train_trial(
             # A last result that says why, instead of an exception: Ray would retry the trial
             # (FailureConfig) only to diverge again. The driver marks it FAILED everywhere.
             tune.report(_diverged_result(err, epoch=done_epochs + 1, selection=cfg.data.selection))
+
+
+@contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """The trial's stderr (its warnings and fit's line per epoch) appended to `path`, in the
+    sweep's results rather than Ray's session logs under /tmp; a retried trial appends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", buffering=1) as log, redirect_stderr(log):
+        yield
 
 
 def _diverged_result(err: NonFiniteLossError, *, epoch: int, selection: float) -> dict[str, Any]:

@@ -1,8 +1,13 @@
-"""What every command shares: one-line user errors (exit 2) and the common options."""
+"""What every command shares: one-line user errors (exit 2), one-line warnings, exit 130 on
+Ctrl-C, and the common options."""
 
 from __future__ import annotations
 
 import functools
+import shlex
+import signal
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,7 +17,8 @@ import click
 from model.checkpoint import CheckpointError
 from model.config import ConfigError
 from model.data import DataError
-from model.data_dir import default_data_dir
+from model.data_dir import FETCH_COMMAND, default_data_dir
+from model.warning_format import show_warnings_as_lines
 from model.weights import WeightsError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,12 +48,52 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
+TERMINATED_EXIT = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a scheduler cancelling the job): unwinds like Ctrl-C, so the same
+    cleanup runs (temp files removed, a sweep's MLflow runs ended KILLED)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+class CommandGroup(click.Group):
+    """The `orchestrator` group: every warning prints as one `warning: ...` line, and a command
+    stopped by Ctrl-C (SIGTERM) exits 130 (143) once its own cleanup ran, where click would
+    print `Aborted!` and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        show_warnings_as_lines()
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as err:
+            # The blank line on a terminal closes its `^C` echo; the reason, when one is given
+            # (a sweep says how to resume), follows.
+            start = "\n" if sys.stderr.isatty() else ""
+            what = "terminated" if isinstance(err, Terminated) else "interrupted"
+            click.echo(f"{start}{what}{f': {err}' if str(err) else ''}", err=True)
+            code = TERMINATED_EXIT if isinstance(err, Terminated) else INTERRUPTED_EXIT
+            raise click.exceptions.Exit(code) from None
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+
 def resolve_data_dir(option: str | None) -> Path:
-    """--data-dir, else $ORCHESTRATOR_DATA_DIR, else the default location; must exist."""
+    """--data-dir, else $ORCHESTRATOR_DATA_DIR, else ./data; must exist (a missing one is an
+    error that says how to download it)."""
     path = Path(option) if option else default_data_dir()
     if not path.is_dir():
+        where = f" {shlex.quote(str(path))}" if option else ""
         raise DataError(
-            f"{path}: data directory not found; pass --data-dir DIR or set ORCHESTRATOR_DATA_DIR"
+            f"{path}: data directory not found; run `{FETCH_COMMAND}{where}` to download the "
+            "CS224N files, or pass --data-dir DIR"
         )
     return path
 
@@ -56,7 +102,7 @@ data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="CS224N data directory (default: $ORCHESTRATOR_DATA_DIR, then ../shared/data/cs224n).",
+    help="CS224N data directory (default: $ORCHESTRATOR_DATA_DIR, then ./data).",
 )
 
 

@@ -23,17 +23,24 @@ from orchestrator.cli.base import data_dir_option, resolve_data_dir, user_errors
 @data_dir_option
 @click.option("--splits", default="dev,test", show_default=True, help="Splits to predict.")
 @click.option(
-    "--method", type=click.Choice(["vote", "mean"]), default="vote", show_default=True,
-    help="vote: mode of labels (ties by mean probability), median of STS; mean: average.",
+    "--method", type=click.Choice(["vote", "mean"]), default="mean", show_default=True,
+    help="mean: average of probabilities and STS scores (measured at least as good as vote at "
+    "most k); vote: mode of labels (ties by mean probability), median of STS scores.",
 )  # fmt: skip
 @click.option(
-    "--select", type=click.Choice(["top", "greedy"]), default="top", show_default=True,
-    help="greedy: forward selection with replacement on dev (Caruana et al. 2004), K steps.",
+    "--select", type=click.Choice(["top", "greedy", "pareto"]), default="top", show_default=True,
+    help="greedy: forward selection with replacement on dev (Caruana et al. 2004), K steps; "
+    "pareto: the K best-ranked trials of a multi-objective sweep's Pareto front.",
 )  # fmt: skip
 @click.option(
     "--dev", "dev_examples", type=click.Choice(["full", "sweep"]), default="full",
     show_default=True,
     help="Score on the full dev files, or on the trials' fixed dev subsets (faster on CPU).",
+)  # fmt: skip
+@click.option(
+    "--register", "register_name", default=None, metavar="NAME",
+    help="Also log the ensemble as an MLflow pyfunc model on its run and register it as a new "
+    "version of NAME (served by `mlflow models serve -m models:/NAME/VERSION`).",
 )  # fmt: skip
 @user_errors
 def ensemble(
@@ -46,16 +53,23 @@ def ensemble(
     method: str,
     select: str,
     dev_examples: str,
+    register_name: str | None,
 ) -> None:
     """Combine the K best trials of a sweep into leaderboard predictions (results/SWEEP/ensemble/).
 
     \b
     Example:
       orchestrator ensemble --top 5
-      orchestrator ensemble --top 3 --sweep smart --select greedy --method mean
+      orchestrator ensemble --top 3 --sweep smart --select greedy --method vote
+      orchestrator ensemble --top 3 --register minbert-smart
     """
     from orchestrator.ensemble import EnsembleRequest
     from orchestrator.ensemble_run import run_ensemble, summary_lines
+
+    if register_name is not None:  # a bad name fails before any member is loaded
+        from orchestrator.tracking.models import check_model_name
+
+        check_model_name(register_name)
 
     request = EnsembleRequest(
         top=top,
@@ -70,7 +84,10 @@ def ensemble(
     )
     # Progress goes to stderr, the summary to stdout.
     result = run_ensemble(
-        request, resolve_data=resolve_data_dir, echo=lambda line: click.echo(line, err=True)
+        request,
+        resolve_data=resolve_data_dir,
+        register=register_name,
+        echo=lambda line: click.echo(line, err=True),
     )
     for line in summary_lines(request, result):
         click.echo(line)

@@ -21,7 +21,8 @@ from orchestrator.cli.base import user_errors
 def report(sweep_name: str | None, results_dir: str, no_mlflow: bool) -> None:
     """Write results/SWEEP/: trials.parquet, ablation.md, importance.md and plots/ (default: the
     newest sweep), and log them to the sweep's parent MLflow run. For an ablation study:
-    ablation.md/.parquet/.tex of its confirm runs, SST details and learning curves.
+    ablation.md/.parquet/.tex of its confirm runs, SST details and learning curves. After
+    `orchestrator ensemble`: ensemble.md and plots/ensemble_k_curve.png, its k-curve.
 
     \b
     Example:

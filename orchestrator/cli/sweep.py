@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
-from orchestrator.cli.base import data_dir_option, resolve_data_dir, user_errors
+from orchestrator.cli.base import UserInputError, data_dir_option, resolve_data_dir, user_errors
 
 
 @click.command()
@@ -19,6 +21,13 @@ from orchestrator.cli.base import data_dir_option, resolve_data_dir, user_errors
     "--results-dir", type=click.Path(file_okay=False), default="results", show_default=True
 )
 @click.option("--resume", is_flag=True, help="Continue a sweep whose driver died.")
+@click.option(
+    "--extend",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Run N more trials of a finished or stopped sweep (same study, results, experiment).",
+)
 @click.option("--dry-run", is_flag=True, help="Validate and print sampled configs; no training.")
 @user_errors
 def sweep(
@@ -29,6 +38,7 @@ def sweep(
     data_dir: str | None,
     results_dir: str,
     resume: bool,
+    extend: int | None,
     dry_run: bool,
 ) -> None:
     """Explore SPACE.yaml with Optuna on Ray Tune (ASHA), logging every trial to MLflow.
@@ -38,7 +48,10 @@ def sweep(
       orchestrator sweep search_spaces/quickstart.yaml
       orchestrator sweep search_spaces/smart.yaml --dry-run --num-samples 4
       orchestrator sweep search_spaces/smart.yaml --resume
+      orchestrator sweep search_spaces/smart.yaml --extend 8
     """
+    from model.data import DataError
+    from model.data_dir import resolve_data_files
     from orchestrator.cluster import check_creatable, local_results_dir, parse_address
     from orchestrator.space import check_name, load_space
 
@@ -50,8 +63,14 @@ def sweep(
         space = space.replace(name=check_name(name))
     # Checked before a dry run too, so "valid" means the real run would start.
     data_path = resolve_data_dir(data_dir or space.base.data.data_dir)
+    # data.para_train: auto -> the Quora file the trials read, so MLflow params name it. With
+    # neither Quora file there, each trial's data loading reports it (as for any missing file).
+    with contextlib.suppress(DataError):
+        space = space.replace(base=resolve_data_files(space.base, data_path))
     local_results = local_results_dir(results_dir)
     check_creatable(local_results, f"--results-dir {results_dir}")
+    if extend is not None:
+        _check_extend(space_file, space.study is not None, resume, dry_run, num_samples)
     if space.study is not None and dry_run:
         from orchestrator.study_phases import study_dry_run_lines  # no Ray for a plan
 
@@ -65,10 +84,29 @@ def sweep(
 
         lines = list(dry_run_lines(space))
     else:
-        from orchestrator.sweep import run_sweep
+        from orchestrator.sweep_extend import sweep_command_lines
 
-        lines = run_sweep(
-            space, data_dir=data_path, results_dir=local_results, address=address, resume=resume
-        ).summary()
+        lines = sweep_command_lines(space, extend, data_path, local_results, address, resume)
     for line in lines:
         click.echo(line)
+
+
+def _check_extend(
+    space_file: str, study: bool, resume: bool, dry_run: bool, num_samples: int | None
+) -> None:
+    """--extend N adds N trials to a plain sweep and runs them: no study, and no --num-samples,
+    --dry-run or --resume beside it (a stopped extension goes on with --resume alone)."""
+    if study:
+        raise UserInputError(
+            f"{space_file}: arms: --extend adds trials to a plain sweep, not a study"
+        )
+    for flag, given in (
+        ("--resume", resume),
+        ("--dry-run", dry_run),
+        ("--num-samples", num_samples),
+    ):
+        if given:
+            raise UserInputError(
+                f"--extend: cannot be combined with {flag} (--extend N runs N new trials; "
+                "a stopped extension goes on with --resume alone)"
+            )

@@ -30,13 +30,18 @@ def train(config: str, overrides: tuple[str, ...], data_dir: str | None, out: st
       orchestrator train configs/quickstart.yaml --set optim.epochs=1 --out results/try1
     """
     from model.checkpoint import RunLayout
+    from model.config_guards import check_inert_settings
+    from model.data_dir import quora_train_note, resolve_data_files
     from model.progress import best_epoch_summary
     from model.train import fit
     from orchestrator.cluster import check_creatable
     from orchestrator.config import load_train_config
 
     cfg = load_train_config(Path(config), overrides)
+    # A knob that the rest of the config switches off is refused, not trained without a word.
+    check_inert_settings(cfg, f"{config}{' with --set' if overrides else ''}: ")
     data_path = resolve_data_dir(data_dir or cfg.data.data_dir)
+    cfg = resolve_data_files(cfg, data_path)  # para_train: auto -> the Quora file it reads
     out_dir = Path(out) if out else Path("results") / "train" / Path(config).stem
     check_creatable(out_dir, f"--out {out_dir}")
     if cfg.data.cache_dir:
@@ -44,8 +49,7 @@ def train(config: str, overrides: tuple[str, ...], data_dir: str | None, out: st
     result = fit(cfg, data_dir=data_path, out_dir=out_dir, progress=sys.stderr.isatty())
     layout = RunLayout(out_dir)
     click.echo(best_epoch_summary(result.best_metrics, result.epochs_run, result.selected_by))
-    if "partial" in cfg.data.para_train:
-        click.echo("note: Quora trained on the first 5,000 training pairs only (partial file).")
+    click.echo(quora_train_note(cfg.data.para_train))
     click.echo(f"metrics:     {layout.metrics}")
     click.echo(f"checkpoint:  {result.best_checkpoint}")
     click.echo(f"predictions: {layout.predictions}")

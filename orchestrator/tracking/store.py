@@ -20,6 +20,7 @@ from mlflow.entities import Metric, Param, ViewType
 from model.config import ConfigError
 from orchestrator.contract import (
     ENSEMBLE_ROLE,
+    EXTENDS_RUN_TAG,
     MEMBERS_TAG,
     PARENT_TAG,
     ROLE_TAG,
@@ -28,7 +29,7 @@ from orchestrator.contract import (
     TRIAL_ID_TAG,
     TRIAL_ROLE,
 )
-from orchestrator.tracking.writer import param_text, tracking_uri, with_retries
+from orchestrator.tracking.writer import param_text, tracking_client, tracking_uri, with_retries
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,14 @@ class StoredRun:
 
 @dataclass(frozen=True)
 class StoredSweep:
-    """The newest invocation of a sweep in the store: its parent run and its trials' child runs."""
+    """The newest invocation of a sweep in the store: its parent run, the parent runs of its
+    extensions (`sweep --extend`), and the child runs of the trials of all of them, each once."""
 
     name: str
     experiment_id: str
     parent: StoredRun
     trials: list[StoredRun]
+    extensions: tuple[StoredRun, ...] = ()
 
 
 class SweepNotFound(ConfigError):
@@ -112,7 +115,7 @@ def sweep_names(uri: str) -> list[str]:
     """Names of the experiments holding a sweep parent run, newest sweep first."""
     if not store_exists(uri):
         return []
-    client = MlflowClient(tracking_uri=uri)
+    client = tracking_client(uri)
     experiments = with_retries(lambda: client.search_experiments(max_results=1000))
     ids = {e.experiment_id: e.name for e in experiments}
     if not ids:
@@ -127,22 +130,32 @@ def sweep_names(uri: str) -> list[str]:
 
 
 def read_sweep(uri: str, name: str) -> StoredSweep | None:
-    """The newest parent run of sweep `name` and its child trial runs; None if there is none."""
+    """The newest parent run of sweep `name` (an extension's parent run is not one), its
+    extensions' parent runs and every child trial run of them; None if there is none."""
     if not store_exists(uri):
         return None
-    client = MlflowClient(tracking_uri=uri)
+    client = tracking_client(uri)
     experiment = with_retries(lambda: client.get_experiment_by_name(name))
     if experiment is None:
         return None
     exp_id = experiment.experiment_id
     parents = _search_all(client, [exp_id], f"tags.{ROLE_TAG} = '{SWEEP_ROLE}'")
-    if not parents:
+    firsts = [run for run in parents if EXTENDS_RUN_TAG not in run.data.tags]
+    if not firsts:
         return None
-    parent = parents[0]
-    children = _search_all(client, [exp_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
-    trials = [_stored(r) for r in children if r.data.tags.get(ROLE_TAG) == TRIAL_ROLE]
-    trials.sort(key=lambda r: (r.start_ms or 0, r.run_id))
-    return StoredSweep(name=name, experiment_id=exp_id, parent=_stored(parent), trials=trials)
+    parent = firsts[0]
+    extensions = [
+        run for run in reversed(parents)  # oldest first
+        if run.data.tags.get(EXTENDS_RUN_TAG) == parent.info.run_id
+    ]  # fmt: skip
+    trials: dict[str, StoredRun] = {}
+    for run_id in [parent.info.run_id, *(run.info.run_id for run in extensions)]:
+        for child in _search_all(client, [exp_id], f"tags.`{PARENT_TAG}` = '{run_id}'"):
+            if child.data.tags.get(ROLE_TAG) == TRIAL_ROLE:
+                trials[child.info.run_id] = _stored(child)
+    ordered = sorted(trials.values(), key=lambda r: (r.start_ms or 0, r.run_id))
+    extended = tuple(_stored(run) for run in extensions)
+    return StoredSweep(name, exp_id, _stored(parent), ordered, extensions=extended)
 
 
 def find_sweep(results_dir: Path, sweep: str | None) -> tuple[str, StoredSweep]:
@@ -163,7 +176,7 @@ def metric_histories(
     uri: str, run_id: str, keys: Iterable[str]
 ) -> dict[str, list[tuple[int, float]]]:
     """(step, value) pairs of each metric of a run; the last value logged at a step wins."""
-    client = MlflowClient(tracking_uri=uri)
+    client = tracking_client(uri)
     out: dict[str, list[tuple[int, float]]] = {}
     for key in keys:
         history = with_retries(partial(client.get_metric_history, run_id, key))
@@ -184,7 +197,7 @@ def log_ensemble_run(
     artifact_dir: Path | None = None,
 ) -> str:
     """Log a finished ensemble as its own run in the sweep's experiment; returns the run id."""
-    client = MlflowClient(tracking_uri=uri)
+    client = tracking_client(uri)
     member_run_ids = list(member_run_ids)
     all_tags = {
         ROLE_TAG: ENSEMBLE_ROLE,
@@ -209,7 +222,7 @@ def log_ensemble_run(
 
 def log_run_artifacts(uri: str, run_id: str, paths: Iterable[Path], artifact_path: str) -> None:
     """Upload files and directories to a run under `artifact_path` (the report: parent run)."""
-    client = MlflowClient(tracking_uri=uri)
+    client = tracking_client(uri)
     for path in paths:
         if Path(path).is_dir():
             target = f"{artifact_path}/{Path(path).name}"
@@ -220,7 +233,7 @@ def log_run_artifacts(uri: str, run_id: str, paths: Iterable[Path], artifact_pat
 
 def log_run_metrics(uri: str, run_id: str, metrics: Mapping[str, float]) -> None:
     """Log final metrics on a run at step 0 (the report: each arm's means on a study's parent)."""
-    client = MlflowClient(tracking_uri=uri)
+    client = tracking_client(uri)
     now = int(time.time() * 1000)
     rows = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
     for start in range(0, len(rows), 1000):  # MLflow takes at most 1000 metrics per batch

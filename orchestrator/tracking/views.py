@@ -8,9 +8,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from mlflow import MlflowClient
-
-from orchestrator.tracking.writer import artifact_location, with_retries
+from orchestrator.tracking.writer import artifact_location, tracking_client, with_retries
 
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # experiment tag the UI reads for ?viewStateShareKey=
 
@@ -53,7 +51,7 @@ def set_runs_view(
         "selectedColumns": list(columns),
         **(grouping or {}),
     }
-    client = MlflowClient(tracking_uri=uri)
+    client = tracking_client(uri)
     with_retries(
         lambda: client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + key, json.dumps(state))
     )

@@ -9,6 +9,7 @@ them; epochs already logged are not logged twice.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -70,6 +71,32 @@ def with_retries(call: Callable[[], T], *, attempts: int = 8, base_delay: float 
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+# SQLite stores this process has created (or found complete) under their lock.
+_OPENED_STORES: set[str] = set()
+
+
+def tracking_client(uri: str) -> MlflowClient:
+    """An MlflowClient on `uri`; a SQLite store is created once, under an exclusive lock on
+    `<db>.lock`, so commands started together on a fresh results directory do not all run
+    MLflow's table creation at once (`table ... already exists`)."""
+    if not uri.startswith("sqlite:///") or uri in _OPENED_STORES:
+        return MlflowClient(tracking_uri=uri)
+    db = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    # MLflow announces creating and migrating a new SQLite store at INFO: not our user's news.
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with open(db.with_name(f"{db.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or its process dies
+        client = MlflowClient(tracking_uri=uri)
+        # MLflow builds (and caches per process) each store on first use: the tracking store
+        # creates and migrates every table, the registry store only checks for them.
+        with_retries(lambda: client.search_experiments(max_results=1))
+        with_retries(lambda: client.search_registered_models(max_results=1))
+    _OPENED_STORES.add(uri)
+    return client
+
+
 def param_text(value: Any) -> str:
     """A param value as MLflow stores it: lists as JSON, None as `null`."""
     if isinstance(value, list):
@@ -81,12 +108,9 @@ class SweepTracker:
     """The MLflow runs of one sweep; construct in the driver, call from the driver only."""
 
     def __init__(self, uri: str, experiment: str) -> None:
-        # MLflow announces creating and migrating a new SQLite store at INFO: not our user's news.
-        for name in ("mlflow.store.db.utils", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
         self.uri = uri
         self.experiment = experiment
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = tracking_client(uri)
         self.experiment_id = with_retries(self._experiment_id)
         self.parent_run_id: str | None = None
         self._logged_steps: dict[str, set[int]] = {}

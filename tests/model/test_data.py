@@ -475,10 +475,10 @@ def test_default_data_dir_order(tmp_path, monkeypatch):
     assert default_data_dir() == tmp_path / "env"
     monkeypatch.delenv("ORCHESTRATOR_DATA_DIR")
     monkeypatch.chdir(tmp_path)
-    repo_fallback = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cs224n"
-    assert default_data_dir() == repo_fallback
-    (tmp_path / "data" / "cs224n").mkdir(parents=True)
-    assert default_data_dir() == (tmp_path / "data" / "cs224n").resolve()
+    # ./data under the working directory, whether it exists yet or not (`data fetch` makes it).
+    assert default_data_dir() == tmp_path / "data"
+    monkeypatch.setenv("ORCHESTRATOR_DATA_DIR", "")
+    assert default_data_dir() == tmp_path / "data"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,11 @@ PACKAGES = ("model", "orchestrator")
 # is a whole package). Their APIs move between releases: one place to fix each.
 FRAMEWORK_HOMES: dict[str, tuple[str, ...]] = {
     "ray": ("orchestrator/ray_tune.py", "orchestrator/trainable.py"),
-    "optuna": ("orchestrator/search.py", "orchestrator/importance.py"),
+    "optuna": (
+        "orchestrator/search.py",
+        "orchestrator/search_history.py",
+        "orchestrator/importance.py",
+    ),
     "mlflow": ("orchestrator/tracking/",),
     "click": ("orchestrator/cli/",),
 }
