@@ -8,9 +8,11 @@ install:
 data: install
 	.venv/bin/orchestrator data fetch
 
-# A 6-trial sweep on CPU, then the ensemble of its 3 best trials (scored on the trials' dev subsets
+# The data (fetched into ./data unless a checked directory is already there), a 6-trial sweep on
+# CPU, then the ensemble of its 3 best trials (scored on the trials' dev subsets
 # so it stays quick on 2 cores; drop `--dev sweep` to score on the full dev files).
 quickstart: install
+	.venv/bin/orchestrator data check >/dev/null 2>&1 || .venv/bin/orchestrator data fetch
 	.venv/bin/orchestrator sweep search_spaces/quickstart.yaml
 	.venv/bin/orchestrator ensemble --sweep quickstart --top 3 --dev sweep
 

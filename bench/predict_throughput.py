@@ -7,9 +7,10 @@ machine slows every variant alike), best round reported:
   * predict, 1 checkpoint: `Predictor.predict_examples`, tokenizing included (what `predict
     --checkpoint` does after reading its input);
   * predict, K-member ensemble: the same through a manifest (each member tokenizes and runs; a
-    shared tokenizer is tokenized once), combined by vote;
+    shared tokenizer is tokenized once), combined by `ensemble`'s default method;
 in sentences/s for SST and pairs/s for Quora and STS; plus each predictor's load time (weights,
-tokenizer and, for the ensemble, every member file's sha256).
+tokenizer and, for the ensemble, every member file's sha256). Before timing, the single
+checkpoint's predict path must predict exactly what its eval path does on every row.
 
     python bench/predict_throughput.py --checkpoints A/best B/best C/best --rows 400
     python bench/predict_throughput.py --checkpoints ... --device cuda --rows 4000
@@ -27,20 +28,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from model.checkpoint import load_checkpoint_model  # noqa: E402
 from model.config import TASKS  # noqa: E402
 from model.data import Examples, encode_task, read_task_file  # noqa: E402
 from model.data_dir import default_data_dir  # noqa: E402
-from model.evaluate import predict_task  # noqa: E402
-from model.train import autocast_dtype  # noqa: E402
+from model.device import autocast_dtype  # noqa: E402
+from model.evaluate import TaskPredictions, predict_task  # noqa: E402
 from orchestrator.ensemble import Candidate, EnsembleRequest  # noqa: E402
 from orchestrator.ensemble_manifest import write_ensemble_manifest  # noqa: E402
 from orchestrator.predictor import Predictor, load_predictor  # noqa: E402
 
 DEV_FILES = {"sst": "ids-sst-dev.csv", "para": "quora-dev.csv", "sts": "sts-dev.csv"}
 UNITS = {"sst": "sentences/s", "para": "pairs/s", "sts": "pairs/s"}
+EVAL_PATH = "eval path (predict_task, pre-tokenized)"
+SINGLE = "predict, 1 checkpoint"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +73,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def ensemble_dir(checkpoints: list[Path], directory: Path) -> Path:
-    """An ensemble directory whose manifest names `checkpoints` (top-K vote, one vote each)."""
+    """An ensemble directory whose manifest names `checkpoints` (top-K, one vote each)."""
     members = [Candidate(f"bench{i}", f"m{i}", f"m{i}", "completed", 0.0, c)
                for i, c in enumerate(checkpoints)]  # fmt: skip
     request = EnsembleRequest(top=len(checkpoints))
@@ -79,14 +83,14 @@ def ensemble_dir(checkpoints: list[Path], directory: Path) -> Path:
 
 def eval_path(
     checkpoint: Path, device: torch.device, rows: Mapping[str, Examples]
-) -> dict[str, Callable[[], object]]:
+) -> dict[str, Callable[[], TaskPredictions]]:
     """Per task, a closure running predict_task on the pre-tokenized rows."""
     model, tokenizer, cfg = load_checkpoint_model(checkpoint)
     model.to(device).eval()
     amp = autocast_dtype(cfg, device)
     encoded = {t: encode_task(t, rows[t], tokenizer, cfg.model.pair_encoding) for t in TASKS}
 
-    def run(task: str) -> Callable[[], object]:
+    def run(task: str) -> Callable[[], TaskPredictions]:
         return lambda: predict_task(
             model, encoded[task], batch_size=cfg.data.eval_batch_size, device=device,
             pad_id=tokenizer.pad_id, autocast_dtype=amp,
@@ -95,7 +99,8 @@ def eval_path(
     return {task: run(task) for task in TASKS}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Run the bench, print its table; returns rows/s by variant and task, and load seconds."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,18 +119,20 @@ def main(argv: list[str] | None = None) -> None:
         load_s["ensemble"] = time.perf_counter() - start
         evaluate = eval_path(args.checkpoints[0], device, rows)
 
-        def run(predictor: Predictor, task: str) -> Callable[[], object]:
+        def run(predictor: Predictor, task: str) -> Callable[[], TaskPredictions]:
             return lambda: predictor.predict_examples(task, rows[task])
 
-        members = len(ensemble.members)
         variants = {
-            "eval path (predict_task, pre-tokenized)": evaluate,
-            "predict, 1 checkpoint": {t: run(single, t) for t in TASKS},
-            f"predict, {members}-member ensemble": {t: run(ensemble, t) for t in TASKS},
+            EVAL_PATH: evaluate,
+            SINGLE: {t: run(single, t) for t in TASKS},
+            f"predict, {len(ensemble.members)}-member ensemble": {
+                t: run(ensemble, t) for t in TASKS
+            },
         }
-        for fns in variants.values():  # warm-up: first-call allocations, lazy imports
-            for task in TASKS:
-                fns[task]()
+        # Warm-up (first-call allocations, lazy imports) that also checks the two paths of one
+        # checkpoint agree: the bench times the same work, not a faster wrong answer.
+        outputs = {name: {task: fns[task]() for task in TASKS} for name, fns in variants.items()}
+        check_same_predictions(outputs[EVAL_PATH], outputs[SINGLE])
         best: dict[str, dict[str, float]] = {name: {} for name in variants}
         for _ in range(args.rounds):
             for name, fns in variants.items():
@@ -133,6 +140,22 @@ def main(argv: list[str] | None = None) -> None:
                     seconds = timed(fns[task])
                     best[name][task] = min(best[name].get(task, float("inf")), seconds)
     print_table(args, rows, best, load_s)
+    rates = {name: {t: len(rows[t]) / s[t] for t in TASKS} for name, s in best.items()}
+    return {**rates, "load_s": load_s}
+
+
+def check_same_predictions(
+    reference: Mapping[str, TaskPredictions], predicted: Mapping[str, TaskPredictions]
+) -> None:
+    """SystemExit naming the first task whose predictions differ between the two paths."""
+    for task in TASKS:
+        want, got = reference[task], predicted[task]
+        same = want.ids == got.ids and np.array_equal(want.values, got.values)
+        if want.probabilities is not None:
+            same = same and np.array_equal(want.probabilities, np.asarray(got.probabilities))
+        if not same:
+            raise SystemExit(f"{task}: `{SINGLE}` predicts otherwise than the `{EVAL_PATH}`")
+    print(f"predictions: `{SINGLE}` equals the eval path on every row of every task")
 
 
 def print_table(

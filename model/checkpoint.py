@@ -25,6 +25,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+# write_json_atomic's home is model.atomic_write; importers of it here keep working.
+from model.atomic_write import write_json_atomic as write_json_atomic
 from model.bert import BertConfig, BertModel
 from model.config import TrainConfig, build_config, config_to_dict
 from model.heads import MultitaskBert
@@ -108,19 +110,6 @@ class ResumeState:
         if self.bregman_ema is not None:
             payload["bregman_ema"] = self.bregman_ema
         return payload
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON through a temp file and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:  # Ctrl-C or a full disk: no stray temp file
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -188,22 +190,50 @@ def resolve_para_train(name: str, data_dir: Path) -> str:
     )
 
 
-def resolve_data_files(cfg: TrainConfig, data_dir: Path) -> TrainConfig:
+def resolve_data_files(cfg: TrainConfig, data_dir: Path, *, strict: bool = True) -> TrainConfig:
     """`cfg` with `data.para_train: auto` replaced by the file it means in `data_dir`, so saved
-    configs, MLflow params and data checksums name the file a run really read."""
-    para_train = resolve_para_train(cfg.data.para_train, data_dir)
+    configs, MLflow params and data checksums name the file a run really read. With neither
+    Quora file there: DataError, or with `strict` off `cfg` as is (its data loading says so)."""
+    try:
+        para_train = resolve_para_train(cfg.data.para_train, data_dir)
+    except DataError:
+        if strict:
+            raise
+        return cfg
     if para_train == cfg.data.para_train:
         return cfg
     return replace(cfg, data=replace(cfg.data, para_train=para_train))
 
 
-def quora_train_note(para_train: str) -> str:
-    """The line that says which Quora training file a run's Quora figures come from."""
-    if Path(para_train).name == Path(PARTIAL_QUORA_TRAIN).name:
-        return "note: Quora trained on the first 5,000 training pairs only (partial file)."
+def quora_train_source(para_train: str) -> str:
+    """How notes name a Quora training file: the full file, the partial stand-in, or its path."""
     if para_train == FULL_QUORA_TRAIN:
-        return f"note: Quora trained on the full {FULL_QUORA_TRAIN} (141,506 pairs)."
-    return f"note: Quora trained on {para_train}."
+        return f"the full {FULL_QUORA_TRAIN}"
+    if Path(para_train).name == Path(PARTIAL_QUORA_TRAIN).name:
+        return f"the 5,000-pair partial file {para_train}"
+    return para_train
+
+
+def quora_train_note(para_train: str, pairs: int | None = None) -> str:
+    """The line that says which Quora training file a run's Quora figures come from and, when
+    known, how many of its pairs the run trained on (data.max_examples.para may cap them)."""
+    if pairs is None:
+        return f"note: Quora trained on pairs drawn from {quora_train_source(para_train)}."
+    return f"note: Quora trained on {pairs:,} pairs drawn from {quora_train_source(para_train)}."
+
+
+def quora_runs_notes(para_trains: Iterable[str | None], noun: str = "run") -> list[str]:
+    """The note on which Quora training file a sweep's runs (`data.para_train` of each, None
+    when unknown) trained on: one file, or each file with its count; no note when none is known
+    (`auto` unresolved means neither file was there, and such runs failed to load their data)."""
+    counts = Counter(name for name in para_trains if name and name != PARA_TRAIN_AUTO)
+    if len(counts) == 1:
+        return [f"Quora trained on pairs drawn from {quora_train_source(next(iter(counts)))}"]
+    files = ", ".join(
+        f"{quora_train_source(name)} ({count} {noun}{'s' if count > 1 else ''})"
+        for name, count in counts.items()
+    )
+    return [f"Quora trained on pairs drawn from several files: {files}"] if counts else []
 
 
 def data_check_table(path: Path, checks: list[FileCheck]) -> Any:

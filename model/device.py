@@ -13,15 +13,28 @@ import torch
 
 from model.config import ConfigError, TrainConfig
 
-__all__ = ["autocast_dtype", "limit_cuda_memory", "resolve_device"]
+__all__ = ["autocast_dtype", "device_named", "limit_cuda_memory", "resolve_device"]
 
 
 def resolve_device(cfg: TrainConfig) -> torch.device:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config key 'device' is cuda, but torch sees no CUDA device here")
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """The device of the config's `device` key (auto: CUDA where torch sees one)."""
+    return device_named(cfg.device, "config key 'device'")
+
+
+def device_named(name: str, what: str) -> torch.device:
+    """`auto`, `cpu`, `cuda` or `cuda:N` as a torch device; ConfigError naming `what` (the key
+    or option it came from) for another name, or for CUDA where torch sees none."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{what} is {name}: not a device (use cpu or cuda)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{what} is {name}, but torch sees no CUDA device here")
+    return device
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ import torch
 from scipy import stats
 from sklearn import metrics as skm
 
+from model.atomic_write import write_text_atomic
 from model.batching import batch_indices, collate
 from model.config import TASKS
 from model.data import DataError, EncodedTask
@@ -254,19 +253,11 @@ def write_predictions(path: Path, predictions: TaskPredictions) -> None:
             f"{task}: {len(predictions.ids)} ids but {len(predictions.values)} predictions"
         )
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # The handout's exact bytes, trailing spaces included.
     lines = [f"id \t {PREDICTION_HEADERS[task]} \n"]
     pairs = zip(predictions.ids, predictions.values, strict=True)
     lines += [f"{i} , {_format_value(task, v)} \n" for i, v in pairs]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "".join(lines))
 
 
 def read_predictions(path: Path) -> tuple[str, list[str], np.ndarray]:

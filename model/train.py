@@ -96,6 +96,7 @@ class FitResult:
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
     selected_by: str = OVERALL  # the metric that picked the best epoch (best_epoch_metric)
+    train_examples: dict[str, int] = field(default_factory=dict)  # per task, as trained on
 
 
 def best_epoch_metric(cfg: TrainConfig) -> str:
@@ -207,7 +208,10 @@ def fit(
 
     _write_best_outputs(run, layout, prediction_splits, best_dev_predictions)
     write_json_atomic(layout.metrics, state.best_metrics)
-    return FitResult(state.best_metrics, layout.best, state.epoch, state.history, selected_by)
+    sizes = {task: len(encoded) for task, encoded in run.data.train.items()}
+    return FitResult(
+        state.best_metrics, layout.best, state.epoch, state.history, selected_by, sizes
+    )
 
 
 def _prepare(cfg: TrainConfig, data_dir: Path) -> _Run:

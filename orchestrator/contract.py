@@ -38,6 +38,8 @@ def best_key(metric: str) -> str:
 ARM_PARAM = "arm"
 PHASE_PARAM = "phase"
 SEED_PARAM = "seed"  # a config key; in a study every arm runs the same seeds
+# A config key: the Quora training file a run read (`data.para_train: auto` resolved).
+PARA_TRAIN_PARAM = "data.para_train"
 TUNE_PHASE = "tune"
 CONFIRM_PHASE = "confirm"
 LABEL_KEYS = (ARM_PARAM, PHASE_PARAM)
@@ -90,6 +92,9 @@ STUDY_SEEDS_PARAM = "study.seeds"
 EXTENDS_RUN_TAG = "extends_run_id"
 EXTENSION_TAG = "extension"  # on an extension's parent run and its trials: `extend-1`, ...
 WARM_START_TAG = "warm_start"  # on a warm-started sweep's parent run: the sweep it started from
+# On a multi-objective sweep's parent run, instead of best_trial_id: its Pareto front's trial ids
+# (comma-separated, in trial order).
+PARETO_TRIALS_TAG = "pareto_trial_ids"
 # The registered model (`ensemble --register NAME`): the pyfunc model's artifact path on the
 # ensemble's run, and the tags of each version besides `sweep` and `ensemble.members` (run ids).
 MODEL_ARTIFACT_PATH = "model"
@@ -117,6 +122,11 @@ def study_phase_dir(phase: str, arm: str) -> str:
 
 # ----------------------------------------------------------------------------------------- layout
 SWEEP_STATE_FILE = "sweep.json"  # which MLflow parent run and Optuna study a sweep writes to
+SWEEP_STATE_LOCK = "sweep.json.lock"  # held while a driver changes sweep.json
+# Keys of sweep.json besides its run ids: what `--extend` checks an edited space against
+# (`search_history.sweep_record`), and one entry per extension, oldest first.
+SEARCH_RECORD_KEY = "search"
+EXTENSIONS_KEY = "extensions"
 TRIAL_STDERR = "stderr.log"  # in each trial's directory: its warnings and line per epoch
 OPTUNA_DB = "optuna.db"
 ENSEMBLE_DIR = "ensemble"
@@ -169,6 +179,10 @@ class SweepLayout:
     @property
     def state_file(self) -> Path:
         return self.root / SWEEP_STATE_FILE
+
+    @property
+    def state_lock(self) -> Path:
+        return self.root / SWEEP_STATE_LOCK
 
     @property
     def optuna_db(self) -> Path:

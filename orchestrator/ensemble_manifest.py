@@ -23,10 +23,10 @@ from model.checkpoint import write_json_atomic
 from model.config import ConfigError
 from orchestrator.contract import ENSEMBLE_MANIFEST_FILE
 from orchestrator.ensemble import METHODS, Candidate, EnsembleRequest
+from orchestrator.file_digest import file_sha256
 
 MANIFEST_FORMAT = 1
 _DIGEST_KEY = "digest"  # sha256 of the manifest's canonical JSON without this key
-_HASH_CHUNK = 1 << 20
 
 
 class ManifestError(ConfigError):
@@ -92,14 +92,6 @@ def checkpoint_digests(checkpoint: Path) -> dict[str, str]:
     return {name.as_posix(): file_sha256(checkpoint / name) for name in shown}
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def manifest_for_selection(
     *,
     sweep: str,
@@ -134,6 +126,11 @@ def write_manifest(directory: Path, manifest: EnsembleManifest) -> Path:
     path = Path(directory) / ENSEMBLE_MANIFEST_FILE
     write_json_atomic(path, body)
     return path
+
+
+def remove_manifest(directory: Path) -> None:
+    """Delete `directory/manifest.json` if there is one (before rewriting what it vouches for)."""
+    (Path(directory) / ENSEMBLE_MANIFEST_FILE).unlink(missing_ok=True)
 
 
 def manifest_to_dict(manifest: EnsembleManifest) -> dict[str, Any]:
@@ -237,10 +234,11 @@ def verify_members(manifest: EnsembleManifest, path: Path) -> None:
             file = member.checkpoint / name
             if not file.is_file():
                 raise ManifestError(f"{where}: {file} is missing")
-            if file_sha256(file) != expected:
+            actual = file_sha256(file)
+            if actual != expected:
                 raise ManifestError(
                     f"{where}: {file} changed since the ensemble was written (sha256 "
-                    f"{file_sha256(file)[:12]}..., manifest {expected[:12]}...)"
+                    f"{actual[:12]}..., manifest {expected[:12]}...)"
                 )
 
 

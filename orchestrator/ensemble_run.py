@@ -15,6 +15,7 @@ from typing import Any
 
 from model.checkpoint import write_json_atomic
 from model.config import TASKS
+from model.data_dir import quora_runs_notes
 from model.evaluate import OVERALL, metric_mode, prediction_filename, write_predictions
 from orchestrator import plots
 from orchestrator.contract import (
@@ -24,6 +25,7 @@ from orchestrator.contract import (
     EXTENSION_TAG,
     K_CURVE_KEY,
     K_CURVE_PLOT,
+    PARA_TRAIN_PARAM,
     PHASE_PARAM,
     RESULTS_DIR_TAG,
     STUDY_ARMS_PARAM,
@@ -49,7 +51,7 @@ from orchestrator.ensemble import (
     rank_candidates,
 )
 from orchestrator.ensemble_curve import k_curve, k_curve_line
-from orchestrator.ensemble_manifest import write_ensemble_manifest
+from orchestrator.ensemble_manifest import remove_manifest, write_ensemble_manifest
 from orchestrator.ensemble_members import DataResolver, MemberLibrary, MemberRun, load_members
 from orchestrator.tracking.store import StoredRun, StoredSweep, find_sweep, log_ensemble_run
 from orchestrator.tradeoffs import ensemble_runs
@@ -246,17 +248,22 @@ def write_ensemble(
     """Write the combined prediction files, metrics.json (with the k-curve), manifest.json
     (what `predict --ensemble` loads) and k_curve.png under the sweep's `ensemble/`."""
     out_dir = SweepLayout(Path(request.results_dir) / stored.name).ensemble_dir
+    # The manifest vouches for the files beside it: the old one goes first, the new one comes
+    # last, so a failure in between leaves none for `predict --ensemble` to trust.
+    remove_manifest(out_dir)
     members = library.members
     files = _write_predictions(out_dir, members, selection.members, request)
-    notes = [*library.notes, *selection.notes]
+    trained_on = {run.run_id: run.params.get(PARA_TRAIN_PARAM) for run in stored.trials}
+    kept = [members[i].candidate.run_id for i in sorted(set(selection.members))]
+    notes = [*library.notes, *selection.notes, *quora_runs_notes(trained_on.get(r) for r in kept)]
     summary = _summary(stored.name, request, members, selection, notes, ranking)
     summary[K_CURVE_KEY] = k_curve([m.predictions["dev"] for m in members], library.inputs.labels,
                                    trial_ids=[m.candidate.trial_id for m in members],
                                    ranked_by=ranking.metric)  # fmt: skip
     write_json_atomic(out_dir / "metrics.json", summary)
+    plots.k_curve(summary[K_CURVE_KEY], out_dir / K_CURVE_PLOT)  # logged with the run's files
     chosen = [members[i].candidate for i in selection.members]
     write_ensemble_manifest(out_dir, stored.name, request, ranking.metric, chosen, selection.dev)
-    plots.k_curve(summary[K_CURVE_KEY], out_dir / K_CURVE_PLOT)  # logged with the run's files
     return EnsembleResult(
         stored.name, out_dir, members, selection.members, selection.dev, files, notes,
         summary=summary,

@@ -192,36 +192,43 @@ def judge_outcomes(
     ]
 
 
-def judged_lines(trials: Sequence[Judged]) -> list[str]:
-    """What the sweep's summary adds: how many finished trials missed a constraint, and the
-    Pareto front's trials."""
+def judged_lines(trials: Sequence[Judged], *, multi_objective: bool = False) -> list[str]:
+    """What the sweep's summary adds: how many finished trials missed a constraint, and for
+    several objectives the Pareto front's trials (there is no single best trial then)."""
     finished = [t for t in trials if t.state in ("completed", "pruned")]
     infeasible = sum(not t.feasible for t in finished)
     lines = []
     if infeasible:
+        left = "left off the Pareto front" if multi_objective else "the best is among the others"
         lines.append(
             f"infeasible: {infeasible} of {len(finished)} finished trials missed a constraint "
-            "(the best is the best of the others)"
+            f"({left})"
         )
     front = [t.run_name for t in trials if t.pareto]
     if front:
         lines.append(f"pareto front ({len(front)} trials): " + "; ".join(front))
+    elif multi_objective:
+        lines.append("pareto front (0 trials): no trial completed and met every constraint")
     return lines
 
 
-def best_index(
-    values: Sequence[float | None], mode: str, feasible: Sequence[bool] | None = None
-) -> int | None:
-    """Index of the best value (`mode` max or min; the first on ties) among the feasible ones;
-    None when no feasible value is there."""
+def ranked_indices(
+    values: Sequence[float | None], mode: str, eligible: Sequence[bool] | None = None
+) -> list[int]:
+    """Indices of the eligible finite values, best first (`mode` max or min; the earlier first
+    on ties): the one ranking of "best trial" the sweep, the report and a warm start use."""
     sign = 1.0 if mode == "max" else -1.0
-    ok = feasible if feasible is not None else [True] * len(values)
-    scored = [
-        (sign * float(v), -i)  # type: ignore[arg-type]
-        for i, v in enumerate(values)
-        if ok[i] and is_finite_number(v)
-    ]
-    return -max(scored)[1] if scored else None
+    ok = eligible if eligible is not None else [True] * len(values)
+    present = [i for i, v in enumerate(values) if ok[i] and is_finite_number(v)]
+    return sorted(present, key=lambda i: -sign * float(values[i]))  # type: ignore[arg-type]
+
+
+def best_index(
+    values: Sequence[float | None], mode: str, eligible: Sequence[bool] | None = None
+) -> int | None:
+    """Index of the best eligible value (see `ranked_indices`); None when there is none."""
+    ranked = ranked_indices(values, mode, eligible)
+    return ranked[0] if ranked else None
 
 
 # ---------------------------------------------------------------------------------------------

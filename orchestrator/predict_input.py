@@ -7,8 +7,9 @@ predictions are those of the prediction files. Its task comes from the columns: 
 `sentence1` + `sentence2` are Quora with an `is_duplicate` column, STS with `similarity`, and
 need `--task` without either. Plain text holds one sentence per line (SST) or two TAB-separated
 sentences per line (Quora, STS: `--task` says which); its ids are the line numbers, and blank
-lines are skipped. Standard input (`-`) may hold either. Every problem is a DataError of one line
-naming the file and line.
+lines are skipped. A first line naming those columns that is no such header (comma-separated, or
+without `id`) is an error, not a sentence. Standard input (`-`) may hold either. Every problem
+is a DataError of one line naming the file and line.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ TEXT_FORMAT = "text"
 PAIR_TASKS = ("para", "sts")
 ID_COLUMN_NAME = "id"
 _PAIR_COLUMNS = SENTENCE_COLUMNS["para"]
+# The CS224N files' column names: a first line naming one is a header, never a sentence.
+KNOWN_COLUMNS = frozenset(
+    {ID_COLUMN_NAME, *LABEL_COLUMNS.values(), *(c for cs in SENTENCE_COLUMNS.values() for c in cs)}
+)
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,8 @@ def read_predict_input(
 ) -> PredictInput:
     """Read `path` (or standard input for `-`) as a CSV or plain text of `task`, which is
     inferred when None and checked against the input otherwise."""
-    if task is not None and task not in TASKS:
-        raise DataError(f"--task {task}: unknown task (expected one of {', '.join(TASKS)})")
+    if task is not None:
+        check_task(task, "--task")
     if str(path) == STDIN:
         raw = (stdin or sys.stdin.buffer).read()
         source = STDIN_NAME
@@ -76,10 +81,40 @@ def read_predict_input(
         raise DataError(f"{source}: not UTF-8 text (byte {err.start})") from None
     if not text.strip():
         raise DataError(f"{source}: empty input (no sentences to predict)")
-    header = [name.strip() for name in text.splitlines()[0].split("\t")]
+    first_line = text.splitlines()[0]
+    header = [name.strip() for name in first_line.split("\t")]
     if ID_COLUMN_NAME in header and len(header) > 1:
         return _read_csv(text, source, header, task, None if source == STDIN_NAME else Path(path))
+    check_not_a_header(first_line, source)
     return parse_text(text, source, task)
+
+
+def check_not_a_header(line: str, source: str) -> None:
+    """DataError when a first line that is not a readable CS224N header names their columns
+    (comma-separated, or without `id`): it would otherwise be predicted as a sentence."""
+    for separator in ("\t", ","):
+        fields = [name.strip() for name in line.split(separator)]
+        if not any(name.lower() in KNOWN_COLUMNS for name in fields):
+            continue
+        found = ", ".join(repr(name) for name in fields if name)
+        if separator == ",":
+            raise DataError(
+                f"{source}: line 1: a comma-separated header ({found}); CS224N CSVs are "
+                "TAB-separated: save the file with TABs between its columns, or give plain text "
+                "without a header line"
+            )
+        raise DataError(
+            f"{source}: line 1: a header ({found}) without an '{ID_COLUMN_NAME}' column; a "
+            "CS224N CSV names id, sentence (sst) or id, sentence1, sentence2 (para, sts), and "
+            "plain text has no header line"
+        )
+
+
+def check_task(task: str, what: str = "task") -> str:
+    """`task` if it is one of TASKS, else a DataError naming `what` (e.g. `--task`)."""
+    if task not in TASKS:
+        raise DataError(f"{what} {task}: unknown task (expected one of {', '.join(TASKS)})")
+    return task
 
 
 def csv_task(header: list[str], source: str, task: str | None) -> str:

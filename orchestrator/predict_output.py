@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
+from model.atomic_write import write_text_atomic
 from model.evaluate import TaskPredictions, write_predictions
 from orchestrator.predictor import (
     ID_COLUMN,
@@ -70,18 +69,6 @@ def write_output(
         stdout.write(text)
         return
     write_text_atomic(out, text)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class PredictProgress:

@@ -25,14 +25,15 @@ import torch
 from model.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint_model
 from model.config import TASKS, ConfigError, TrainConfig
 from model.data import EncodedTask, Examples, PairExample, SentenceExample, encode_task
+from model.device import autocast_dtype, device_named
 from model.evaluate import SST_CLASSES, TaskPredictions, predict_task
 from model.heads import MultitaskBert
 from model.tokenizer import TextTokenizer
-from model.train import autocast_dtype
 from model.weights import WeightsError
 from orchestrator.contract import ENSEMBLE_MANIFEST_FILE
-from orchestrator.ensemble import combine_tasks
+from orchestrator.ensemble import DEFAULT_METHOD, combine_tasks
 from orchestrator.ensemble_manifest import EnsembleManifest, read_manifest
+from orchestrator.predict_input import check_task
 
 # Columns of predict_frame's input; `sentence` is accepted for SST's `sentence1`.
 TASK_COLUMN = "task"
@@ -178,11 +179,6 @@ def predictions_frame(predictions: TaskPredictions) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def check_task(task: str) -> None:
-    if task not in TASKS:
-        raise PredictError(f"unknown task {task!r} (expected one of {', '.join(TASKS)})")
-
-
 # ---------------------------------------------------------------------------------------------
 # Loading
 
@@ -191,7 +187,7 @@ def load_predictor(source: Path, *, device: str = "cpu") -> Predictor:
     """The model in `source`: an ensemble directory (with manifest.json, every member verified
     against its sha256) or a checkpoint directory. PredictError names what is missing."""
     source = Path(source)
-    torch_device = resolve_predict_device(device)
+    torch_device = device_named(device, "--device")
     if not source.is_dir():
         raise PredictError(f"{source}: no such directory (expected a checkpoint or an ensemble)")
     if (source / ENSEMBLE_MANIFEST_FILE).is_file():
@@ -208,7 +204,7 @@ def load_predictor(source: Path, *, device: str = "cpu") -> Predictor:
             f"(no {ENSEMBLE_MANIFEST_FILE})"
         )
     member = load_member(source, torch_device)
-    return Predictor([member], method="vote", device=torch_device, source=source)
+    return Predictor([member], method=DEFAULT_METHOD, device=torch_device, source=source)
 
 
 def load_member(checkpoint: Path, device: torch.device, *, weight: int = 1) -> LoadedMember:
@@ -220,19 +216,6 @@ def load_member(checkpoint: Path, device: torch.device, *, weight: int = 1) -> L
     model.to(device).eval()
     key = hashlib.sha256(tokenizer.tokenizer.to_str().encode()).hexdigest()
     return LoadedMember(Path(checkpoint), weight, model, tokenizer, cfg, key)
-
-
-def resolve_predict_device(device: str) -> torch.device:
-    """`cpu`, `cuda` or `cuda:N` as a torch device; PredictError when it is not here."""
-    try:
-        torch_device = torch.device(device)
-    except RuntimeError as err:
-        raise PredictError(f"--device {device}: not a device (use cpu or cuda)") from err
-    if torch_device.type not in ("cpu", "cuda"):
-        raise PredictError(f"--device {device}: not a device (use cpu or cuda)")
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise PredictError(f"--device {device}: torch sees no CUDA device here")
-    return torch_device
 
 
 # ---------------------------------------------------------------------------------------------

@@ -343,8 +343,9 @@ def seed_rungs(
     """ASHA with each earlier trial's value at every rung it reached already recorded, as if it
     had run in this experiment (a Tune result at epoch e is recorded at the first rung <= e it
     has not filled, so with one result per epoch a rung at epoch m holds the value at epoch m).
-    Ray has no public API for this: it fills the brackets' rung records, whose shape
-    tests/orchestrator/test_ray_tune.py checks on the pinned Ray. Other schedulers pass."""
+    Ray has no public API for this: it fills the brackets' rung records; the decisions that
+    follow (STOP / CONTINUE) are tested on the pinned Ray in tests/orchestrator/
+    test_sweep_extend.py. Other schedulers pass."""
     if not history or not isinstance(scheduler, ASHAScheduler):
         return scheduler
     sign = 1.0 if mode == "max" else -1.0  # ASHA keeps larger-is-better values

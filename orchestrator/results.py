@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from model.config import ConfigError
+from model.data_dir import quora_runs_notes
 from model.evaluate import DEV_METRICS, OVERALL, metric_mode
 from orchestrator import plots, tradeoffs
 from orchestrator.contract import (
@@ -38,6 +39,7 @@ from orchestrator.contract import (
     ENSEMBLE_METRICS_FILE,
     K_CURVE_PLOT,
     LABEL_KEYS,
+    PARA_TRAIN_PARAM,
     PHASE_PARAM,
     ROLE_TAG,
     SEED_PARAM,
@@ -96,7 +98,7 @@ class ReportWritten:
     sweep: str
     trials: int
     files: list[Path] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # a study's missing runs or unshared seeds
+    notes: list[str] = field(default_factory=list)  # the Quora file; a study's missing runs, seeds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +181,10 @@ def write_report(
         log_run_artifacts(uri, stored.parent.run_id, [layout.root / "plots"], "report")
         if report.study is not None and report.study.metrics:
             log_run_metrics(uri, stored.parent.run_id, report.study.metrics)
-    notes = report.study.notes if report.study else []
+    notes = list(report.study.notes) if report.study else []
+    notes += quora_runs_notes(
+        run.params.get(PARA_TRAIN_PARAM) for run in stored.trials if _ended(run)
+    )
     return ReportWritten(stored.name, len(report.frame), files, notes)
 
 

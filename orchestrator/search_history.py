@@ -23,6 +23,7 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from model.config import flatten_config
+from orchestrator.objectives import Objective, pareto_front, ranked_indices
 from orchestrator.search import GROUP_ATTR, RAY_TRIAL_ATTR, REPEAT_ATTR, SweepStudy, _encode_choice
 from orchestrator.space import Param, SearchSpace
 from orchestrator.sweep_lineage import normalised
@@ -37,7 +38,8 @@ TOLD_STATES = ("COMPLETE", "PRUNED")
 
 @dataclass(frozen=True)
 class PastTrial:
-    """One trial of an earlier study: state name, params as suggested, values, epoch values."""
+    """One trial of an earlier study: state name, params as suggested, values, epoch values,
+    and its constraint violations (metric -> value; <= 0: met)."""
 
     number: int
     state: str  # COMPLETE / PRUNED / FAIL / RUNNING / WAITING
@@ -45,7 +47,17 @@ class PastTrial:
     values: tuple[float, ...] | None
     intermediate: dict[int, float] = field(default_factory=dict)
     user_attrs: dict[str, Any] = field(default_factory=dict)
-    system_attrs: dict[str, Any] = field(default_factory=dict)
+    constraints: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def feasible(self) -> bool:
+        return all(v <= 0 for v in self.constraints.values())
+
+    @property
+    def told_from_elsewhere(self) -> bool:
+        """A trial a warm start told this study: it ran in another sweep (a config enqueued
+        from there, WARM_START_RANK_ATTR, ran here)."""
+        return WARM_START_NUMBER_ATTR in self.user_attrs
 
 
 @dataclass(frozen=True)
@@ -137,7 +149,7 @@ def read_past_study(storage: str, study_name: str) -> PastStudy | None:
                 values=tuple(frozen.values) if frozen.values is not None else None,
                 intermediate={int(s): float(v) for s, v in frozen.intermediate_values.items()},
                 user_attrs=dict(frozen.user_attrs),
-                system_attrs=dict(frozen.system_attrs),
+                constraints=dict(frozen.constraints),
             )
         )
     directions = tuple(d.name.lower() for d in study.directions)
@@ -146,9 +158,12 @@ def read_past_study(storage: str, study_name: str) -> PastStudy | None:
 
 def rung_history(past: PastStudy) -> dict[str, dict[int, float]]:
     """Each earlier trial's finite per-epoch values of the metric (what ASHA's rungs recorded
-    of it), keyed `<study>#<number>` so they never collide with a Ray trial id."""
+    of it), keyed `<study>#<number>` so they never collide with a Ray trial id. Trials a warm
+    start told the study are left out: they ran under another sweep's base config and rungs."""
     out = {}
     for trial in past.trials:
+        if trial.told_from_elsewhere:
+            continue
         values = {s: v for s, v in trial.intermediate.items() if math.isfinite(v)}
         if values:
             out[f"{past.name}#{trial.number}"] = values
@@ -156,21 +171,20 @@ def rung_history(past: PastStudy) -> dict[str, dict[int, float]]:
 
 
 def best_configs(past: PastStudy, top: int) -> list[PastTrial]:
-    """The `top` best COMPLETE trials, one per distinct config (repeats of a config share its
-    params): by value for one objective, the Pareto front in number order for several."""
-    complete = [t for t in past.trials if t.state == "COMPLETE" and t.values is not None]
-    signs = [1.0 if d == "maximize" else -1.0 for d in past.directions]
-
-    def better(a: PastTrial, b: PastTrial) -> bool:  # a dominates b
-        pairs = list(zip(a.values or (), b.values or (), strict=True))
-        return all(s * x >= s * y for s, (x, y) in zip(signs, pairs, strict=True)) and any(
-            s * x > s * y for s, (x, y) in zip(signs, pairs, strict=True)
-        )
-
-    if len(signs) == 1:
-        ranked = sorted(complete, key=lambda t: -signs[0] * (t.values or (0.0,))[0])
+    """The `top` best COMPLETE feasible trials, one per distinct config (repeats of a config
+    share its params): by value for one objective, the Pareto front in number order for
+    several."""
+    ok = [t for t in past.trials if t.state == "COMPLETE" and t.values and t.feasible]
+    points = [tuple(t.values or ()) for t in ok]
+    objectives = [
+        Objective(f"value {i}", "max" if d == "maximize" else "min")
+        for i, d in enumerate(past.directions)
+    ]
+    if len(objectives) == 1:
+        order = ranked_indices([point[0] for point in points], objectives[0].mode)
     else:
-        ranked = [t for t in complete if not any(better(o, t) for o in complete)]
+        order = pareto_front(points, objectives)
+    ranked = [ok[i] for i in order]
     out: list[PastTrial] = []
     for trial in ranked:
         if len(out) < top and all(trial.params != kept.params for kept in out):
@@ -192,17 +206,20 @@ def warm_start_study(
     space: SearchSpace, storage: str, past: PastStudy, top: int
 ) -> WarmStartCounts:
     """Tell the new sweep's study (created here as the sweep will open it) every COMPLETE and
-    PRUNED trial of `past` whose params fit `space`'s distributions, then enqueue its `top` best
-    configs among those; a study already warm-started (a rerun) is left as it is."""
+    PRUNED trial of `past` whose params fit `space`'s distributions (with their constraint
+    values: `warm_start.py` checked both sweeps have the same constraints), then enqueue its
+    `top` best feasible configs among those; a study already warm-started (a rerun) is left as
+    it is."""
     study = SweepStudy(space, storage).study
     if any(WARM_START_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False)):
         return WarmStartCounts(0, 0, 0)
     distributions = {p.key: param_distribution(p) for p in space.searched}
+    constrained = {c.metric for c in space.constraints}
     told, left_out = [], 0
     for trial in past.trials:
         if trial.state not in TOLD_STATES:
             continue
-        frozen = _told_trial(trial, distributions, past.name)
+        frozen = _told_trial(trial, distributions, past.name, constrained)
         if frozen is None:
             left_out += 1
             continue
@@ -217,9 +234,14 @@ def warm_start_study(
 
 
 def _told_trial(
-    trial: PastTrial, distributions: dict[str, BaseDistribution], source: str
+    trial: PastTrial,
+    distributions: dict[str, BaseDistribution],
+    source: str,
+    constrained: set[str],
 ) -> optuna.trial.FrozenTrial | None:
-    """`trial` as a finished trial of the new study, or None if a param lies outside it."""
+    """`trial` as a finished trial of the new study, or None if a param lies outside it. Of
+    the earlier study's system attrs only the values of `constrained` metrics go on (through
+    Optuna's constraint API); the rest are that study's sampler's bookkeeping."""
     if any(key not in distributions for key in trial.params):
         return None
     user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in DRIVER_ATTRS}
@@ -232,7 +254,7 @@ def _told_trial(
             distributions={key: distributions[key] for key in trial.params},
             intermediate_values=trial.intermediate,
             user_attrs=user_attrs,
-            system_attrs=trial.system_attrs,  # e.g. its constraint values
+            constraints={k: v for k, v in trial.constraints.items() if k in constrained},
         )
     except ValueError:  # a value outside the new range or choices
         return None

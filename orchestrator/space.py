@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from model.config import ConfigError, TrainConfig, is_finite_number
+from model.data_dir import resolve_data_files
 from model.evaluate import OVERALL
 from orchestrator.config import load_train_config, load_yaml_file
 from orchestrator.objectives import Constraint, Objective
@@ -123,6 +124,11 @@ class SearchSpace:
 
     def replace(self, **changes: Any) -> SearchSpace:
         return dataclasses.replace(self, **changes)
+
+    def with_data_files(self, data_dir: Path) -> SearchSpace:
+        """This space with its base's `data.para_train: auto` resolved to the Quora file in
+        `data_dir`, so MLflow params and sweep.json name the file the trials read."""
+        return self.replace(base=resolve_data_files(self.base, Path(data_dir), strict=False))
 
 
 def load_space(path: Path | str) -> SearchSpace:

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from model.checkpoint import write_json_atomic
+from model.data_dir import quora_runs_notes
 from orchestrator import ray_tune
 from orchestrator.contract import (
     ARM_PARAM,
     CONFIRM_PHASE,
+    PARA_TRAIN_PARAM,
     PHASE_PARAM,
     SweepLayout,
 )
@@ -81,6 +83,7 @@ def run_study(
     returned outcome (`labels` say each one's arm and phase)."""
     study = study_of(space)
     started = time.monotonic()
+    space = space.with_data_files(data_dir)  # data.para_train: auto -> the file trials read
     make_sampler(space)  # a sampler that cannot be built fails before anything is written
     layout = SweepLayout.of(results_dir, space.name)
     state = open_study_state(space, layout, resume=resume)
@@ -221,6 +224,9 @@ def study_summary(space: SearchSpace, outcome: SweepOutcome) -> list[str]:
         )
     if len(confirm) < study.runs:
         lines.append("stopped before the end: run the same command with --resume to go on")
+    # An arm may train Quora on a file of its own (data.para_train among its overrides).
+    files = [dict(arm.overrides).get(PARA_TRAIN_PARAM, outcome.quora_train) for arm in study.arms]
+    lines += [f"note: {note}" for note in quora_runs_notes(files, noun="arm")]
     lines.append(f"results:    {outcome.experiment_dir}")
     lines.append(f"mlflow:     {outcome.tracking_uri} (experiment {space.name})")
     return lines

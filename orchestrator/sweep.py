@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from model.checkpoint import write_json_atomic
-from model.config import ConfigError, flatten_config
+from model.config import flatten_config
+from model.data_dir import quora_runs_notes
 from orchestrator import ray_tune
 from orchestrator.cluster import check_cluster_paths
 from orchestrator.contract import (
@@ -28,6 +29,7 @@ from orchestrator.contract import (
     EPOCH_KEY,
     EPOCHS_LEFT,
     NONFINITE_LOSS,
+    PARETO_TRIALS_TAG,
     RESULTS_DIR_TAG,
     STATE_TAG,
     STUDY_ARMS_PARAM,
@@ -41,7 +43,7 @@ from orchestrator.contract import (
     SweepLayout,
     best_key,
 )
-from orchestrator.objectives import judge_outcomes, judged_lines, objective_params
+from orchestrator.objectives import best_index, judge_outcomes, judged_lines, objective_params
 from orchestrator.placement import fit_trials_to_cluster
 from orchestrator.search import SweepStudy, make_sampler
 from orchestrator.space import SearchSpace, run_name
@@ -54,15 +56,12 @@ from orchestrator.sweep_callbacks import (
     error_reason,
     trial_state,
 )
+from orchestrator.sweep_state import SweepStateError, read_state
 from orchestrator.tracking.provenance import data_sha256, git_sha
 from orchestrator.tracking.writer import Status, SweepTracker, tracking_uri
 from orchestrator.warm_start import NewSweep
 
 ENDED_STATES = ("completed", "pruned", "failed")
-
-
-class SweepStateError(ConfigError):
-    """The results directory does not match the request (exists without --resume, or missing)."""
 
 
 @dataclass(frozen=True)
@@ -95,15 +94,16 @@ class SweepOutcome:
     mode: str
     trials: list[TrialOutcome] = field(default_factory=list)
     wall_s: float = 0.0
+    multi_objective: bool = False  # then no trial is best: the summary names the Pareto front
+    quora_train: str = ""  # the base config's data.para_train (resolved: the file read)
 
     @property
     def best(self) -> TrialOutcome | None:
-        trials = [t for t in self.trials if t.feasible]  # a constrained sweep's best meets them
-        scored = [t for t in trials if t.best_value is not None and t.state != "failed"]
-        if not scored:
-            return None
-        sign = 1.0 if self.mode == "max" else -1.0
-        return max(scored, key=lambda t: sign * t.best_value)  # type: ignore[operator]
+        """The feasible trial best on the metric; None for several objectives."""
+        eligible = [t.feasible and t.state != "failed" for t in self.trials]
+        values = [t.best_value for t in self.trials]
+        index = None if self.multi_objective else best_index(values, self.mode, eligible)
+        return None if index is None else self.trials[index]
 
     def summary(self) -> list[str]:
         """What `orchestrator sweep` prints when the sweep ends."""
@@ -116,7 +116,8 @@ class SweepOutcome:
         if self.best is not None:
             lines.append(f"best {self.metric} {self.best.best_value:.4f}: {self.best.run_name}")
             lines.append(f"checkpoint: {self.best.best_checkpoint}")
-        lines += judged_lines(self.trials)
+        lines += judged_lines(self.trials, multi_objective=self.multi_objective)
+        lines += [f"note: {note}" for note in quora_runs_notes([self.quora_train])]
         lines.append(f"results:    {self.experiment_dir}")
         lines.append(f"mlflow:     {self.tracking_uri} (experiment {self.name})")
         return lines
@@ -145,6 +146,8 @@ def outcome_of(run: SweepRun) -> SweepOutcome:
         optuna_storage=run.optuna_storage,
         metric=run.space.metric,
         mode=run.space.mode,
+        multi_objective=run.space.multi_objective,
+        quora_train=run.space.base.data.para_train,
     )
 
 
@@ -166,6 +169,7 @@ def run_sweep(
     never start a trial. `echo` shows notices (default: stderr).
     """
     started = time.monotonic()
+    space = space.with_data_files(data_dir)  # data.para_train: auto -> the file trials read
     make_sampler(space)  # a sampler that cannot be built (cmaes without its package) fails here
     layout = SweepLayout.of(results_dir, space.name)
     state = open_state(layout, resume=resume)
@@ -192,17 +196,6 @@ def open_state(layout: SweepLayout, *, resume: bool) -> dict[str, Any]:
             "or --name NEW to start another"
         )
     return {}
-
-
-def read_state(layout: SweepLayout) -> dict[str, Any]:
-    """A sweep's `sweep.json`; a file that is not a JSON object is a one-line error."""
-    try:
-        state = json.loads(layout.state_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SweepStateError(f"{layout.state_file}: unreadable ({err}); cannot resume") from None
-    if not isinstance(state, dict):
-        raise SweepStateError(f"{layout.state_file}: expected a JSON object; cannot resume")
-    return state
 
 
 def study_record(space: SearchSpace) -> dict[str, Any]:
@@ -239,15 +232,22 @@ def join_ray(
 
 
 def start_tracking(
-    space: SearchSpace, layout: SweepLayout, data_dir: Path, state: dict[str, Any]
+    space: SearchSpace,
+    layout: SweepLayout,
+    data_dir: Path,
+    state: dict[str, Any],
+    *,
+    title: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> SweepRun:
-    """Open the sweep's MLflow parent run (the saved one when `state` is a resumed sweep's) and,
-    for a new sweep, write `sweep.json` naming it and the Optuna study."""
+    """Open the sweep's MLflow parent run (the saved one when `state` is a resumed sweep's; a
+    new one has `tags` from its start) and, for a new sweep, write `sweep.json` naming it and
+    the Optuna study."""
     uri = state.get("tracking_uri") or tracking_uri(layout.root.parent)
     tracker = SweepTracker(uri, space.name)
     sha = git_sha()
     parent_run_id = tracker.start_sweep(
-        run_name=f"{space.name} (sweep)",
+        run_name=title or f"{space.name} (sweep)",
         params=_sweep_params(space),
         tags={
             "git_sha": sha,
@@ -255,6 +255,7 @@ def start_tracking(
             "space_file": space.source,
             "data_sha256": data_sha256(space.base, data_dir),
             RESULTS_DIR_TAG: str(layout.root),
+            **(tags or {}),
         },
         artifacts=[Path(space.source)] if Path(space.source).is_file() else [],
         resume_run_id=state.get("parent_run_id"),
@@ -362,12 +363,15 @@ def finish_tracking(run: SweepRun, outcome: SweepOutcome, status: Status) -> Non
         tags.update(best_trial_id=best.trial_id, best_run_name=best.run_name)
         tags[BEST_CHECKPOINT] = best.best_checkpoint or ""
         metrics[best_key(run.space.metric)] = best.best_value
+    if outcome.multi_objective:
+        tags[PARETO_TRIALS_TAG] = ",".join(t.trial_id for t in outcome.trials if t.pareto)
     run.tracker.finish_run(run.parent_run_id, status, metrics=metrics, tags=tags)
 
 
-def trial_outcomes(space: SearchSpace, layout: SweepLayout) -> list[TrialOutcome]:
-    """How every trial of the sweep stored in `layout` stands, from Ray's experiment state."""
-    trials = ray_tune.trial_snapshots(layout)
+def trial_outcomes(space: SearchSpace, *layouts: SweepLayout) -> list[TrialOutcome]:
+    """How every trial of the Ray experiments in `layouts` stands (judged together: one Pareto
+    front of them all), from Ray's experiment state."""
+    trials = [trial for layout in layouts for trial in ray_tune.trial_snapshots(layout)]
     return judge_outcomes(space, [(trial_outcome(space, t), t.last_result) for t in trials])
 
 
@@ -375,10 +379,8 @@ def trial_outcome(space: SearchSpace, trial: TrialSnapshot) -> TrialOutcome:
     """One trial's outcome from its last result (the best epoch's value and checkpoint)."""
     result = trial.last_result
     state = trial_state(trial)
-    error = None
-    if NONFINITE_LOSS in result:
-        error = str(result[NONFINITE_LOSS])
-    elif state == "failed":
+    error = str(result[NONFINITE_LOSS]) if NONFINITE_LOSS in result else None
+    if error is None and state == "failed":
         error = error_reason(trial)
     best = result.get(best_key(space.metric))
     return TrialOutcome(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model.config import is_finite_number
+from model.data_dir import resolve_data_files
 from orchestrator.config import apply_params
 from orchestrator.contract import (
     BEST_CHECKPOINT,
@@ -181,7 +182,10 @@ class MlflowRelay(TrialListener):
     def _start(self, trial: TrialSnapshot) -> None:
         from orchestrator.tracking.provenance import data_sha256
 
-        config = apply_params(self.space.base, trial.params)
+        # A sampled (or an arm's) data.para_train: auto, resolved as the trial's training does.
+        config = resolve_data_files(
+            apply_params(self.space.base, trial.params), Path(self.data_dir), strict=False
+        )
         tags = {
             "sampler": self.space.sampler,
             "git_sha": self.git_sha,

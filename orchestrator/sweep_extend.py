@@ -7,6 +7,11 @@ of its own, tagged with the sweep's first parent run (`EXTENDS_RUN_TAG`), so `re
 `ensemble` read the trials of all of them (`tracking.store.read_sweep`). `sweep.json` lists the
 extensions; `--resume` finishes the last one when its driver died.
 
+One extension at a time: `--extend` refuses while the sweep's first run or its last extension
+is RUNNING in MLflow, and an extension starts under `sweep.json`'s lock (`sweep_state.py`) with
+an exclusive mkdir of its directory, so two `--extend` started together never share one.
+N counts configs, as `num_samples` does: with `repeats: R` an extension runs N x R trials.
+
 What ASHA sees: Ray's scheduler starts empty in a new experiment, so the earlier trials' value at
 each rung (the study holds every epoch's value) is put into the new ASHA's rungs first
 (`ray_tune.seed_rungs`). That is sound only when the earlier trials ran under the same rungs,
@@ -16,18 +21,18 @@ record extends with empty rungs (each new trial then compared only with the exte
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from model.checkpoint import write_json_atomic
 from orchestrator import ray_tune
 from orchestrator.contract import (
     EXTENDS_RUN_TAG,
     EXTENSION_TAG,
+    EXTENSIONS_KEY,
+    SEARCH_RECORD_KEY,
     SweepLayout,
     extension_dir,
 )
@@ -44,13 +49,9 @@ from orchestrator.sweep import (
     ENDED_STATES,
     SweepOutcome,
     SweepRun,
-    SweepStateError,
-    TrialOutcome,
     finish_tracking,
     join_ray,
     outcome_of,
-    read_state,
-    run_sweep,
     start_tracking,
     stderr_line,
     trial_outcomes,
@@ -60,12 +61,12 @@ from orchestrator.sweep_callbacks import (
     LiveTrialTable,
     MlflowRelay,
     TrialListener,
+    trial_state,
 )
 from orchestrator.sweep_lineage import distribution_differences, record_differences
+from orchestrator.sweep_state import SweepStateError, read_state, update_state
+from orchestrator.tracking.store import run_status
 from orchestrator.tracking.writer import Status
-
-EXTENSIONS_KEY = "extensions"  # in sweep.json: one entry per extension, oldest first
-RUN_NAME_TAG = "mlflow.runName"
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,15 @@ def extend_sweep(
     num_cpus: int | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> SweepOutcome:
-    """Run `extra` more trials of the sweep `space` names (None: finish its last extension,
-    `--resume`); the outcome holds every trial of the sweep, the earlier ones first.
+    """Run `extra` more configs (x repeats trials) of the sweep `space` names (None: finish its
+    last extension, `--resume`); the outcome holds every trial of the sweep, earlier ones first.
 
     Raises SweepStateError / SpaceError, before anything is written, when there is no such
-    sweep, it is a study, or the space differs from the sweep's in what its study or ASHA's rungs
-    cannot take (objectives, a parameter's type or range, the base config, the scheduler)."""
+    sweep, it is a study, it (or its last extension) is still running, or the space differs from
+    the sweep's in what its study or ASHA's rungs cannot take (objectives, a parameter's type or
+    range, the base config, the scheduler)."""
     started = time.monotonic()
+    space = space.with_data_files(data_dir)  # as the sweep's own run resolved its base
     make_sampler(space)
     layout = SweepLayout.of(results_dir, space.name)
     ext = plan_extension(space, layout, extra)
@@ -129,8 +132,9 @@ def plan_extension(space: SearchSpace, layout: SweepLayout, extra: int | None) -
     if past is None:
         raise SweepStateError(f"{layout.optuna_db}: no Optuna study '{layout.name}' to extend")
     check_same_search(space, state, past)
+    check_stopped(state, layout, resuming=extra is None)
     done = list(state.get(EXTENSIONS_KEY, []))
-    rungs = rung_history(past) if "search" in state else {}
+    rungs = rung_history(past) if SEARCH_RECORD_KEY in state else {}
     if extra is None:
         if not done or done[-1].get("finished"):
             raise SweepStateError(f"{layout.state_file}: {EXTENSIONS_KEY}: none left unfinished")
@@ -147,12 +151,28 @@ def _extension_space(space: SearchSpace, number: int, extra: int) -> SearchSpace
     return space.replace(num_samples=extra, seed=space.seed + number)
 
 
+def check_stopped(state: dict[str, Any], layout: SweepLayout, *, resuming: bool) -> None:
+    """SweepStateError while the sweep's first run, or (for a new extension) its last
+    extension, is RUNNING in MLflow: its driver is still at work, or died without ending it."""
+    runs = [("its first run", state.get("parent_run_id"))]
+    done = state.get(EXTENSIONS_KEY, [])
+    if done and not resuming:
+        runs.append((f"its extension {done[-1].get('dir')}", done[-1].get("parent_run_id")))
+    uri = str(state.get("tracking_uri", ""))
+    for what, run_id in runs:
+        if run_id and run_status(uri, str(run_id)) == "RUNNING":
+            raise SweepStateError(
+                f"{layout.state_file}: sweep '{layout.name}' is still running ({what}, MLflow run "
+                f"{run_id}); extend it once that ends, or if its driver died, --resume it first"
+            )
+
+
 def check_same_search(space: SearchSpace, state: dict[str, Any], past: PastStudy) -> None:
     """SpaceError naming the space file and the first key where `space` is not the sweep's own:
     against its `sweep.json` record, else (an older sweep) against what its study stored."""
     source = state.get("space_file", space.source)
     hint = "keep the sweep's space, or start a new sweep with --name NEW and warm_start from it"
-    record = state.get("search")
+    record = state.get(SEARCH_RECORD_KEY)
     if isinstance(record, dict):
         differences = record_differences(record, sweep_record(space))
     else:
@@ -166,46 +186,69 @@ def check_same_search(space: SearchSpace, state: dict[str, Any], past: PastStudy
 
 
 def start_extension(ext: Extension, layout: SweepLayout, data_dir: Path) -> SweepRun:
-    """Open the extension's parent run (a new one, linked to the sweep's first; or the one of
-    the extension being resumed) and list a new extension in `sweep.json`."""
-    first = str(ext.state["parent_run_id"])
+    """Open the extension's parent run: the one of the extension being resumed, or a new one
+    linked to the sweep's first from its creation (so `read_sweep` never takes it for the
+    sweep's own), made under `sweep.json`'s lock with the extension's directory and entry."""
     # The sweep's store and study; not its parent run (a new one), or the resumed extension's.
-    saved = {"tracking_uri": ext.state["tracking_uri"], "optuna_storage": layout.optuna_url}
-    saved.update(optuna_storage=ext.state.get("optuna_storage", layout.optuna_url))
+    saved = {
+        "tracking_uri": ext.state["tracking_uri"],
+        "optuna_storage": ext.state.get("optuna_storage", layout.optuna_url),
+    }
     if ext.parent_run_id is not None:
-        saved["parent_run_id"] = ext.parent_run_id
-    run = start_tracking(ext.space, layout, data_dir, saved)
-    tags = {EXTENDS_RUN_TAG: first, EXTENSION_TAG: ext.directory}
-    tags[RUN_NAME_TAG] = f"{ext.space.name} (extend {ext.number})"
-    run.tracker.set_tags(run.parent_run_id, tags)
-    if ext.parent_run_id is None:
+        return start_tracking(
+            ext.space, layout, data_dir, {**saved, "parent_run_id": ext.parent_run_id}
+        )
+    directory = layout.root / ext.directory
+
+    def add_extension(state: dict[str, Any]) -> SweepRun:
+        listed = state.get(EXTENSIONS_KEY, [])
+        if len(listed) != ext.number - 1:
+            raise SweepStateError(
+                f"{layout.state_file}: {EXTENSIONS_KEY}: another --extend started "
+                f"{listed[-1].get('dir')} meanwhile; extend it once that ends"
+            )
+        try:
+            directory.mkdir()  # exclusive: the guard against a second `--extend` of this number
+        except FileExistsError:
+            raise SweepStateError(
+                f"{directory}: exists, but {layout.state_file} lists no extension there: another "
+                "--extend is starting it, or one died starting it (then remove the directory)"
+            ) from None
+        try:
+            tags = {EXTENDS_RUN_TAG: str(ext.state["parent_run_id"]), EXTENSION_TAG: ext.directory}
+            title = f"{ext.space.name} (extend {ext.number})"
+            run = start_tracking(ext.space, layout, data_dir, saved, title=title, tags=tags)
+        except BaseException:
+            directory.rmdir()  # ours and still empty: the next --extend may take the number
+            raise
         entry = {"dir": ext.directory, "parent_run_id": run.parent_run_id, "finished": False}
         entry.update(num_samples=ext.space.num_samples, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        state = read_state(layout)
-        state[EXTENSIONS_KEY] = [*state.get(EXTENSIONS_KEY, []), entry]
-        write_json_atomic(layout.state_file, state)
-    return run
+        state[EXTENSIONS_KEY] = [*listed, entry]
+        return run
+
+    return update_state(layout, add_extension)
 
 
 def run_extension(
     run: SweepRun, ext: Extension, *, live_table: bool, started: float
 ) -> SweepOutcome:
     """Run (or resume) the extension's Ray experiment, end its parent run as `fit_and_finish`
-    does, and return every trial of the sweep."""
+    does, and return every trial of the sweep, judged together (one Pareto front)."""
     ext_layout = SweepLayout(run.layout.root / ext.directory)
     outcome = outcome_of(replace(run, layout=ext_layout))
+    outcome.experiment_dir = run.layout.root
     status: Status = "FAILED"
     try:
         if ext.parent_run_id is not None and ray_tune.can_restore(ext_layout):
             tuner = ray_tune.restore_tuner(ext.space, ext_layout, data_dir=run.data_dir)
         else:
-            shutil.rmtree(ext_layout.root, ignore_errors=True)  # nothing Ray could restore
             tuner = build_extension_tuner(run, ext, ext_layout, live_table=live_table)
         stopped = ray_tune.fit_tuner(tuner)
-        outcome.trials = trial_outcomes(ext.space, ext_layout)
-        ended = all(t.state in ENDED_STATES for t in outcome.trials)
-        finished = ended and len(outcome.trials) >= ext.space.total_trials
+        own = ray_tune.trial_snapshots(ext_layout)
+        ended = all(trial_state(t) in ENDED_STATES for t in own)
+        finished = ended and len(own) >= ext.space.total_trials
         status = "FINISHED" if finished else "KILLED"
+        outcome.trials = trial_outcomes(ext.space, *sweep_layouts(run.layout, ext.number))
         if stopped:
             raise KeyboardInterrupt(f"extension {ext.number} stopped; finish it with --resume")
     except KeyboardInterrupt:
@@ -213,11 +256,9 @@ def run_extension(
         raise
     finally:
         outcome.wall_s = time.monotonic() - started
-        finish_tracking(run, outcome, status)
+        finish_tracking(run, outcome, status)  # the sweep's best (or front) so far
     if status == "FINISHED":
         _mark_finished(run.layout, ext.directory)
-    outcome.trials = [*earlier_trials(ext.space, run.layout, ext.number), *outcome.trials]
-    outcome.experiment_dir = run.layout.root
     return outcome
 
 
@@ -249,22 +290,20 @@ def build_extension_tuner(
     )
 
 
-def earlier_trials(space: SearchSpace, root: SweepLayout, number: int) -> list[TrialOutcome]:
-    """The trials of the sweep's first run and of its extensions before `number`."""
-    layouts = [root] + [SweepLayout(root.root / extension_dir(n)) for n in range(1, number)]
-    out: list[TrialOutcome] = []
-    for layout in layouts:
-        if ray_tune.can_restore(layout):
-            out += trial_outcomes(space, layout)
-    return out
+def sweep_layouts(root: SweepLayout, number: int) -> list[SweepLayout]:
+    """The Ray experiments of the sweep's first run and of its extensions up to `number`, those
+    that hold any state, oldest first."""
+    layouts = [root] + [SweepLayout(root.root / extension_dir(n)) for n in range(1, number + 1)]
+    return [layout for layout in layouts if ray_tune.can_restore(layout)]
 
 
 def _mark_finished(layout: SweepLayout, directory: str) -> None:
-    state = read_state(layout)
-    for entry in state.get(EXTENSIONS_KEY, []):
-        if entry.get("dir") == directory:
-            entry["finished"] = True
-    write_json_atomic(layout.state_file, state)
+    def mark(state: dict[str, Any]) -> None:
+        for entry in state.get(EXTENSIONS_KEY, []):
+            if entry.get("dir") == directory:
+                entry["finished"] = True
+
+    update_state(layout, mark)
 
 
 def pending_extension(results_dir: Path, name: str) -> bool:
@@ -279,27 +318,9 @@ def pending_extension(results_dir: Path, name: str) -> bool:
     return bool(extensions) and not extensions[-1].get("finished")
 
 
-def extension_lines(outcome: SweepOutcome, extra: int | None) -> list[str]:
+def extension_lines(outcome: SweepOutcome, space: SearchSpace, extra: int | None) -> list[str]:
     """What `orchestrator sweep --extend` prints: the extension, then the whole sweep."""
-    head = f"extended sweep {outcome.name} by {extra} trials" if extra else "resumed extension"
-    return [head, *outcome.summary()]
-
-
-def sweep_command_lines(
-    space: SearchSpace,
-    extend: int | None,
-    data_dir: Path,
-    results_dir: Path,
-    address: str | None,
-    resume: bool,
-) -> list[str]:
-    """What `orchestrator sweep` prints for a plain sweep: a new or resumed sweep, an extension
-    (`--extend N`), or with `--resume` the sweep's last extension when that did not finish."""
-    if extend is not None or (resume and pending_extension(results_dir, space.name)):
-        outcome = extend_sweep(
-            space, extend, data_dir=data_dir, results_dir=results_dir, address=address
-        )
-        return extension_lines(outcome, extend)
-    return run_sweep(
-        space, data_dir=data_dir, results_dir=results_dir, address=address, resume=resume
-    ).summary()
+    if not extra:
+        return ["resumed extension", *outcome.summary()]
+    added = f"{extra} configs ({extra * space.repeats} trials)" if space.repeats > 1 else ""
+    return [f"extended sweep {outcome.name} by {added or f'{extra} trials'}", *outcome.summary()]

@@ -27,6 +27,7 @@ from orchestrator.ensemble import EnsembleError
 from orchestrator.objectives import (
     Constraint,
     Objective,
+    best_index,
     final_metrics,
     front_indices,
     is_feasible,
@@ -196,14 +197,12 @@ def _front_lines(runs: Sequence[StoredRun], goals: SweepGoals, judgement: Judgem
 def _best_run(
     runs: Sequence[StoredRun], feasible: Sequence[bool], objective: Objective
 ) -> StoredRun | None:
-    scored = [
-        (objective.sign() * run.metrics[best_key(objective.metric)], -i, run)
-        for i, (run, ok) in enumerate(zip(runs, feasible, strict=True))
-        if ok
-        and run.state in ("completed", "pruned")
-        and best_key(objective.metric) in run.metrics
+    finished = [
+        ok and run.state in ("completed", "pruned") for run, ok in zip(runs, feasible, strict=True)
     ]
-    return max(scored, key=lambda item: item[:2])[2] if scored else None
+    values = [run.metrics.get(best_key(objective.metric)) for run in runs]
+    index = best_index(values, objective.mode, finished)
+    return None if index is None else runs[index]
 
 
 def _run_label(run: StoredRun) -> str:

@@ -4,22 +4,22 @@ to the new study and its K best configs run first), and the record of its search
 that `--extend` checks an edited space against (`NewSweep`, called by `sweep.run_sweep`).
 
 `prepare_warm_start` checks everything before the sweep writes anything (the earlier sweep exists
-in the same results directory, optimised the same objective, searched the same parameters with
-the same kinds and scales, and K fits the budget); `WarmStart.apply` then fills the new study.
+in the same results directory, optimised the same objectives under the same constraints, searched
+the same parameters with the same kinds and scales, and K fits the budget); `WarmStart.apply` then
+fills the new study. The constraints must be the same because the study keeps only each trial's
+violations, not the metrics to compute new ones from.
 ASHA is not seeded from the earlier sweep: its base config and scheduler may differ, so its epoch
 values need not be comparable to the new trials' (an extension's are, see sweep_extend.py).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from model.checkpoint import write_json_atomic
-from model.config import ConfigError
-from orchestrator.contract import WARM_START_TAG, SweepLayout
+from orchestrator.contract import SEARCH_RECORD_KEY, WARM_START_TAG, SweepLayout
+from orchestrator.objectives import Constraint
 from orchestrator.search_history import (
     PastStudy,
     read_past_study,
@@ -29,6 +29,7 @@ from orchestrator.search_history import (
 )
 from orchestrator.space import SearchSpace, SpaceError
 from orchestrator.sweep_lineage import normalised, warm_start_problems
+from orchestrator.sweep_state import read_state, update_state
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,8 @@ class NewSweep:
         """Add the search record to the new sweep's `sweep.json` and warm-start its study."""
         if self.resume:
             return
-        state = _read_state(run.layout.state_file, ConfigError)
-        write_json_atomic(run.layout.state_file, {**state, "search": sweep_record(self.space)})
+        record = sweep_record(self.space)
+        update_state(run.layout, lambda state: state.update({SEARCH_RECORD_KEY: record}))
         if self.warm is not None:
             run.tracker.set_tags(run.parent_run_id, self.warm.apply(run.optuna_storage))
 
@@ -106,7 +107,11 @@ def prepare_warm_start(space: SearchSpace, results_dir: Path) -> WarmStart | Non
     if spec.top > space.num_samples:
         raise fail(f"{spec.top} exceeds num_samples {space.num_samples}", "warm_start.top")
     earlier = SweepLayout.of(results_dir, spec.sweep)
-    state = _read_state(earlier.state_file, fail)
+    if not earlier.state_file.is_file():
+        raise fail(
+            f"no sweep '{spec.sweep}' in {earlier.root.parent} ({earlier.state_file} is missing)"
+        )
+    state = read_state(earlier)
     if "study" in state:
         raise fail(f"'{spec.sweep}' is an ablation study; warm-start from a plain sweep")
     storage = str(state.get("optuna_storage") or earlier.optuna_url)
@@ -114,22 +119,11 @@ def prepare_warm_start(space: SearchSpace, results_dir: Path) -> WarmStart | Non
     if past is None:
         raise fail(f"no Optuna study of sweep '{spec.sweep}' in {storage}")
     _check_objective(space, state, past, fail)
+    _check_constraints(space, state, earlier)
     problems = warm_start_problems(_earlier_specs(state, past), space_specs(space))
     if problems:
         raise fail(f"incompatible with sweep '{spec.sweep}': {', '.join(problems)}", "warm_start")
     return WarmStart(space, past, spec.top)
-
-
-def _read_state(path: Path, fail: Any) -> dict[str, Any]:
-    if not path.is_file():
-        raise fail(f"no sweep '{path.parent.name}' in {path.parent.parent} ({path} is missing)")
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: unreadable ({err})") from None
-    if not isinstance(state, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
-    return state
 
 
 def _check_objective(
@@ -138,7 +132,7 @@ def _check_objective(
     """The told values must mean what the new study's do: the same objectives, each the same way
     up (from the earlier `sweep.json`; its study's directions where it predates the record)."""
     now = [[o.metric, o.mode] for o in space.objectives]
-    was = state.get("search", {}).get("objectives")
+    was = state.get(SEARCH_RECORD_KEY, {}).get("objectives")
     if was is None:
         was = [["?", "max" if d == "maximize" else "min"] for d in past.directions]
         now = [["?", mode] for _, mode in now]
@@ -147,10 +141,29 @@ def _check_objective(
         raise fail(f"sweep '{past.name}' optimised {shown}; this space must optimise the same")
 
 
+def _check_constraints(space: SearchSpace, state: dict[str, Any], earlier: SweepLayout) -> None:
+    """SpaceError naming both files' keys unless the earlier sweep had the same constraints
+    (in any order; a sweep recorded before constraints existed had none): its trials are told
+    with the violations it recorded, which mean something only for the same bounds."""
+    record = state.get(SEARCH_RECORD_KEY)
+    was = record.get("constraints", []) if isinstance(record, dict) else []
+    now = normalised([[c.metric, c.ge, c.le] for c in space.constraints])
+    if sorted(map(str, normalised(was))) == sorted(map(str, now)):
+        return
+
+    def shown(rows: list[Any]) -> str:
+        return "; ".join(Constraint(m, ge, le).describe() for m, ge, le in rows) or "none"
+
+    raise SpaceError(
+        f"{space.source}: constraints: {shown(now)} here, but {earlier.state_file}: "
+        f"{SEARCH_RECORD_KEY}.constraints: {shown(was)}; a warm start needs the same constraints"
+    )
+
+
 def _earlier_specs(state: dict[str, Any], past: PastStudy) -> dict[str, Any]:
     """The earlier sweep's searched parameters: from its `sweep.json` record (it names those
     whose condition never held too), else from the distributions its study stored."""
-    record = state.get("search")
+    record = state.get(SEARCH_RECORD_KEY)
     if not isinstance(record, dict):
         return past.specs
     return {

@@ -4,7 +4,8 @@
 # are skipped without CUDA. Extra arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export ORCHESTRATOR_DATA_DIR=${ORCHESTRATOR_DATA_DIR:-$(cd .. && pwd)/shared/data/cs224n}
+# The data the tests read: $ORCHESTRATOR_DATA_DIR (CI sets it), else ./data (`orchestrator data fetch`).
+export ORCHESTRATOR_DATA_DIR=${ORCHESTRATOR_DATA_DIR:-$PWD/data}
 export RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 # The MLflow UI end-to-end test drives Debian's headless Chromium; install it where we can (as root
 # with apt), otherwise that one test skips and says why.

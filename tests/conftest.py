@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def find_data_dir() -> Path | None:
-    candidates = [os.environ.get("ORCHESTRATOR_DATA_DIR"), REPO.parent / "shared/data/cs224n"]
+    """$ORCHESTRATOR_DATA_DIR, else the product's default `data/` (what `data fetch` fills)."""
+    candidates = [os.environ.get("ORCHESTRATOR_DATA_DIR"), REPO / "data"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "ids-sst-dev.csv").is_file():
             return Path(candidate)
@@ -24,7 +25,9 @@ def find_data_dir() -> Path | None:
 def data_dir() -> Path:
     found = find_data_dir()
     if found is None:
-        pytest.skip("CS224N data not found: set ORCHESTRATOR_DATA_DIR")
+        pytest.skip(
+            "CS224N data not found: run `orchestrator data fetch` or set ORCHESTRATOR_DATA_DIR"
+        )
     return found
 
 

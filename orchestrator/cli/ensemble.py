@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from orchestrator.cli.base import data_dir_option, resolve_data_dir, user_errors
+from orchestrator.ensemble import DEFAULT_METHOD, METHODS
 
 
 @click.command()
@@ -23,7 +24,7 @@ from orchestrator.cli.base import data_dir_option, resolve_data_dir, user_errors
 @data_dir_option
 @click.option("--splits", default="dev,test", show_default=True, help="Splits to predict.")
 @click.option(
-    "--method", type=click.Choice(["vote", "mean"]), default="mean", show_default=True,
+    "--method", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
     help="mean: average of probabilities and STS scores (measured at least as good as vote at "
     "most k); vote: mode of labels (ties by mean probability), median of STS scores.",
 )  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,8 +14,6 @@ from orchestrator.contract import ENSEMBLE_MANIFEST_FILE
 
 if TYPE_CHECKING:
     from orchestrator.predictor import Predictor
-
-TASK_CHOICES = ("sst", "para", "sts")
 
 
 @click.command()
@@ -78,8 +77,6 @@ def predict(
         raise UserInputError(
             "give one model: --checkpoint DIR, --ensemble DIR or --model models:/NAME/VERSION"
         )
-    if task is not None and task not in TASK_CHOICES:
-        raise UserInputError(f"--task {task}: unknown task (expected one of sst, para, sts)")
     if out_format == "leaderboard" and out is None:
         raise UserInputError("--format leaderboard writes a file: add --out FILE")
     out_path = Path(out) if out else None
@@ -117,7 +114,11 @@ def _load(
         from orchestrator.tracking.models import download_model
         from orchestrator.tracking.writer import tracking_uri
 
-        return load_predictor(download_model(tracking_uri(results_dir), model_uri), device=device)
+        # load_predictor reads the weights, tokenizers and configs into memory: the downloaded
+        # copy (a whole model) goes when it returns.
+        with tempfile.TemporaryDirectory(prefix="orchestrator-model-") as tmp:
+            downloaded = download_model(tracking_uri(results_dir), model_uri, Path(tmp))
+            return load_predictor(downloaded, device=device)
     directory = Path(checkpoint or ensemble_dir or "")
     if ensemble_dir is not None and not (directory / ENSEMBLE_MANIFEST_FILE).is_file():
         raise UserInputError(

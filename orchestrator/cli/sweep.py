@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import click
 
 from orchestrator.cli.base import UserInputError, data_dir_option, resolve_data_dir, user_errors
@@ -26,7 +24,8 @@ from orchestrator.cli.base import UserInputError, data_dir_option, resolve_data_
     type=click.IntRange(min=1),
     default=None,
     metavar="N",
-    help="Run N more trials of a finished or stopped sweep (same study, results, experiment).",
+    help="Run N more configs of a finished or stopped sweep (same study, results, experiment);"
+    " with `repeats: R` in the space that is N x R trials.",
 )
 @click.option("--dry-run", is_flag=True, help="Validate and print sampled configs; no training.")
 @user_errors
@@ -50,8 +49,6 @@ def sweep(
       orchestrator sweep search_spaces/smart.yaml --resume
       orchestrator sweep search_spaces/smart.yaml --extend 8
     """
-    from model.data import DataError
-    from model.data_dir import resolve_data_files
     from orchestrator.cluster import check_creatable, local_results_dir, parse_address
     from orchestrator.space import check_name, load_space
 
@@ -63,10 +60,8 @@ def sweep(
         space = space.replace(name=check_name(name))
     # Checked before a dry run too, so "valid" means the real run would start.
     data_path = resolve_data_dir(data_dir or space.base.data.data_dir)
-    # data.para_train: auto -> the Quora file the trials read, so MLflow params name it. With
-    # neither Quora file there, each trial's data loading reports it (as for any missing file).
-    with contextlib.suppress(DataError):
-        space = space.replace(base=resolve_data_files(space.base, data_path))
+    # data.para_train: auto -> the Quora file, as the drivers do, so a dry run names it too.
+    space = space.with_data_files(data_path)
     local_results = local_results_dir(results_dir)
     check_creatable(local_results, f"--results-dir {results_dir}")
     if extend is not None:
@@ -81,10 +76,12 @@ def sweep(
         lines = study_command_lines(space, data_path, local_results, address, resume)
     elif dry_run:
         from orchestrator.search import dry_run_lines  # Optuna only: a dry run starts no Ray
+        from orchestrator.warm_start import NewSweep
 
+        NewSweep.check(space, local_results, resume=resume)  # its warm start, as the run checks
         lines = list(dry_run_lines(space))
     else:
-        from orchestrator.sweep_extend import sweep_command_lines
+        from orchestrator.sweep_command import sweep_command_lines
 
         lines = sweep_command_lines(space, extend, data_path, local_results, address, resume)
     for line in lines:

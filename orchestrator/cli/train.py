@@ -49,7 +49,7 @@ def train(config: str, overrides: tuple[str, ...], data_dir: str | None, out: st
     result = fit(cfg, data_dir=data_path, out_dir=out_dir, progress=sys.stderr.isatty())
     layout = RunLayout(out_dir)
     click.echo(best_epoch_summary(result.best_metrics, result.epochs_run, result.selected_by))
-    click.echo(quora_train_note(cfg.data.para_train))
+    click.echo(quora_train_note(cfg.data.para_train, result.train_examples.get("para")))
     click.echo(f"metrics:     {layout.metrics}")
     click.echo(f"checkpoint:  {result.best_checkpoint}")
     click.echo(f"predictions: {layout.predictions}")

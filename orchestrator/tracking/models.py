@@ -280,11 +280,11 @@ def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["version"], match["alias"]
 
 
-def download_model(tracking_uri: str, model_uri: str, dst: Path | None = None) -> Path:
-    """Fetch a registered version into `dst` (a new temporary directory if None) and return the
-    directory `load_predictor` loads; ModelRegistryError names a model or version not there."""
+def download_model(tracking_uri: str, model_uri: str, dst: Path) -> Path:
+    """Fetch a registered version into `dst` (the caller removes it) and return the directory
+    `load_predictor` loads; ModelRegistryError names a model or version not there."""
     version = resolve_version(tracking_uri, model_uri)
-    dst = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="orchestrator-model-"))
+    dst = Path(dst)
     # The version's own artifact URI: a models:/ URI would be resolved against the process's
     # default registry, not `tracking_uri`.
     with quiet_transfers():

@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import time
 from pathlib import Path
 
 from model.config import TASKS, TrainConfig, config_to_dict
-
-# A file changed less than this long before we hash it may change again without its timestamps
-# moving (filesystems keep them in steps of up to 2 s), so its hash is not cached.
-RACY_WINDOW_NS = 2 * 10**9
-
-_FILE_HASHES: dict[tuple[str, int, int, int, int, int], str] = {}
+from model.data_dir import resolve_data_files
+from orchestrator.file_digest import file_sha256
 
 
 def config_hash(config: TrainConfig) -> str:
@@ -25,39 +19,10 @@ def config_hash(config: TrainConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, cached while the file is unchanged so a sweep hashes each file once."""
-    started_ns = time.time_ns()
-    before = path.stat()
-    key = _cache_key(path, before)
-    if key in _FILE_HASHES:
-        return _FILE_HASHES[key]
-    digest = _read_sha256(path)
-    # Cache only a file that had settled before we looked and did not change while we read it.
-    settled = before.st_ctime_ns < started_ns - RACY_WINDOW_NS
-    if settled and _cache_key(path, path.stat()) == key:
-        _FILE_HASHES[key] = digest
-    return digest
-
-
-def _cache_key(path: Path, stat: os.stat_result) -> tuple[str, int, int, int, int, int]:
-    # The ctime (unlike the mtime) moves on every write and cannot be set back, and a replaced
-    # file has a new inode: so a settled file whose key is unchanged has unchanged content.
-    resolved = str(path.resolve())
-    return (resolved, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-
-
-def _read_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def data_sha256(config: TrainConfig, data_dir: Path) -> str:
-    """One sha256 over the train/dev/test files a config reads (missing files count as absent)."""
-    data = config.data
+    """One sha256 over the train/dev/test files a config reads (missing files count as absent;
+    `data.para_train: auto` is the Quora file it means in `data_dir`)."""
+    data = resolve_data_files(config, Path(data_dir), strict=False).data
     names: list[str] = []
     for task in TASKS:
         names += [getattr(data, f"{task}_{split}") for split in ("train", "dev", "test")]

@@ -16,6 +16,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, ViewType
+from mlflow.exceptions import MlflowException
 
 from model.config import ConfigError
 from orchestrator.contract import (
@@ -156,6 +157,18 @@ def read_sweep(uri: str, name: str) -> StoredSweep | None:
     ordered = sorted(trials.values(), key=lambda r: (r.start_ms or 0, r.run_id))
     extended = tuple(_stored(run) for run in extensions)
     return StoredSweep(name, exp_id, _stored(parent), ordered, extensions=extended)
+
+
+def run_status(uri: str, run_id: str) -> str | None:
+    """A run's MLflow status (RUNNING, FINISHED, KILLED, FAILED); None when the store or the
+    run is not there."""
+    if not store_exists(uri):
+        return None
+    client = tracking_client(uri)
+    try:
+        return str(with_retries(lambda: client.get_run(run_id)).info.status)
+    except MlflowException:
+        return None
 
 
 def find_sweep(results_dir: Path, sweep: str | None) -> tuple[str, StoredSweep]:

@@ -9,11 +9,13 @@ them; epochs already logged are not logged twice.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
@@ -24,7 +26,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
-from model.config import TrainConfig, config_to_dict, flatten_config
+from model.config import ConfigError, TrainConfig, config_to_dict, flatten_config
 from orchestrator.contract import (
     PARENT_TAG,
     ROLE_TAG,
@@ -75,18 +77,34 @@ def with_retries(call: Callable[[], T], *, attempts: int = 8, base_delay: float 
 _OPENED_STORES: set[str] = set()
 
 
+class TrackingStoreError(ConfigError):
+    """A SQLite MLflow store that is missing and cannot be created (a read-only results dir)."""
+
+
 def tracking_client(uri: str) -> MlflowClient:
     """An MlflowClient on `uri`; a SQLite store is created once, under an exclusive lock on
     `<db>.lock`, so commands started together on a fresh results directory do not all run
-    MLflow's table creation at once (`table ... already exists`)."""
+    MLflow's table creation at once (`table ... already exists`). A store already at MLflow's
+    schema needs no lock, so one in a read-only results directory can be read."""
     if not uri.startswith("sqlite:///") or uri in _OPENED_STORES:
         return MlflowClient(tracking_uri=uri)
     db = Path(uri.removeprefix("sqlite:///").split("?")[0])
-    db.parent.mkdir(parents=True, exist_ok=True)
+    if _store_is_current(db):
+        _OPENED_STORES.add(uri)
+        return MlflowClient(tracking_uri=uri)
     # MLflow announces creating and migrating a new SQLite store at INFO: not our user's news.
     for name in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    with open(db.with_name(f"{db.name}.lock"), "a") as lock:
+    lock_path = db.with_name(f"{db.name}.lock")
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(lock_path, "a")  # closed by the `with` below
+    except OSError as err:
+        raise TrackingStoreError(
+            f"{lock_path}: cannot create the MLflow store here ({err.strerror or err}); "
+            "use a writable --results-dir, or set MLFLOW_TRACKING_URI"
+        ) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or its process dies
         client = MlflowClient(tracking_uri=uri)
         # MLflow builds (and caches per process) each store on first use: the tracking store
@@ -95,6 +113,23 @@ def tracking_client(uri: str) -> MlflowClient:
         with_retries(lambda: client.search_registered_models(max_results=1))
     _OPENED_STORES.add(uri)
     return client
+
+
+def _store_is_current(db: Path) -> bool:
+    """Whether the SQLite store `db` exists at the schema this MLflow writes: its tables are
+    all there (a store being created or migrated has an older `alembic_version` until the end)."""
+    if not db.is_file():
+        return False
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        ) as conn:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:  # no such table yet, a hot journal in a read-only dir, not SQLite
+        return False
+    from mlflow.store.db.utils import _get_latest_schema_revision  # alembic: only when needed
+
+    return row is not None and row[0] == _get_latest_schema_revision()
 
 
 def param_text(value: Any) -> str:

@@ -147,15 +147,17 @@ def test_downloaded_model_is_self_contained(
     pd.testing.assert_frame_equal(got, expected)
 
 
-def test_download_of_a_missing_version_is_a_one_line_error(registered: dict[str, Any]) -> None:
+def test_download_of_a_missing_version_is_a_one_line_error(
+    registered: dict[str, Any], tmp_path: Path
+) -> None:
     from orchestrator.tracking.models import ModelRegistryError, download_model
 
     missing_version = rf"models:/{NAME}/7: model '{NAME}' has no version 7 \(versions: 1\)"
     with pytest.raises(ModelRegistryError, match=missing_version):
-        download_model(registered["uri"], f"models:/{NAME}/7")
+        download_model(registered["uri"], f"models:/{NAME}/7", tmp_path)
     missing_name = rf"models:/nope/1: no registered model 'nope' in .* \(registered: {NAME}\)"
     with pytest.raises(ModelRegistryError, match=missing_name):
-        download_model(registered["uri"], "models:/nope/1")
+        download_model(registered["uri"], "models:/nope/1", tmp_path)
 
 
 def test_predict_model_prints_what_predict_ensemble_does(

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from model.data_dir import PARA_TRAIN_AUTO, quora_train_source, resolve_para_train
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,6 +120,12 @@ def test_asha_sweep_logs_to_mlflow_and_records_pruned_trials(
     parents, children = runs_by_role(outcome.tracking_uri, "asha-it")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.tags["best_trial_id"] == outcome.best.trial_id
+    # Called without the CLI, the sweep still resolves data.para_train: auto to the file read.
+    quora = resolve_para_train(PARA_TRAIN_AUTO, data_dir)
+    assert parents[0].data.params["base.data.para_train"] == quora
+    assert f"note: Quora trained on pairs drawn from {quora_train_source(quora)}" in (
+        outcome.summary()
+    )
     assert sorted(r.data.tags["trial_id"] for r in children) == sorted(trials)
     for run in children:
         trial = trials[run.data.tags["trial_id"]]
@@ -125,6 +133,7 @@ def test_asha_sweep_logs_to_mlflow_and_records_pruned_trials(
         assert run.data.tags["trial_state"] == trial.state
         assert run.info.run_name == trial.run_name and run.info.run_name.startswith("optim.lr=")
         assert float(run.data.params["optim.lr"]) == lrs[trial.trial_id]
+        assert run.data.params["data.para_train"] == quora
         for tag in ("git_sha", "config_hash", "data_sha256", "sampler"):
             assert run.data.tags[tag]
         if trial.state == "failed":

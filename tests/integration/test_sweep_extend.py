@@ -53,7 +53,7 @@ def extended(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterat
     from orchestrator.ray_tune import init_ray
     from orchestrator.space import load_space
     from orchestrator.sweep import run_sweep
-    from orchestrator.sweep_extend import sweep_command_lines
+    from orchestrator.sweep_command import sweep_command_lines
 
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     init_ray(None, num_cpus=2)

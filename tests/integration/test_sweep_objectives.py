@@ -96,6 +96,10 @@ def test_three_objective_sweep_reports_its_pareto_front(
     assert {t.trial_id for t in outcome.trials if t.pareto} == expected
     assert any(line.startswith(f"pareto front ({len(expected)} trials)") for line in
                outcome.summary())  # fmt: skip
+    # No single best trial: the summary and the parent run name the front instead.
+    assert outcome.best is None and not any(ln.startswith("best ") for ln in outcome.summary())
+    assert "best_trial_id" not in stored.parent.tags
+    assert set(stored.parent.tags["pareto_trial_ids"].split(",")) == expected
 
     written = write_report("pareto-it", results_dir=results)
     root = results / "pareto-it"

@@ -11,6 +11,7 @@ from model.data_dir import (
     PARA_TRAIN_AUTO,
     PARTIAL_QUORA_TRAIN,
     check_data_dir,
+    quora_runs_notes,
     quora_train_note,
     resolve_data_files,
     resolve_para_train,
@@ -47,16 +48,42 @@ def test_resolve_data_files_changes_only_para_train(tmp_path):
     assert resolve_data_files(resolved, tmp_path) is resolved  # nothing left to resolve
 
 
-def test_the_note_names_the_file_quora_figures_come_from():
-    assert quora_train_note(PARTIAL_QUORA_TRAIN) == (
-        "note: Quora trained on the first 5,000 training pairs only (partial file)."
+def test_without_either_quora_file_strict_resolution_fails_and_lenient_keeps_auto(tmp_path):
+    cfg = TrainConfig()
+    with pytest.raises(DataError, match=r"neither quora-train\.csv nor"):
+        resolve_data_files(cfg, tmp_path)
+    assert resolve_data_files(cfg, tmp_path, strict=False) is cfg
+
+
+def test_the_note_names_the_file_and_the_pairs_really_trained_on():
+    # The quickstart caps Quora at data.max_examples.para pairs: the note gives that count,
+    # not the file's size.
+    assert quora_train_note(FULL_QUORA_TRAIN, 1000) == (
+        "note: Quora trained on 1,000 pairs drawn from the full quora-train.csv."
     )
-    assert quora_train_note(FULL_QUORA_TRAIN) == (
-        "note: Quora trained on the full quora-train.csv (141,506 pairs)."
+    assert quora_train_note(PARTIAL_QUORA_TRAIN, 5000) == (
+        "note: Quora trained on 5,000 pairs drawn from the 5,000-pair partial file "
+        "partial/quora-train-head5000.csv."
     )
     assert quora_train_note("/abs/quora-sample.csv") == (
-        "note: Quora trained on /abs/quora-sample.csv."
+        "note: Quora trained on pairs drawn from /abs/quora-sample.csv."
     )
+
+
+def test_the_runs_note_names_one_file_or_counts_each():
+    assert quora_runs_notes([FULL_QUORA_TRAIN, FULL_QUORA_TRAIN, None]) == [
+        "Quora trained on pairs drawn from the full quora-train.csv"
+    ]
+    assert quora_runs_notes([FULL_QUORA_TRAIN, PARTIAL_QUORA_TRAIN, FULL_QUORA_TRAIN]) == [
+        "Quora trained on pairs drawn from several files: the full quora-train.csv (2 runs), "
+        "the 5,000-pair partial file partial/quora-train-head5000.csv (1 run)"
+    ]
+    assert quora_runs_notes([PARTIAL_QUORA_TRAIN, PARTIAL_QUORA_TRAIN], noun="arm") == [
+        "Quora trained on pairs drawn from the 5,000-pair partial file "
+        "partial/quora-train-head5000.csv"
+    ]
+    # Runs logged without the param, or with `auto` unresolved (no Quora file: no Quora figure).
+    assert quora_runs_notes([None, "", PARA_TRAIN_AUTO]) == []
 
 
 def test_data_check_needs_one_of_the_two_quora_training_files(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from model.data_dir import PARA_TRAIN_AUTO, quora_train_source, resolve_para_train
 from orchestrator.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,6 +129,9 @@ def test_train_tiny_writes_metrics_checkpoint_and_predictions(
     stale.write_text("id \t Predicted_Is_Paraphrase \n")
     result = run("train", str(config), "--data-dir", str(data_dir), "--out", str(out))
     assert result.exit_code == 0, result.output
+    # The Quora note gives the pairs really trained on (data.max_examples.para: 64) and the file.
+    source = quora_train_source(resolve_para_train(PARA_TRAIN_AUTO, data_dir))
+    assert f"note: Quora trained on 64 pairs drawn from {source}." in result.stdout.splitlines()
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("dev/sst_acc", "dev/para_acc", "dev/sts_corr", "dev/overall"):
         assert 0.0 <= metrics[key] <= 1.0 or key == "dev/sts_corr"

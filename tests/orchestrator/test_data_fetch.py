@@ -236,7 +236,8 @@ def test_a_new_user_without_data_fetches_it_and_trains(tmp_path, mirror, monkeyp
 
     trained = run("train", config, "--out", "out")
     assert trained.exit_code == 0, trained.output
-    assert "note: Quora trained on the full quora-train.csv (141,506 pairs)." in trained.output
+    # tiny.yaml caps Quora at 64 pairs (data.max_examples.para): the note says so.
+    assert "note: Quora trained on 64 pairs drawn from the full quora-train.csv." in trained.output
     saved = json.loads((clone / "out" / "checkpoints" / "best" / "config.json").read_text())
     assert saved["train_config"]["data"]["para_train"] == FULL_QUORA_TRAIN
 
@@ -260,7 +261,7 @@ def test_a_sweep_names_the_quora_file_its_trials_read(tmp_path, data_dir, monkey
     """`sweep` resolves `data.para_train: auto` before the driver starts, so the base config its
     MLflow params and data checksum come from names the real file (the driver itself is ours,
     stubbed here to catch what it is given; tests/integration run it for real)."""
-    import orchestrator.sweep_extend as sweep_driver
+    import orchestrator.sweep_command as sweep_driver
 
     given = {}
 

@@ -129,7 +129,7 @@ def test_combine_sts_median_and_mean() -> None:
 
 def test_combine_rejects_members_that_predicted_different_examples() -> None:
     with pytest.raises(ValueError, match="different examples"):
-        combine([sts([1.0, 2.0, 3.0]), sts([1.0, 2.0, 3.0], ids=["a", "b", "x"])])
+        combine([sts([1.0, 2.0, 3.0]), sts([1.0, 2.0, 3.0], ids=["a", "b", "x"])], "vote")
     with pytest.raises(ValueError, match="unknown ensemble method"):
         combine([sts([1.0, 2.0, 3.0])], "max")
 
@@ -166,18 +166,18 @@ def test_greedy_selection_beats_plain_top_k_on_a_constructed_library() -> None:
     library = [{"sst": _sst_member(first_six, gold), **same} for _ in range(3)]
     library.append({"sst": _sst_member(~first_six, gold), **same})
     labels = {"sst": gold, "para": np.array([1.0, 0.0, 1.0]), "sts": np.array([1.0, 2.0, 3.0])}
-    single = [ensemble_dev_metrics([m], labels)["dev/sst_acc"] for m in library]
+    single = [ensemble_dev_metrics([m], labels, "vote")["dev/sst_acc"] for m in library]
     assert single == [0.6, 0.6, 0.6, 0.4]
 
-    top3 = ensemble_dev_metrics(library[:3], labels)
+    top3 = ensemble_dev_metrics(library[:3], labels, "vote")
     assert top3["dev/sst_acc"] == pytest.approx(0.6)
 
     def score(indices: list[int]) -> float:
-        return ensemble_dev_metrics([library[i] for i in indices], labels)["dev/overall"]
+        return ensemble_dev_metrics([library[i] for i in indices], labels, "vote")["dev/overall"]
 
     chosen, best = greedy_forward_selection(len(library), score, steps=3)
     assert chosen == [0, 3]
-    assert ensemble_dev_metrics([library[i] for i in chosen], labels)["dev/sst_acc"] == 1.0
+    assert ensemble_dev_metrics([library[i] for i in chosen], labels, "vote")["dev/sst_acc"] == 1.0
     assert best > top3["dev/overall"] + 0.1
 
 
@@ -552,3 +552,10 @@ def test_greedy_on_the_training_loss_is_a_one_line_error(study_store: Path) -> N
         "Error: --select greedy scores ensembles on dev predictions, and train/loss has no dev "
         "counterpart: use --metric dev/overall (or another dev or selection metric)"
     ]
+
+
+def test_the_cli_and_the_request_combine_by_the_same_default_method() -> None:
+    from orchestrator.cli.ensemble import ensemble as ensemble_command
+
+    method = next(p for p in ensemble_command.params if p.name == "method")
+    assert method.default == EnsembleRequest(top=1).method == "mean"

@@ -1,10 +1,8 @@
 """`orchestrator predict` and the Predictor: on the dev and test CSVs it reproduces the prediction
 files `orchestrator ensemble` wrote (top-K vote, greedy mean with repeated members), byte for byte
 in the leaderboard format and to the last printed digit in its CSV; `predict_frame` serves mixed
-tasks; bad models and bad inputs are one line, exit 2, and leave no output file.
-
-The members are untrained tiny checkpoints of different architectures (cross- and bi-encoded
-pairs, different eval batch sizes, so several length buckets), on the first 40 rows of each file.
+tasks; the throughput bench times predictions equal to the eval path's. Bad models and inputs:
+test_predict_errors.py. The members are `predict_store`'s untrained tiny checkpoints.
 """
 
 from __future__ import annotations
@@ -12,18 +10,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from click.testing import CliRunner
 
 from model.evaluate import prediction_filename
-from orchestrator.cli import main
 from orchestrator.ensemble import Candidate, EnsembleRequest, combine_tasks
 from orchestrator.ensemble_manifest import write_ensemble_manifest
 from orchestrator.ensemble_members import SplitInputs, predict_member
@@ -34,21 +28,15 @@ from orchestrator.predictor import (
     load_predictor,
     output_columns,
 )
-from tests.orchestrator.sweep_store import (
-    FakeTrial,
-    fake_sweep,
-    make_tiny_data_dir,
-    save_untrained_checkpoint,
-    tiny_config,
+from tests.orchestrator.predict_store import (
+    build_ensemble,
+    invoke,
+    make_predict_store,
+    trial_checkpoint,
 )
+from tests.orchestrator.sweep_store import tiny_config
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "predict_throughput.py"
-MEMBER_CONFIGS: list[dict[str, dict[str, Any]]] = [
-    {"data": {"eval_batch_size": 16}},
-    {"data": {"eval_batch_size": 7}, "model": {"pair_encoding": "sbert", "pooling": "mean"}},
-    {"data": {"eval_batch_size": 16}, "model": {"pair_encoding": "bi_concat"}},
-    {"data": {"eval_batch_size": 32}},
-]
 # (task, file stem, --task needed): test files of pairs carry no label column to tell the task.
 FILES = {
     ("sst", "dev"): ("ids-sst-dev.csv", None),
@@ -62,36 +50,7 @@ FILES = {
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """A tiny data directory and results/ with sweep `fake`: 4 finished tiny trials."""
-    root = tmp_path_factory.mktemp("predict")
-    make_tiny_data_dir(data_dir, root / "data", rows=40)
-    results = root / "results"
-    trials = []
-    for i, (value, sections) in enumerate(zip([0.5, 0.7, 0.6, 0.4], MEMBER_CONFIGS, strict=True)):
-        checkpoint = save_untrained_checkpoint(
-            results / "fake" / f"t{i}" / "best", tiny_config(seed=i, **sections)
-        )
-        trials.append(FakeTrial(f"t{i}", value, checkpoint=checkpoint, params={"seed": i}))
-    fake_sweep(f"sqlite:///{results}/mlflow.db", "fake", trials, searched=("seed",))
-    return root
-
-
-def invoke(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args), input=stdin)
-    return result.exit_code, result.stdout, result.stderr
-
-
-def build_ensemble(store: Path, *args: str) -> Path:
-    code, out, err = invoke(
-        "ensemble",
-        "--results-dir",
-        str(store / "results"),
-        "--data-dir",
-        str(store / "data"),
-        *args,
-    )
-    assert code == 0, out + err
-    return store / "results" / "fake" / "ensemble"
+    return make_predict_store(tmp_path_factory.mktemp("predict"), data_dir)
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +99,7 @@ def test_the_manifest_records_what_the_ensemble_chose(store: Path) -> None:
 @pytest.mark.parametrize("method", ["vote", "mean"])
 def test_weights_count_a_member_once_per_vote(store: Path, tmp_path: Path, method: str) -> None:
     """A member chosen twice (greedy selection's repeats) weighs twice, as `ensemble` combines."""
-    checkpoints = [store / "results" / "fake" / f"t{i}" / "best" for i in (0, 1)]
+    checkpoints = [trial_checkpoint(store, i) for i in (0, 1)]
     candidates = [
         Candidate(f"run{i}", f"t{i}", f"t{i}", "completed", 0.5, checkpoint)
         for i, checkpoint in enumerate(checkpoints)
@@ -191,7 +150,7 @@ def test_predict_csv_matches_the_leaderboard_files_to_the_last_digit(store: Path
 
 
 def test_a_checkpoint_predicts_as_the_ensemble_members_do(store: Path) -> None:
-    checkpoint = store / "results" / "fake" / "t1" / "best"
+    checkpoint = trial_checkpoint(store, 1)
     inputs = SplitInputs(tiny_config(), store / "data", ("dev",), [])
     reference = predict_member(checkpoint, inputs, ("dev",), torch.device("cpu"))["dev"]
     predictor = load_predictor(checkpoint)
@@ -255,13 +214,13 @@ def test_predict_frame_serves_mixed_tasks_in_input_order(store: Path) -> None:
 def test_predict_frame_errors_name_the_row(
     store: Path, frame: pd.DataFrame, task: str | None, message: str
 ) -> None:
-    predictor = load_predictor(store / "results" / "fake" / "t0" / "best")
+    predictor = load_predictor(trial_checkpoint(store, 0))
     with pytest.raises(PredictError, match=message):
         predictor.predict_frame(frame, task=task)
 
 
 def test_plain_text_on_standard_input(store: Path) -> None:
-    checkpoint = store / "results" / "fake" / "t0" / "best"
+    checkpoint = trial_checkpoint(store, 0)
     code, stdout, _ = invoke(
         "predict",
         "--checkpoint",
@@ -282,132 +241,8 @@ def test_plain_text_on_standard_input(store: Path) -> None:
     assert [r["prediction"] for r in rows] == [str(np.float32(v)) for v in expected]
 
 
-# ---------------------------------------------------------------------------------------------
-# Bad models and bad inputs: one line, exit 2, no output file
-
-
-def one_line_error(code: int, stdout: str, stderr: str) -> str:
-    assert code == 2, stdout + stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
-    return lines[0]
-
-
-def copied_ensemble(store: Path, tmp_path: Path) -> Path:
-    """An ensemble of copied members (tests may break them); its manifest points at the copies."""
-    from orchestrator.ensemble_manifest import read_manifest, write_manifest
-
-    manifest = read_manifest(build_ensemble(store, "--top", "2"))
-    copies = []
-    for i, member in enumerate(manifest.members):
-        copies.append(shutil.copytree(member.checkpoint, tmp_path / f"member{i}"))
-    write_manifest(tmp_path / "ens", manifest.relocated(copies))
-    return tmp_path / "ens"
-
-
-def test_a_tampered_member_is_one_line_and_writes_nothing(store: Path, tmp_path: Path) -> None:
-    ensemble = copied_ensemble(store, tmp_path)
-    weights = tmp_path / "member1" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
-    out = tmp_path / "out.csv"
-    line = one_line_error(
-        *invoke(
-            "predict",
-            "--ensemble",
-            str(ensemble),
-            "--out",
-            str(out),
-            str(store / "data" / "sts-dev.csv"),
-        )
-    )
-    assert "member 2 (trial t2, run " in line and f"{weights} changed since" in line
-    assert not out.exists()
-    weights.unlink()
-    line = one_line_error(
-        *invoke(
-            "predict",
-            "--ensemble",
-            str(ensemble),
-            "--out",
-            str(out),
-            str(store / "data" / "sts-dev.csv"),
-        )
-    )
-    assert f"{weights} is missing" in line and not out.exists()
-
-
-def test_an_edited_manifest_is_one_line(store: Path, tmp_path: Path) -> None:
-    ensemble = copied_ensemble(store, tmp_path)
-    manifest = ensemble / "manifest.json"
-    raw = json.loads(manifest.read_text())
-    raw["members"][0]["weight"] += 1  # a hand-edited vote count
-    manifest.write_text(json.dumps(raw))
-    line = one_line_error(*invoke("predict", "--ensemble", str(ensemble), "-", stdin="good\n"))
-    assert line == (
-        f"Error: {manifest}: the manifest was edited after `orchestrator ensemble` wrote it "
-        "(its digest does not match its content)"
-    )
-
-
-def test_bad_models(store: Path, tmp_path: Path) -> None:
-    sentences = tmp_path / "s.txt"
-    sentences.write_text("a fine film\n")
-    line = one_line_error(*invoke("predict", "--ensemble", str(tmp_path), str(sentences)))
-    assert (
-        line == f"Error: --ensemble {tmp_path}: no manifest.json there (run `orchestrator "
-        "ensemble` to write one)"
-    )
-    line = one_line_error(*invoke("predict", "--checkpoint", str(tmp_path), str(sentences)))
-    assert line == (
-        f"Error: {tmp_path}: neither a checkpoint (no config.json) nor an ensemble "
-        "(no manifest.json)"
-    )
-    broken = shutil.copytree(store / "results" / "fake" / "t0" / "best", tmp_path / "broken")
-    (broken / "model.safetensors").write_bytes(b"not weights")
-    line = one_line_error(*invoke("predict", "--checkpoint", str(broken), str(sentences)))
-    assert str(broken / "model.safetensors") in line
-    line = one_line_error(
-        *invoke("predict", "--model", "models:/nope/1", "--results-dir", str(tmp_path), "-",
-                stdin="good\n")
-    )  # fmt: skip
-    assert line == f"Error: models:/nope/1: no MLflow store at sqlite:///{tmp_path}/mlflow.db"
-    line = one_line_error(*invoke("predict", str(sentences)))
-    assert "give one model: --checkpoint DIR, --ensemble DIR or --model" in line
-    if not torch.cuda.is_available():
-        line = one_line_error(
-            *invoke("predict", "--checkpoint", str(broken), str(sentences), "--device", "cuda")
-        )
-        assert line == "Error: --device cuda: torch sees no CUDA device here"
-
-
-@pytest.mark.parametrize(
-    ("text", "args", "needle"),
-    [
-        ("", (), "empty input (no sentences to predict)"),
-        ("a\tb\nno tab\n", ("--task", "para"), "line 2: no TAB; --task para needs two"),
-        ("id\ttext\n1\thello\n", (), "line 1: columns 'id', 'text' fit no task"),
-        ("a fine film\n", ("--task", "nli"), "--task nli: unknown task"),
-        ("a\tb\n", (), "line 1: TAB-separated sentences could be para or sts"),
-    ],
-)
-def test_bad_inputs_leave_an_existing_output_alone(
-    store: Path, tmp_path: Path, text: str, args: tuple[str, ...], needle: str
-) -> None:
-    path = tmp_path / "in.txt"
-    path.write_text(text)
-    out = tmp_path / "out.csv"
-    out.write_text("earlier predictions\n")
-    checkpoint = store / "results" / "fake" / "t0" / "best"
-    line = one_line_error(
-        *invoke("predict", "--checkpoint", str(checkpoint), str(path), "--out", str(out), *args)
-    )
-    assert needle in line and (str(path) in line or "--task" in line)
-    assert out.read_text() == "earlier predictions\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.csv"]
-
-
 def test_output_file_and_progress_lines(store: Path, tmp_path: Path) -> None:
-    checkpoint = store / "results" / "fake" / "t0" / "best"
+    checkpoint = trial_checkpoint(store, 0)
     out = tmp_path / "sub" / "preds.csv"
     code, stdout, stderr = invoke(
         "predict",
@@ -432,7 +267,7 @@ def test_output_file_and_progress_lines(store: Path, tmp_path: Path) -> None:
     ]
 
 
-def test_the_throughput_bench_runs_on_tiny_checkpoints(
+def test_the_throughput_bench_times_predictions_equal_to_the_eval_paths(
     store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import importlib.util
@@ -441,15 +276,28 @@ def test_the_throughput_bench_runs_on_tiny_checkpoints(
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    checkpoints = [str(store / "results" / "fake" / f"t{i}" / "best") for i in range(3)]
-    bench.main(["--checkpoints", *checkpoints, "--data-dir", str(store / "data"),
-                "--rows", "5", "--rounds", "1"])  # fmt: skip
+    checkpoints = [str(trial_checkpoint(store, i)) for i in range(3)]
+    figures = bench.main(["--checkpoints", *checkpoints, "--data-dir", str(store / "data"),
+                          "--rows", "5", "--rounds", "1"])  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1] == "rows: sst 5, para 5, sts 5"
-    rows = [line for line in lines if line.startswith("| ") and "x)" in line]
-    assert [row.split(" | ")[0] for row in rows] == [
-        "| eval path (predict_task, pre-tokenized)",
-        "| predict, 1 checkpoint",
-        "| predict, 3-member ensemble",
-    ]
-    assert rows[0].count("(1.00x)") == 3  # the eval path is the reference
+    assert (
+        lines[0]
+        == f"predictions: `{bench.SINGLE}` equals the eval path on every row of every task"
+    )
+    assert "rows: sst 5, para 5, sts 5" in lines
+    variants = [bench.EVAL_PATH, bench.SINGLE, "predict, 3-member ensemble"]
+    assert list(figures) == [*variants, "load_s"]
+    for name in variants:  # rows/s of every task, as the table prints them
+        assert set(figures[name]) == {"sst", "para", "sts"}
+        assert all(0 < rate < float("inf") for rate in figures[name].values()), figures[name]
+        row = next(line for line in lines if line.startswith(f"| {name} |"))
+        printed = [cell.split(" (")[0] for cell in row.strip("| ").split(" | ")[1:]]
+        assert printed == [f"{figures[name][t]:.0f}" for t in ("sst", "para", "sts")]
+    assert figures["load_s"]["single"] > 0 and figures["load_s"]["ensemble"] > 0
+    # The check can fail: another checkpoint's predictions are not the eval path's.
+    inputs = SplitInputs(tiny_config(), store / "data", ("dev",), [])
+    cpu = torch.device("cpu")
+    ours = predict_member(trial_checkpoint(store, 0), inputs, ("dev",), cpu)["dev"]
+    other = predict_member(trial_checkpoint(store, 1), inputs, ("dev",), cpu)["dev"]
+    with pytest.raises(SystemExit, match="predicts otherwise than the"):
+        bench.check_same_predictions(ours, other)

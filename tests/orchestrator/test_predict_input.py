@@ -94,6 +94,44 @@ def test_columns_fitting_no_task(tmp_path: Path) -> None:
     )
 
 
+COMMA_HEADER = "a comma-separated header ({}); CS224N CSVs are TAB-separated"
+NO_ID_HEADER = "a header ({}) without an 'id' column"
+
+
+@pytest.mark.parametrize(
+    ("text", "task", "message"),
+    [
+        ("id,sentence\n1,A fine film .\n", None, COMMA_HEADER.format("'id', 'sentence'")),
+        (
+            ",id,sentence1,sentence2,similarity\n0,s1,A cat.,A dog.,2.4\n",
+            None,
+            COMMA_HEADER.format("'id', 'sentence1', 'sentence2', 'similarity'"),
+        ),
+        (
+            "sentence1\tsentence2\nA cat.\tA dog.\n",
+            "sts",
+            NO_ID_HEADER.format("'sentence1', 'sentence2'"),
+        ),
+        ("sentence\nA fine film .\n", None, NO_ID_HEADER.format("'sentence'")),
+        ("Sentence\tSentiment\nFine .\t3\n", None, NO_ID_HEADER.format("'Sentence', 'Sentiment'")),
+    ],
+)
+def test_a_header_we_cannot_read_is_an_error_not_a_sentence(
+    tmp_path: Path, text: str, task: str | None, message: str
+) -> None:
+    path = write(tmp_path, "in.csv", text)
+    with pytest.raises(DataError) as err:
+        read_predict_input(path, task)
+    assert str(err.value).startswith(f"{path}: line 1: {message}")
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_sentences_that_merely_mention_column_names_are_text(tmp_path: Path) -> None:
+    text = "The id of this sentence, sadly, is lost .\nsentences, ids and similarity\n"
+    read = read_predict_input(write(tmp_path, "s.txt", text))
+    assert (read.task, len(read.examples)) == ("sst", 2)
+
+
 def test_csv_problems_name_the_file_and_row(tmp_path: Path) -> None:
     path = write(tmp_path, "dup.csv", "id\tsentence\nx\tone\nx\ttwo\n")
     with pytest.raises(DataError, match=r"dup.csv: row 2: duplicate id 'x' \(first at row 1\)"):

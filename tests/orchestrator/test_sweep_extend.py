@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from model.config import ConfigError
-from orchestrator.contract import EPOCHS_LEFT, EXTENDS_RUN_TAG, EXTENSION_TAG, SweepLayout
+from orchestrator.contract import EXTENDS_RUN_TAG, EXTENSION_TAG, SweepLayout
 from orchestrator.search import SweepStudy
 from orchestrator.search_history import (
     WARM_START_ATTR,
@@ -26,42 +26,20 @@ from orchestrator.search_history import (
     space_specs,
     sweep_record,
 )
-from orchestrator.space import SearchSpace, SpaceError, parse_space
+from orchestrator.space import SpaceError, parse_space
 from orchestrator.sweep_lineage import (
     WarmStartSpec,
     record_differences,
     warm_start_problems,
 )
-
-REPO = Path(__file__).resolve().parents[2]
-TINY = str(REPO / "configs" / "tiny.yaml")
-RAW: dict[str, Any] = {
-    "name": "early",
-    "base": TINY,
-    "num_samples": 4,
-    "sampler": "random",
-    "space": {
-        "optim.lr": {"float": [1e-4, 1e-2], "log": True},
-        "model.head_dropout": {"choice": [0.0, 0.1, 0.2]},
-    },
-}
-
-
-def tiny_base(**sections: dict[str, Any]) -> dict[str, Any]:
-    """configs/tiny.yaml as a mapping, with `sections` merged over it."""
-    raw = yaml.safe_load(Path(TINY).read_text())
-    for name, values in sections.items():
-        raw[name] = {**raw.get(name, {}), **values}
-    return dict(raw)
-
-
-def space_of(**changes: Any) -> SearchSpace:
-    return parse_space({**RAW, **changes}, source="s.yaml")
-
-
-def edited(key: str, spec: Any, **changes: Any) -> SearchSpace:
-    return space_of(space={**RAW["space"], key: spec}, **changes)
-
+from tests.orchestrator.earlier_sweep import (
+    EARLIER,
+    RAW,
+    edited,
+    run_earlier_sweep,
+    space_of,
+    tiny_base,
+)
 
 # ------------------------------------------------------------------------------------- schema
 
@@ -173,33 +151,6 @@ def test_best_configs_take_one_per_config_and_the_pareto_front() -> None:
 
 
 # ----------------------------------------------------------------------------- warm start
-
-
-def run_earlier_sweep(results: Path, trials: list[tuple[dict[str, Any], float, int]]) -> Path:
-    """An earlier sweep as the driver leaves it: sweep.json with its record, and its study with
-    `trials` (params, dev/overall, epochs left) told through SweepStudy."""
-    space = space_of()
-    layout = SweepLayout.of(results, space.name)
-    layout.root.mkdir(parents=True)
-    study = SweepStudy(space, layout.optuna_url)
-    for i, (params, value, left) in enumerate(trials):
-        study.study.enqueue_trial(params)
-        study.ask(f"t{i}")
-        study.report(f"t{i}", value - 0.1, 1)
-        study.tell(f"t{i}", {"dev/overall": value, EPOCHS_LEFT: left}, step=2 - left)
-    state = {"name": space.name, "optuna_storage": layout.optuna_url, "tracking_uri": "x",
-             "parent_run_id": "p", "search": sweep_record(space)}  # fmt: skip
-    layout.state_file.write_text(json.dumps(state))
-    return layout.root
-
-
-EARLIER = [
-    ({"optim.lr": 1e-3, "model.head_dropout": 0.1}, 0.50, 0),
-    ({"optim.lr": 5e-3, "model.head_dropout": 0.0}, 0.80, 0),  # best, outside the new range
-    ({"optim.lr": 2e-3, "model.head_dropout": 0.2}, 0.70, 0),
-    ({"optim.lr": 3e-4, "model.head_dropout": 0.0}, 0.60, 0),
-    ({"optim.lr": 2e-4, "model.head_dropout": 0.1}, 0.40, 1),  # pruned by ASHA
-]
 
 
 def test_a_warm_start_tells_the_fitting_trials_and_runs_the_best_first(tmp_path: Path) -> None:
@@ -362,15 +313,19 @@ def test_seeded_asha_stops_a_trial_below_the_earlier_trials_rung(tmp_path: Path)
 
     assert first_decision(_scheduler(space), 0.52) == TrialScheduler.CONTINUE  # empty rungs
     seeded: Any = seed_rungs(_scheduler(space), history, "max")
-    # Ray's rungs, highest first: epoch 2 holds the two trials that reached it.
-    assert [(m, dict(r)) for m, r in seeded._brackets[0]._rungs] == [
-        (2.0, {"early#0": 0.7, "early#1": 0.55}),
-        (1.0, {"early#0": 0.6, "early#1": 0.5, "early#2": 0.55}),
-    ]
     assert first_decision(seeded, 0.52) == TrialScheduler.STOP  # below the rung's median 0.55
     assert first_decision(seed_rungs(_scheduler(space), history, "max"), 0.58) == "CONTINUE"
-    low: Any = seed_rungs(_scheduler(space.replace(mode="min")), history, "min")
-    assert low._brackets[0]._rungs[1][1]["early#0"] == -0.6  # ASHA keeps larger-is-better
+    lower = {key: {step: -v for step, v in values.items()} for key, values in history.items()}
+
+    def min_decision(value: float) -> str:
+        scheduler: Any = seed_rungs(_scheduler(space.replace(mode="min")), lower, "min")
+        scheduler.set_search_properties("dev/overall", "min")
+        trial = types.SimpleNamespace(trial_id="new")
+        scheduler.on_trial_add(None, trial)
+        return str(scheduler.on_trial_result(None, trial, {"epoch": 1, "dev/overall": value}))
+
+    # Lower is better: the rung's median is -0.55, so -0.52 is worse and -0.58 better.
+    assert (min_decision(-0.52), min_decision(-0.58)) == ("STOP", "CONTINUE")
 
 
 # ---------------------------------------------------------------------------- MLflow reads

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -11,8 +10,7 @@ import pytest
 
 from model.config import TrainConfig
 from orchestrator.config import load_train_config
-from orchestrator.tracking import provenance
-from orchestrator.tracking.provenance import config_hash, data_sha256, file_sha256
+from orchestrator.tracking.provenance import config_hash, data_sha256
 from orchestrator.tracking.writer import (
     EXPERIMENT_KIND,
     SweepTracker,
@@ -173,20 +171,3 @@ def test_data_sha256_sees_a_same_size_rewrite_within_one_timestamp_tick(tmp_path
     data.write_text("\tid\tsentence\tsentiment\n0\ta\thi\t2\n")
     os.utime(data, ns=tick)
     assert data_sha256(TrainConfig(), tmp_path) != before
-
-
-def test_file_sha256_reads_a_settled_unchanged_file_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "train.csv"
-    path.write_bytes(b"a" * 100)
-    reads: list[Path] = []
-    read = provenance._read_sha256
-    monkeypatch.setattr(provenance, "_read_sha256", lambda p: reads.append(p) or read(p))
-    monkeypatch.setattr(provenance, "_FILE_HASHES", {})
-    expected = hashlib.sha256(b"a" * 100).hexdigest()
-    # Just written: it may change again within the same timestamp tick, so it is read each time.
-    assert file_sha256(path) == file_sha256(path) == expected and len(reads) == 2
-    # Settled (as if written an hour ago): read once, then served from the cache.
-    monkeypatch.setattr(provenance, "RACY_WINDOW_NS", -3600 * 10**9)
-    assert file_sha256(path) == file_sha256(path) == expected and len(reads) == 3

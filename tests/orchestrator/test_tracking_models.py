@@ -5,6 +5,7 @@ model name or a `models:/` URI the registry does not hold (real SQLite stores)."
 from __future__ import annotations
 
 import json
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -17,11 +18,11 @@ from orchestrator.contract import MEMBERS_TAG, METHOD_TAG, MODEL_KIND_TAG, RANKE
 from orchestrator.ensemble import Candidate
 from orchestrator.ensemble_manifest import (
     ManifestError,
-    file_sha256,
     manifest_for_selection,
     read_manifest,
     write_manifest,
 )
+from orchestrator.file_digest import file_sha256
 from orchestrator.tracking.models import (
     MEMBERS_DIR,
     ModelRegistryError,
@@ -205,6 +206,15 @@ def test_register_a_checkpoint_alone_and_as_a_sweeps_trial(
     frame = pd.DataFrame({"task": ["sst", "sts"], "sentence1": ["a fine film", "a dog runs"],
                           "sentence2": [None, "a dog is running"]})  # fmt: skip
     shipped = load_predictor(download_model(uri, "models:/one/2", tmp_path / "dl"))
-    pd.testing.assert_frame_equal(
-        shipped.predict_frame(frame), load_predictor(checkpoint).predict_frame(frame)
-    )
+    expected = load_predictor(checkpoint).predict_frame(frame)
+    pd.testing.assert_frame_equal(shipped.predict_frame(frame), expected)
+
+    # `predict --model` downloads the version, predicts with it, and leaves no copy behind.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    done = CliRunner().invoke(main, ["predict", "--model", "models:/one/2", "--results-dir",
+                                     str(results), "-"], input="a fine film\n")  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines()[1].split(",")[:2] == ["1", str(int(expected["prediction"][0]))]
+    assert list(scratch.iterdir()) == []

@@ -10,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
+
+pytestmark = pytest.mark.integration  # real processes, a 25 s common start
 
 REPO = Path(__file__).resolve().parents[2]
 # Each process waits for the same instant, then opens the store and its sweep's experiment.
