@@ -180,6 +180,8 @@ def find_sweep(results_dir: Path, sweep: str | None) -> tuple[str, StoredSweep]:
     name = sweep or (known[0] if known else None)
     stored = read_sweep(uri, name) if name else None
     if stored is None:
+        if name is None:
+            raise SweepNotFound(f"{uri} holds no sweep: run `orchestrator sweep SPACE.yaml` first")
         where = f"sweeps there: {', '.join(known)}" if known else "it holds no sweep"
         raise SweepNotFound(f"no sweep named '{name}' in {uri} ({where})")
     return uri, stored

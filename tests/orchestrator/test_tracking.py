@@ -171,3 +171,12 @@ def test_data_sha256_sees_a_same_size_rewrite_within_one_timestamp_tick(tmp_path
     data.write_text("\tid\tsentence\tsentiment\n0\ta\thi\t2\n")
     os.utime(data, ns=tick)
     assert data_sha256(TrainConfig(), tmp_path) != before
+
+
+def test_finding_the_newest_sweep_in_a_store_without_sweeps_says_so(tmp_path):
+    from orchestrator.tracking.store import SweepNotFound, find_sweep
+    from orchestrator.tracking.writer import tracking_client, tracking_uri
+
+    tracking_client(tracking_uri(tmp_path)).search_experiments()  # creates the empty store
+    with pytest.raises(SweepNotFound, match="holds no sweep: run `orchestrator sweep"):
+        find_sweep(tmp_path, None)
