@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from model.checkpoint import write_json_atomic
 from model.data_dir import quora_runs_notes
 from orchestrator import ray_tune
 from orchestrator.contract import (
@@ -61,6 +60,7 @@ from orchestrator.sweep_callbacks import (
     MlflowRelay,
     TrialListener,
 )
+from orchestrator.sweep_state import update_state
 from orchestrator.tracking.writer import Status
 
 PHASES_KEY = "finished_phases"  # in sweep.json: the phases that ran to the end
@@ -204,9 +204,12 @@ def _finished_phases(layout: SweepLayout) -> list[str]:
 
 
 def _mark_finished(layout: SweepLayout, key: str) -> None:
-    state = read_state(layout)
-    state[PHASES_KEY] = [*state.get(PHASES_KEY, []), key]
-    write_json_atomic(layout.state_file, state)  # a driver killed here leaves the old file whole
+    """Record a finished phase in sweep.json, under the sweep's lock like every other change."""
+
+    def add_phase(state: dict[str, Any]) -> None:
+        state[PHASES_KEY] = [*state.get(PHASES_KEY, []), key]
+
+    update_state(layout, add_phase)
 
 
 def study_summary(space: SearchSpace, outcome: SweepOutcome) -> list[str]:
