@@ -14,20 +14,12 @@ from pathlib import Path
 import pytest
 
 from model.evaluate import prediction_filename
+from tests.orchestrator.predict_store import FILES
 from tests.orchestrator.sweep_store import make_tiny_data_dir
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-# (task, split) -> (input file, --task when the columns cannot tell para from sts)
-FILES = {
-    ("sst", "dev"): ("ids-sst-dev.csv", None),
-    ("para", "dev"): ("quora-dev.csv", None),
-    ("sts", "dev"): ("sts-dev.csv", None),
-    ("sst", "test"): ("ids-sst-test-student.csv", None),
-    ("para", "test"): ("quora-test-student.csv", "para"),
-    ("sts", "test"): ("sts-test-student.csv", "sts"),
-}
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -27,17 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "tiny.yaml")
 
 
-@pytest.fixture(scope="module")
-def ray_2cpu():
-    import ray
-
-    from orchestrator.ray_tune import init_ray
-
-    init_ray(None, num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def write_space(path: Path, raw: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

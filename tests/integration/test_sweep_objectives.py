@@ -9,33 +9,15 @@ trial by dev/overall misses the constraint reports the feasible best instead.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
+
+from tests.integration.test_sweep import TINY, write_space
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = str(REPO / "configs" / "tiny.yaml")
 TASKS3 = ["dev/sst_acc", "dev/para_acc", "dev/sts_corr"]
-
-
-@pytest.fixture(scope="module")
-def ray_2cpu():
-    import ray
-
-    from orchestrator.ray_tune import init_ray
-
-    init_ray(None, num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-def write_space(path: Path, raw: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
 
 
 def brute_force_front(points: dict[str, tuple[float, ...]]) -> set[str]:

@@ -18,17 +18,6 @@ pytestmark = pytest.mark.integration
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
 
 
-@pytest.fixture(scope="module")
-def ray_2cpu():
-    import ray
-
-    from orchestrator.ray_tune import init_ray
-
-    init_ray(None, num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def write_space(path: Path, resources: dict[str, float]) -> Path:
     raw: dict[str, Any] = {
         "name": "resources-it",

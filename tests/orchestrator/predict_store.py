@@ -19,6 +19,16 @@ from tests.orchestrator.sweep_store import (
     tiny_config,
 )
 
+# (task, split) -> (input file, --task when the columns cannot tell para from sts)
+FILES: dict[tuple[str, str], tuple[str, str | None]] = {
+    ("sst", "dev"): ("ids-sst-dev.csv", None),
+    ("para", "dev"): ("quora-dev.csv", None),
+    ("sts", "dev"): ("sts-dev.csv", None),
+    ("sst", "test"): ("ids-sst-test-student.csv", None),
+    ("para", "test"): ("quora-test-student.csv", "para"),
+    ("sts", "test"): ("sts-test-student.csv", "sts"),
+}
+
 MEMBER_CONFIGS: list[dict[str, dict[str, Any]]] = [
     {"data": {"eval_batch_size": 16}},
     {"data": {"eval_batch_size": 7}, "model": {"pair_encoding": "sbert", "pooling": "mean"}},

@@ -29,6 +29,7 @@ from orchestrator.predictor import (
     output_columns,
 )
 from tests.orchestrator.predict_store import (
+    FILES,
     build_ensemble,
     invoke,
     make_predict_store,
@@ -37,15 +38,6 @@ from tests.orchestrator.predict_store import (
 from tests.orchestrator.sweep_store import tiny_config
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "predict_throughput.py"
-# (task, file stem, --task needed): test files of pairs carry no label column to tell the task.
-FILES = {
-    ("sst", "dev"): ("ids-sst-dev.csv", None),
-    ("para", "dev"): ("quora-dev.csv", None),
-    ("sts", "dev"): ("sts-dev.csv", None),
-    ("sst", "test"): ("ids-sst-test-student.csv", None),
-    ("para", "test"): ("quora-test-student.csv", "para"),
-    ("sts", "test"): ("sts-test-student.csv", "sts"),
-}
 
 
 @pytest.fixture(scope="module")
