@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     from model.config import config_to_dict, flatten_config
     from model.data_dir import default_data_dir
     from orchestrator.config import load_train_config
-    from orchestrator.ray_tune import init_ray
-    from orchestrator.space import parse_space
-    from orchestrator.sweep import run_sweep
+    from orchestrator.sweep.ray_tune import init_ray
+    from orchestrator.space.schema import parse_space
+    from orchestrator.sweep.driver import run_sweep
 
     overrides = args.overrides if args.overrides is not None else list(QUICKSTART_TRIAL)
     cfg = load_train_config(Path(args.config), overrides)

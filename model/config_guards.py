@@ -4,7 +4,7 @@ The trainer reads some keys only under a value of another (SMART's ε only when 
 schedule.order only under sequential schedules, PCGrad only when a step trains two or more tasks).
 `inert_settings` lists every such setting whose value differs from its default, each naming the
 inert key and the keys that disable it. `orchestrator train` refuses them; sweeps, which may sample
-them legitimately, warn (see orchestrator/space_guards.py).
+them legitimately, warn (see orchestrator/space/guards.py).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from orchestrator.cli.base import data_dir_option, resolve_data_dir, user_errors
-from orchestrator.ensemble import DEFAULT_METHOD, METHODS
+from orchestrator.ensemble.combine import DEFAULT_METHOD, METHODS
 
 
 @click.command()
@@ -64,11 +64,11 @@ def ensemble(
       orchestrator ensemble --top 3 --sweep smart --select greedy --method vote
       orchestrator ensemble --top 3 --register minbert-smart
     """
-    from orchestrator.ensemble import EnsembleRequest
-    from orchestrator.ensemble_run import run_ensemble, summary_lines
+    from orchestrator.ensemble.combine import EnsembleRequest
+    from orchestrator.ensemble.run import run_ensemble, summary_lines
 
     if register_name is not None:  # a bad name fails before any member is loaded
-        from orchestrator.tracking.models import check_model_name
+        from orchestrator.registry.models import check_model_name
 
         check_model_name(register_name)
 

@@ -13,7 +13,7 @@ from orchestrator.cli.base import UserInputError, user_errors
 from orchestrator.contract import ENSEMBLE_MANIFEST_FILE
 
 if TYPE_CHECKING:
-    from orchestrator.predictor import Predictor
+    from orchestrator.predict.predictor import Predictor
 
 
 @click.command()
@@ -69,8 +69,8 @@ def predict(
       printf 'a gripping film\\nflat and dull\\n' | orchestrator predict --checkpoint DIR -
       orchestrator predict --model models:/minbert/1 pairs.txt --task para --out preds.csv
     """
-    from orchestrator.predict_input import read_predict_input
-    from orchestrator.predict_output import PredictProgress, write_output
+    from orchestrator.predict.inputs import read_predict_input
+    from orchestrator.predict.outputs import PredictProgress, write_output
 
     sources = [s for s in (checkpoint, ensemble_dir, model_uri) if s]
     if len(sources) != 1:
@@ -108,10 +108,10 @@ def _load(
     results_dir: Path,
 ) -> Predictor:
     """The model asked for (torch and the model code are imported only now: slow to import)."""
-    from orchestrator.predictor import load_predictor
+    from orchestrator.predict.predictor import load_predictor
 
     if model_uri is not None:
-        from orchestrator.tracking.models import download_model
+        from orchestrator.registry.models import download_model
         from orchestrator.tracking.writer import tracking_uri
 
         # load_predictor reads the weights, tokenizers and configs into memory: the downloaded

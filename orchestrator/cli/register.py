@@ -26,7 +26,7 @@ def register(name: str, checkpoint: str, results_dir: str) -> None:
       orchestrator register minbert-best --checkpoint results/smart/TRIAL/train/checkpoints/best
       mlflow models serve -m models:/minbert-best/1 --env-manager local
     """
-    from orchestrator.tracking.checkpoint_registry import register_checkpoint
+    from orchestrator.registry.checkpoint import register_checkpoint
     from orchestrator.tracking.writer import tracking_uri
 
     uri = tracking_uri(Path(results_dir))

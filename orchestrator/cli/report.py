@@ -28,7 +28,7 @@ def report(sweep_name: str | None, results_dir: str, no_mlflow: bool) -> None:
     Example:
       orchestrator report smart
     """
-    from orchestrator.results import write_report
+    from orchestrator.report.sweep_report import write_report
 
     written = write_report(sweep_name, results_dir=Path(results_dir), log_to_mlflow=not no_mlflow)
     click.echo(f"sweep {written.sweep}: {written.trials} trials")
@@ -53,7 +53,7 @@ def ui(results_dir: str, sweep_name: str | None, port: int) -> None:
     Example:
       orchestrator ui --port 5001
     """
-    from orchestrator.results import ui_target
+    from orchestrator.report.sweep_report import ui_target
 
     command, url = ui_target(Path(results_dir), sweep_name, port)
     click.echo(f"MLflow UI: {url}")

@@ -50,7 +50,7 @@ def sweep(
       orchestrator sweep search_spaces/smart.yaml --extend 8
     """
     from orchestrator.cluster import check_creatable, local_results_dir, parse_address
-    from orchestrator.space import check_name, load_space
+    from orchestrator.space.schema import check_name, load_space
 
     address = parse_address(address)
     space = load_space(space_file)
@@ -67,21 +67,21 @@ def sweep(
     if extend is not None:
         _check_extend(space_file, space.study is not None, resume, dry_run, num_samples)
     if space.study is not None and dry_run:
-        from orchestrator.study_phases import study_dry_run_lines  # no Ray for a plan
+        from orchestrator.ablation.phases import study_dry_run_lines  # no Ray for a plan
 
         lines: list[str] = study_dry_run_lines(space)
     elif space.study is not None:
-        from orchestrator.study_run import study_command_lines
+        from orchestrator.ablation.study_run import study_command_lines
 
         lines = study_command_lines(space, data_path, local_results, address, resume)
     elif dry_run:
-        from orchestrator.search import dry_run_lines  # Optuna only: a dry run starts no Ray
-        from orchestrator.warm_start import NewSweep
+        from orchestrator.search.optuna_search import dry_run_lines  # Optuna only: a dry run starts no Ray
+        from orchestrator.sweep.warm_start import NewSweep
 
         NewSweep.check(space, local_results, resume=resume)  # its warm start, as the run checks
         lines = list(dry_run_lines(space))
     else:
-        from orchestrator.sweep_command import sweep_command_lines
+        from orchestrator.cli.sweep_command import sweep_command_lines
 
         lines = sweep_command_lines(space, extend, data_path, local_results, address, resume)
     for line in lines:

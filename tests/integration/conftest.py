@@ -10,7 +10,7 @@ def ray_2cpu():
     """Local Ray with two CPUs for the tests of one module, shut down after them."""
     import ray
 
-    from orchestrator.ray_tune import init_ray
+    from orchestrator.sweep.ray_tune import init_ray
 
     init_ray(None, num_cpus=2)
     yield

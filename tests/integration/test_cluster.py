@@ -173,7 +173,7 @@ def test_storage_probe_asks_every_node(cluster: Cluster, data_dir: Path) -> None
 import json, sys
 import ray
 from orchestrator.cluster import ClusterError, check_cluster_paths
-from orchestrator.ray_tune import alive_nodes, run_on_nodes
+from orchestrator.sweep.ray_tune import alive_nodes, run_on_nodes
 ray.init(address=sys.argv[1], logging_level="ERROR")
 nodes = alive_nodes()
 report = check_cluster_paths(

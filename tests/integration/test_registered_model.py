@@ -27,8 +27,8 @@ from click.testing import CliRunner
 from model.data import read_task_file
 from orchestrator.cli import main
 from orchestrator.contract import MEMBERS_TAG, METHOD_TAG, MODEL_KIND_TAG, SWEEP_TAG
-from orchestrator.ensemble_manifest import read_manifest
-from orchestrator.predictor import load_predictor
+from orchestrator.ensemble.manifest import read_manifest
+from orchestrator.predict.predictor import load_predictor
 from tests.orchestrator.sweep_store import (
     FakeTrial,
     fake_sweep,
@@ -135,7 +135,7 @@ def test_pyfunc_model_predicts_what_the_predictor_does(
 def test_downloaded_model_is_self_contained(
     registered: dict[str, Any], expected: pd.DataFrame, tmp_path: Path
 ) -> None:
-    from orchestrator.tracking.models import download_model
+    from orchestrator.registry.models import download_model
 
     predictor_dir = download_model(registered["uri"], f"models:/{NAME}/1", tmp_path / "dl")
     raw = json.loads((predictor_dir / "manifest.json").read_text())
@@ -150,7 +150,7 @@ def test_downloaded_model_is_self_contained(
 def test_download_of_a_missing_version_is_a_one_line_error(
     registered: dict[str, Any], tmp_path: Path
 ) -> None:
-    from orchestrator.tracking.models import ModelRegistryError, download_model
+    from orchestrator.registry.models import ModelRegistryError, download_model
 
     missing_version = rf"models:/{NAME}/7: model '{NAME}' has no version 7 \(versions: 1\)"
     with pytest.raises(ModelRegistryError, match=missing_version):

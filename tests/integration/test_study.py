@@ -83,8 +83,8 @@ def check_table_and_view(results: Path, name: str, runs: list[Any], uri: str) ->
     import pandas as pd
     from mlflow import MlflowClient
 
-    from orchestrator.ablation import ablation_table
-    from orchestrator.results import ABLATION_VIEW, ui_target
+    from orchestrator.ablation.arm_table import ablation_table
+    from orchestrator.report.sweep_report import ABLATION_VIEW, ui_target
 
     table = pd.read_parquet(results / name / "ablation.parquet").set_index("arm")
     assert list(table.index) == ["plain", "cosine"]
@@ -117,7 +117,7 @@ def check_table_and_view(results: Path, name: str, runs: list[Any], uri: str) ->
 def test_study_with_tuning_resumes_after_sigkill_and_confirms_each_arms_best(
     tmp_path: Path,
 ) -> None:
-    from orchestrator.search import ORPHAN_ATTR, study_trials
+    from orchestrator.search.optuna_search import ORPHAN_ATTR, study_trials
 
     results = tmp_path / "results"
     space = study_space(

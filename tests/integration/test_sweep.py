@@ -57,9 +57,9 @@ def test_asha_sweep_logs_to_mlflow_and_records_pruned_trials(
 ) -> None:
     from optuna.trial import TrialState
 
-    from orchestrator.search import sample_configs, study_trials
-    from orchestrator.space import load_space, parse_space
-    from orchestrator.sweep import run_sweep
+    from orchestrator.search.optuna_search import sample_configs, study_trials
+    from orchestrator.space.schema import load_space, parse_space
+    from orchestrator.sweep.driver import run_sweep
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     # lr 1e-9 leaves the model at its initial dev score (~0.40) while 3e-3 beats it after one
@@ -180,7 +180,7 @@ def test_sweep_killed_with_sigkill_resumes_and_counts_every_trial_once(
 ) -> None:
     from optuna.trial import TrialState
 
-    from orchestrator.search import ORPHAN_ATTR, study_trials
+    from orchestrator.search.optuna_search import ORPHAN_ATTR, study_trials
 
     results = tmp_path / "results"
     space_file = write_space(

@@ -50,10 +50,10 @@ class Extended:
 def extended(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Extended]:
     import ray
 
-    from orchestrator.ray_tune import init_ray
-    from orchestrator.space import load_space
-    from orchestrator.sweep import run_sweep
-    from orchestrator.sweep_command import sweep_command_lines
+    from orchestrator.sweep.ray_tune import init_ray
+    from orchestrator.space.schema import load_space
+    from orchestrator.sweep.driver import run_sweep
+    from orchestrator.cli.sweep_command import sweep_command_lines
 
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     init_ray(None, num_cpus=2)
@@ -69,10 +69,10 @@ def extended(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterat
 
 
 def test_an_extended_sweep_holds_every_trial_once(extended: Extended) -> None:
-    from orchestrator.ensemble import EnsembleRequest
-    from orchestrator.ensemble_run import ranked_candidates
-    from orchestrator.results import write_report
-    from orchestrator.search import study_trials
+    from orchestrator.ensemble.combine import EnsembleRequest
+    from orchestrator.ensemble.run import ranked_candidates
+    from orchestrator.report.sweep_report import write_report
+    from orchestrator.search.optuna_search import study_trials
     from orchestrator.tracking.store import find_sweep
     from orchestrator.tracking.writer import tracking_uri
 
@@ -127,8 +127,8 @@ def test_the_extensions_sampler_saw_the_first_trials(extended: Extended) -> None
     import optuna
 
     from orchestrator.contract import trial_params
-    from orchestrator.search import DefineByRun, make_sampler, study_trials
-    from orchestrator.space import load_space
+    from orchestrator.search.optuna_search import DefineByRun, make_sampler, study_trials
+    from orchestrator.space.schema import load_space
 
     space = load_space(extended.results.parent / "space.yaml")
     ext_space = space.replace(num_samples=2, seed=space.seed + 1)  # as sweep_extend makes it
@@ -149,9 +149,9 @@ def test_the_extensions_sampler_saw_the_first_trials(extended: Extended) -> None
 
 
 def test_a_warm_started_sweep_runs_the_best_configs_first(extended: Extended) -> None:
-    from orchestrator.search import study_trials
-    from orchestrator.space import load_space
-    from orchestrator.sweep import run_sweep
+    from orchestrator.search.optuna_search import study_trials
+    from orchestrator.space.schema import load_space
+    from orchestrator.sweep.driver import run_sweep
     from orchestrator.tracking.store import find_sweep
 
     earlier = study_trials(

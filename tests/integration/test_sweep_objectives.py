@@ -34,11 +34,11 @@ def test_three_objective_sweep_reports_its_pareto_front(
 ) -> None:
     import optuna
 
-    from orchestrator.ensemble import EnsembleRequest
-    from orchestrator.ensemble_run import ranked_candidates
-    from orchestrator.results import write_report
-    from orchestrator.space import load_space
-    from orchestrator.sweep import run_sweep
+    from orchestrator.ensemble.combine import EnsembleRequest
+    from orchestrator.ensemble.run import ranked_candidates
+    from orchestrator.report.sweep_report import write_report
+    from orchestrator.space.schema import load_space
+    from orchestrator.sweep.driver import run_sweep
     from orchestrator.tracking.store import find_sweep
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -104,9 +104,9 @@ def test_constrained_sweep_picks_the_feasible_best(
 ) -> None:
     import optuna
 
-    from orchestrator.results import write_report
-    from orchestrator.space import load_space
-    from orchestrator.sweep import run_sweep
+    from orchestrator.report.sweep_report import write_report
+    from orchestrator.space.schema import load_space
+    from orchestrator.sweep.driver import run_sweep
     from orchestrator.tracking.store import find_sweep
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -11,9 +11,9 @@ from typing import Any
 import yaml
 
 from orchestrator.contract import EPOCHS_LEFT, SweepLayout
-from orchestrator.search import SweepStudy
-from orchestrator.search_history import sweep_record
-from orchestrator.space import SearchSpace, parse_space
+from orchestrator.search.optuna_search import SweepStudy
+from orchestrator.search.history import sweep_record
+from orchestrator.space.schema import SearchSpace, parse_space
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "tiny.yaml")

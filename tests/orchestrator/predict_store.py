@@ -80,7 +80,7 @@ def one_line_error(code: int, stdout: str, stderr: str) -> str:
 
 def copied_ensemble(store: Path, tmp_path: Path) -> Path:
     """An ensemble of copied members (tests may break them); its manifest points at the copies."""
-    from orchestrator.ensemble_manifest import read_manifest, write_manifest
+    from orchestrator.ensemble.manifest import read_manifest, write_manifest
 
     manifest = read_manifest(build_ensemble(store, "--top", "2"))
     copies = []

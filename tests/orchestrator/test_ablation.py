@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from orchestrator.ablation import (
+from orchestrator.ablation.arm_table import (
     TABLE_METRICS,
     ablation_latex,
     ablation_markdown,

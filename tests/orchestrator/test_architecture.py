@@ -19,15 +19,26 @@ PACKAGES = ("model", "orchestrator")
 # Which modules may import each framework (paths relative to the repository root; a trailing `/`
 # is a whole package). Their APIs move between releases: one place to fix each.
 FRAMEWORK_HOMES: dict[str, tuple[str, ...]] = {
-    "ray": ("orchestrator/ray_tune.py", "orchestrator/trainable.py"),
-    "optuna": (
-        "orchestrator/search.py",
-        "orchestrator/search_history.py",
-        "orchestrator/importance.py",
-    ),
-    "mlflow": ("orchestrator/tracking/",),
+    "ray": ("orchestrator/sweep/ray_tune.py", "orchestrator/sweep/trainable.py"),
+    "optuna": ("orchestrator/search/",),
+    "mlflow": ("orchestrator/tracking/", "orchestrator/registry/"),
     "click": ("orchestrator/cli/",),
 }
+# The orchestrator's layers, lowest first: a package may import its own layer's packages and
+# those below, never one above. "root" is the modules at orchestrator/'s top (contract, config,
+# objectives, ...); "api" is `orchestrator/__init__.py` and `orchestrator/api.py`, the notebook
+# facade over everything.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("root",),
+    ("tracking",),
+    ("space", "ensemble"),
+    ("search", "predict"),
+    ("sweep", "registry"),
+    ("ablation",),
+    ("report",),
+    ("api", "cli"),
+)
+MAX_ROOT_MODULES = 10
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
@@ -126,9 +137,9 @@ def test_modules_and_functions_are_small():
 @pytest.mark.parametrize(
     ("module", "absent"),
     [
-        ("orchestrator.results", ("ray", "optuna")),
+        ("orchestrator.report.sweep_report", ("ray", "optuna")),
         ("orchestrator.cli", ("ray", "optuna", "mlflow")),
-        ("orchestrator.space", ("ray", "optuna", "mlflow")),
+        ("orchestrator.space.schema", ("ray", "optuna", "mlflow")),
     ],
 )
 def test_importing_a_command_module_loads_no_framework_it_does_not_use(module, absent):
@@ -139,3 +150,74 @@ def test_importing_a_command_module_loads_no_framework_it_does_not_use(module, a
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "[]", f"importing {module} loaded {loaded}"
+
+
+def package_of(module: str) -> str:
+    """The layer name of an orchestrator module: its subpackage, "root" or "api"."""
+    parts = module.split(".")
+    if parts == ["orchestrator"] or parts[1] == "api":
+        return "api"
+    return parts[1] if (ROOT / "orchestrator" / parts[1]).is_dir() else "root"
+
+
+def layer_index() -> dict[str, int]:
+    return {package: i for i, layer in enumerate(LAYERS) for package in layer}
+
+
+def upward_imports(graph: Mapping[str, set[str]]) -> list[str]:
+    """Every `a imports b` between orchestrator modules where b's package sits above a's."""
+    rank = layer_index()
+    found = []
+    for module, imported in sorted(graph.items()):
+        if not module.startswith("orchestrator"):
+            continue
+        for target in sorted(t for t in imported if t.startswith("orchestrator")):
+            if rank[package_of(target)] > rank[package_of(module)]:
+                found.append(f"{module} ({package_of(module)}) imports {target}")
+    return found
+
+
+def test_upward_imports_are_seen():
+    graph = {"orchestrator.tracking.store": {"orchestrator.report.plots"}, "orchestrator.report.plots": {"orchestrator.contract"}}
+    assert upward_imports(graph) == [
+        "orchestrator.tracking.store (tracking) imports orchestrator.report.plots"
+    ]
+
+
+def test_every_package_has_a_layer():
+    packages = {p.name for p in (ROOT / "orchestrator").iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(layer_index()) - {"root", "api"}
+
+
+def test_no_package_imports_one_above_it():
+    assert upward_imports(import_graph(project_modules())) == []
+
+
+def test_the_root_holds_few_modules():
+    root = sorted(p.name for p in (ROOT / "orchestrator").glob("*.py"))
+    assert len(root) <= MAX_ROOT_MODULES, root
+
+
+@pytest.mark.parametrize(
+    "package", sorted(p.name for p in (ROOT / "orchestrator").iterdir() if (p / "__init__.py").is_file())
+)
+def test_each_package_docstring_lists_its_modules(package):
+    """A newcomer opening a package's `__init__` reads its idea and every module in it."""
+    init = ROOT / "orchestrator" / package / "__init__.py"
+    doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+    modules = sorted(p.stem for p in init.parent.glob("*.py") if p.stem != "__init__")
+    missing = [m for m in modules if f"{m}" not in doc]
+    assert len(doc.splitlines()) >= 3 and not missing, f"{init}: docstring lacks {missing}"
+
+
+def test_each_public_function_name_is_defined_once():
+    """Two public functions of one name in two modules read as one idea written twice."""
+    where: dict[str, list[str]] = {}
+    for name, path in project_modules().items():
+        if not name.startswith("orchestrator"):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                where.setdefault(node.name, []).append(name)
+    twice = {n: m for n, m in where.items() if len(m) > 1 and n not in ("main",)}
+    assert not twice

@@ -261,7 +261,7 @@ def test_a_sweep_names_the_quora_file_its_trials_read(tmp_path, data_dir, monkey
     """`sweep` resolves `data.para_train: auto` before the driver starts, so the base config its
     MLflow params and data checksum come from names the real file (the driver itself is ours,
     stubbed here to catch what it is given; tests/integration run it for real)."""
-    import orchestrator.sweep_command as sweep_driver
+    import orchestrator.cli.sweep_command as sweep_driver
 
     given = {}
 

@@ -23,7 +23,7 @@ from orchestrator.contract import (
     SweepLayout,
     best_key,
 )
-from orchestrator.ensemble import (
+from orchestrator.ensemble.combine import (
     Candidate,
     EnsembleError,
     EnsembleRequest,
@@ -36,7 +36,7 @@ from orchestrator.ensemble import (
     rank_candidates,
     vote_labels,
 )
-from orchestrator.ensemble_run import checkpoint_places
+from orchestrator.ensemble.run import checkpoint_places
 from orchestrator.tracking.store import StoredRun
 from tests.orchestrator.sweep_store import (
     FakeStudyRun,
@@ -416,7 +416,7 @@ def test_ensemble_skips_a_malformed_checkpoint_with_a_note(
 
 
 def test_dev_subset_uses_the_trials_fixed_subset(sweep_store: Path) -> None:
-    from orchestrator.ensemble_members import SplitInputs
+    from orchestrator.ensemble.member_predictions import SplitInputs
 
     cfg = tiny_config(data={"dev_max_examples": {"sst": 5, "para": 4, "sts": 3}})
     data = sweep_store / "data"

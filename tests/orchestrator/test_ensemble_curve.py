@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from model.evaluate import OVERALL, TaskPredictions
-from orchestrator import plots
+from orchestrator.report import plots
 from orchestrator.cli import main
-from orchestrator.ensemble import EnsembleError
-from orchestrator.ensemble_curve import (
+from orchestrator.ensemble.combine import EnsembleError
+from orchestrator.ensemble.k_curve import (
     best_k,
     check_curve,
     k_curve,
@@ -26,7 +26,7 @@ from orchestrator.ensemble_curve import (
     k_curve_markdown,
     read_k_curve,
 )
-from orchestrator.results import write_report
+from orchestrator.report.sweep_report import write_report
 from tests.orchestrator.sweep_store import (
     FakeTrial,
     fake_sweep,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.ensemble import Candidate, EnsembleRequest
-from orchestrator.ensemble_manifest import (
+from orchestrator.ensemble.combine import Candidate, EnsembleRequest
+from orchestrator.ensemble.manifest import (
     MANIFEST_FORMAT,
     EnsembleManifest,
     ManifestError,

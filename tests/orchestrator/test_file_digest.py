@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator import file_digest
-from orchestrator.ensemble import Candidate
-from orchestrator.ensemble_manifest import (
+from orchestrator.ensemble.combine import Candidate
+from orchestrator.ensemble.manifest import (
     ManifestError,
     manifest_for_selection,
     read_manifest,

@@ -25,8 +25,8 @@ from orchestrator.contract import (
     TRIAL_ID_TAG,
     best_key,
 )
-from orchestrator.ensemble import EnsembleError, EnsembleRequest
-from orchestrator.ensemble_run import ranked_candidates
+from orchestrator.ensemble.combine import EnsembleError, EnsembleRequest
+from orchestrator.ensemble.run import ranked_candidates
 from orchestrator.objectives import (
     Constraint,
     Objective,
@@ -36,13 +36,13 @@ from orchestrator.objectives import (
     objective_params,
     pareto_front,
 )
-from orchestrator.search import SweepStudy
-from orchestrator.space import SearchSpace, SpaceError, parse_space
-from orchestrator.sweep import SweepOutcome, TrialOutcome, trial_outcome
-from orchestrator.sweep_callbacks import TrialSnapshot
+from orchestrator.search.optuna_search import SweepStudy
+from orchestrator.space.schema import SearchSpace, SpaceError, parse_space
+from orchestrator.sweep.driver import SweepOutcome, TrialOutcome, trial_outcome
+from orchestrator.sweep.listeners import TrialSnapshot
 from orchestrator.tracking.store import StoredRun, StoredSweep
-from orchestrator.tradeoffs import judge_runs, judged_frame, objectives_markdown, sweep_goals
-from orchestrator.trials_table import trials_frame
+from orchestrator.report.tradeoffs import judge_runs, judged_frame, objectives_markdown, sweep_goals
+from orchestrator.report.trials_table import trials_frame
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "tiny.yaml")

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from model.evaluate import prediction_filename
-from orchestrator.ensemble import Candidate, EnsembleRequest, combine_tasks
-from orchestrator.ensemble_manifest import write_ensemble_manifest
-from orchestrator.ensemble_members import SplitInputs, predict_member
-from orchestrator.predict_output import PROGRESS_LINE_BATCHES, PredictProgress
-from orchestrator.predictor import (
+from orchestrator.ensemble.combine import Candidate, EnsembleRequest, combine_tasks
+from orchestrator.ensemble.manifest import write_ensemble_manifest
+from orchestrator.ensemble.member_predictions import SplitInputs, predict_member
+from orchestrator.predict.outputs import PROGRESS_LINE_BATCHES, PredictProgress
+from orchestrator.predict.predictor import (
     PROBABILITY_COLUMNS,
     PredictError,
     load_predictor,

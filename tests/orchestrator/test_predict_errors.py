@@ -143,7 +143,7 @@ def test_an_ensemble_rewrite_that_fails_midway_leaves_no_manifest(
 ) -> None:
     """New prediction files beside the old manifest would pass its check: the manifest goes
     first and comes back last, so `predict` refuses the half-written directory."""
-    import orchestrator.ensemble_run as ensemble_run
+    import orchestrator.ensemble.run as ensemble_run
 
     ensemble = build_ensemble(store, "--top", "2")
     assert (ensemble / "manifest.json").is_file()

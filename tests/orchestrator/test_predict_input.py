@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from model.data import DataError, PairExample, SentenceExample, read_task_file
-from orchestrator.predict_input import CSV_FORMAT, TEXT_FORMAT, csv_task, read_predict_input
+from orchestrator.predict.inputs import CSV_FORMAT, TEXT_FORMAT, csv_task, read_predict_input
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

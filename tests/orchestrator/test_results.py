@@ -16,13 +16,13 @@ from matplotlib.image import imread
 from scipy import stats
 
 from orchestrator.cli import main
-from orchestrator.importance import importances
-from orchestrator.plots import write_plots
-from orchestrator.results import swept_axes, write_report
+from orchestrator.search.importance import importances
+from orchestrator.report.plots import write_plots
+from orchestrator.report.sweep_report import swept_axes, write_report
 from orchestrator.stats import axis_groups, delta_ci, is_continuous, mean_ci
-from orchestrator.tables import ablation_markdown, importance_markdown
+from orchestrator.report.tables import ablation_markdown, importance_markdown
 from orchestrator.tracking.store import StoredRun
-from orchestrator.trials_table import parse_param, trials_frame
+from orchestrator.report.trials_table import parse_param, trials_frame
 from tests.orchestrator.sweep_store import FakeTrial, fake_sweep
 
 
@@ -133,7 +133,7 @@ def test_a_sweep_ranked_on_the_selection_split_plots_and_tables_it(tmp_path: Pat
         {"x": 1.0}, sweep="s", metric="selection/overall"
     )
     # The plots read best/selection/overall: finite points, not an empty history.
-    from orchestrator import plots
+    from orchestrator.report import plots
 
     drawn: list[int] = []
     scatter = plots.plt.Axes.scatter
@@ -151,7 +151,7 @@ def test_a_sweep_ranked_on_the_selection_split_plots_and_tables_it(tmp_path: Pat
 def test_learning_curves_without_runs_say_so_in_the_title(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator import plots
+    from orchestrator.report import plots
 
     titles: list[str] = []
     save = plots._save
@@ -363,7 +363,7 @@ def test_report_with_no_finished_trial_is_one_line_and_writes_nothing(
 def test_a_report_that_fails_midway_leaves_the_previous_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator import plots
+    from orchestrator.report import plots
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     results = tmp_path / "results"

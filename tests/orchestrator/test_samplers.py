@@ -14,8 +14,8 @@ import yaml
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from orchestrator.search import DefineByRun, make_sampler
-from orchestrator.space import SAMPLERS, parse_space
+from orchestrator.search.optuna_search import DefineByRun, make_sampler
+from orchestrator.space.schema import SAMPLERS, parse_space
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "tiny.yaml")

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from orchestrator.config import apply_params
 from orchestrator.contract import EPOCHS_LEFT, NONFINITE_LOSS
-from orchestrator.search import (
+from orchestrator.search.optuna_search import (
     FAIL_REASON_ATTR,
     ORPHAN_ATTR,
     DefineByRun,
@@ -24,7 +24,7 @@ from orchestrator.search import (
     make_sampler,
     sample_configs,
 )
-from orchestrator.space import SpaceError, parse_space
+from orchestrator.space.schema import SpaceError, parse_space
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ import pytest
 
 from model.config import config_field_types
 from orchestrator.config import apply_params
-from orchestrator.search import sample_configs
-from orchestrator.space import load_space
+from orchestrator.search.optuna_search import sample_configs
+from orchestrator.space.schema import load_space
 
 REPO = Path(__file__).resolve().parents[2]
 SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))

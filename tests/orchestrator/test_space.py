@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from orchestrator.config import apply_params
-from orchestrator.space import Condition, SpaceError, load_space, parse_space, run_name
+from orchestrator.space.schema import Condition, SpaceError, load_space, parse_space, run_name
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "tiny.yaml")

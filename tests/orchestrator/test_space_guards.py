@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from model.config_guards import InertSettingWarning, check_inert_settings
 from orchestrator.cli import main
 from orchestrator.config import load_train_config
-from orchestrator.search import SweepStudy
-from orchestrator.space import SpaceError, load_space, parse_space
+from orchestrator.search.optuna_search import SweepStudy
+from orchestrator.space.schema import SpaceError, load_space, parse_space
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

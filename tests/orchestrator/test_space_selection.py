@@ -9,7 +9,7 @@ import yaml
 
 from model.evaluate import SELECTION_METRICS, SELECTION_OVERALL
 from orchestrator.contract import METRICS
-from orchestrator.space import SpaceError, load_space
+from orchestrator.space.schema import SpaceError, load_space
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from model.config import ConfigError, TrainConfig
-from orchestrator.study import parse_study
+from orchestrator.space.arms import parse_study
 
 
 def fail(key: str, message: str) -> ConfigError:
@@ -80,7 +80,7 @@ def test_confirm_epochs_default_to_a_fixed_epochs_of_the_space():
 
 
 def test_a_selection_split_makes_it_the_ranking_metric(tmp_path):
-    from orchestrator.space import SpaceError, parse_space
+    from orchestrator.space.schema import SpaceError, parse_space
 
     base = {"data": {"selection": 0.1}}
     space = parse_space({"base": base, "arms": {"a": {}}}, source="s.yaml")

@@ -17,12 +17,12 @@ from matplotlib.image import imread
 from mlflow import MlflowClient
 
 from model.evaluate import DEV_METRICS, OVERALL, sst_detail_metrics
-from orchestrator.ablation import TABLE_METRICS, ablation_table
+from orchestrator.ablation.arm_table import TABLE_METRICS, ablation_table
 from orchestrator.cli import main
 from orchestrator.contract import CONFIRM_PHASE, TUNE_PHASE, arm_metric
-from orchestrator.results import write_report
-from orchestrator.sst_details import CONFUSION_KEYS
-from orchestrator.study_report import (
+from orchestrator.report.sweep_report import write_report
+from orchestrator.ablation.sst_details import CONFUSION_KEYS
+from orchestrator.ablation.study_report import (
     StudyInfo,
     phase_runs,
     runs_frame,
@@ -144,7 +144,7 @@ def test_the_best_arms_sst_details_and_every_arms_learning_curve(results: Path) 
     uri = _study(results, runs)
     stored = read_sweep(uri, "abl")
     assert stored is not None
-    from orchestrator.study_report import build_study_report
+    from orchestrator.ablation.study_report import build_study_report
     from orchestrator.tracking.store import metric_histories
 
     confirm = phase_runs(stored.trials, CONFIRM_PHASE)
@@ -279,7 +279,7 @@ def _tune_studies(root: Path, study: str, arms: tuple[str, ...]) -> None:
 
 def test_the_ui_view_of_a_study_groups_its_completed_confirm_runs_by_arm(results: Path) -> None:
     uri = _study(results, [_run(arm, seed) for arm in ARMS for seed in SEEDS])
-    from orchestrator.results import ui_target
+    from orchestrator.report.sweep_report import ui_target
 
     command, url = ui_target(results, "abl", 5123)
     assert url.endswith("?viewStateShareKey=ablation") and "--port" in command

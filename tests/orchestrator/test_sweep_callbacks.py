@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from orchestrator.contract import BEST_CHECKPOINT, EPOCHS_LEFT, NONFINITE_LOSS, SweepLayout
-from orchestrator.sweep_callbacks import DropResumeState, TrialSnapshot, error_reason, trial_state
+from orchestrator.sweep.listeners import DropResumeState, TrialSnapshot, error_reason, trial_state
 
 
 def snap(status: str, last: dict[str, Any] | None = None, **changes: Any) -> TrialSnapshot:

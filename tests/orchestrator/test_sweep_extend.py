@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from model.config import ConfigError
 from orchestrator.contract import EXTENDS_RUN_TAG, EXTENSION_TAG, SweepLayout
-from orchestrator.search import SweepStudy
-from orchestrator.search_history import (
+from orchestrator.search.optuna_search import SweepStudy
+from orchestrator.search.history import (
     WARM_START_ATTR,
     PastStudy,
     PastTrial,
@@ -26,8 +26,8 @@ from orchestrator.search_history import (
     space_specs,
     sweep_record,
 )
-from orchestrator.space import SpaceError, parse_space
-from orchestrator.sweep_lineage import (
+from orchestrator.space.schema import SpaceError, parse_space
+from orchestrator.space.lineage import (
     WarmStartSpec,
     record_differences,
     warm_start_problems,
@@ -154,7 +154,7 @@ def test_best_configs_take_one_per_config_and_the_pareto_front() -> None:
 
 
 def test_a_warm_start_tells_the_fitting_trials_and_runs_the_best_first(tmp_path: Path) -> None:
-    from orchestrator.warm_start import NewSweep
+    from orchestrator.sweep.warm_start import NewSweep
 
     run_earlier_sweep(tmp_path, EARLIER)
     space = edited("optim.lr", {"float": [1e-4, 4e-3], "log": True}, name="later")
@@ -209,7 +209,7 @@ def test_a_warm_start_tells_the_fitting_trials_and_runs_the_best_first(tmp_path:
 def test_a_warm_start_that_cannot_be_done_is_one_error_before_any_write(
     tmp_path: Path, space_changes: dict[str, Any], message: str
 ) -> None:
-    from orchestrator.warm_start import NewSweep
+    from orchestrator.sweep.warm_start import NewSweep
 
     run_earlier_sweep(tmp_path, EARLIER[:2])
     before = sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
@@ -223,7 +223,7 @@ def test_a_warm_start_that_cannot_be_done_is_one_error_before_any_write(
 
 
 def test_an_extension_of_an_edited_space_names_the_key_and_writes_nothing(tmp_path: Path) -> None:
-    from orchestrator.sweep_extend import plan_extension
+    from orchestrator.sweep.extend import plan_extension
 
     run_earlier_sweep(tmp_path, EARLIER[:2])
     layout = SweepLayout.of(tmp_path, "early")
@@ -245,7 +245,7 @@ def test_an_extension_of_an_edited_space_names_the_key_and_writes_nothing(tmp_pa
 
 
 def test_an_older_sweep_without_a_record_is_checked_against_its_study(tmp_path: Path) -> None:
-    from orchestrator.sweep_extend import plan_extension
+    from orchestrator.sweep.extend import plan_extension
 
     root = run_earlier_sweep(tmp_path, EARLIER[:2])
     state = json.loads((root / "sweep.json").read_text())
@@ -300,7 +300,7 @@ def test_seeded_asha_stops_a_trial_below_the_earlier_trials_rung(tmp_path: Path)
     """The real Ray ASHAScheduler: a new trial at rung 1 is compared with earlier trials."""
     from ray.tune.schedulers import TrialScheduler
 
-    from orchestrator.ray_tune import _scheduler, seed_rungs
+    from orchestrator.sweep.ray_tune import _scheduler, seed_rungs
 
     space = space_of(scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2})
     history = {"early#0": {1: 0.6, 2: 0.7}, "early#1": {1: 0.5, 2: 0.55}, "early#2": {1: 0.55}}
@@ -332,7 +332,7 @@ def test_seeded_asha_stops_a_trial_below_the_earlier_trials_rung(tmp_path: Path)
 
 
 def test_read_sweep_reads_each_extension_trial_once(tmp_path: Path) -> None:
-    from orchestrator.ensemble_run import checkpoint_places
+    from orchestrator.ensemble.run import checkpoint_places
     from orchestrator.tracking.store import read_sweep
     from orchestrator.tracking.writer import SweepTracker
     from tests.tiny_model import tiny_config
@@ -361,8 +361,8 @@ def test_read_sweep_reads_each_extension_trial_once(tmp_path: Path) -> None:
 
 
 def test_resume_goes_on_with_an_unfinished_extension_only(tmp_path: Path) -> None:
-    from orchestrator.sweep import SweepStateError
-    from orchestrator.sweep_extend import EXTENSIONS_KEY, pending_extension, plan_extension
+    from orchestrator.sweep.driver import SweepStateError
+    from orchestrator.sweep.extend import EXTENSIONS_KEY, pending_extension, plan_extension
 
     root = run_earlier_sweep(tmp_path, EARLIER[:2])
     layout = SweepLayout.of(tmp_path, "early")

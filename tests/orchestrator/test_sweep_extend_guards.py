@@ -17,11 +17,11 @@ import yaml
 from click.testing import CliRunner
 
 from orchestrator.contract import EPOCHS_LEFT, EXTENDS_RUN_TAG, EXTENSIONS_KEY, SweepLayout
-from orchestrator.search import SweepStudy
-from orchestrator.search_history import read_past_study, rung_history
-from orchestrator.space import SpaceError
-from orchestrator.sweep import SweepOutcome, SweepStateError, TrialOutcome
-from orchestrator.sweep_lineage import WarmStartSpec
+from orchestrator.search.optuna_search import SweepStudy
+from orchestrator.search.history import read_past_study, rung_history
+from orchestrator.space.schema import SpaceError
+from orchestrator.sweep.driver import SweepOutcome, SweepStateError, TrialOutcome
+from orchestrator.space.lineage import WarmStartSpec
 from orchestrator.tracking.writer import SweepTracker
 from tests.orchestrator.earlier_sweep import EARLIER, RAW, run_earlier_sweep, space_of
 
@@ -33,7 +33,7 @@ SST = [{"dev/sst_acc": v} for v in (0.5, 0.3, 0.3, 0.5, 0.5)]
 def test_a_warm_start_tells_constraint_values_only_and_runs_the_feasible_best_first(
     tmp_path: Path,
 ) -> None:
-    from orchestrator.warm_start import NewSweep
+    from orchestrator.sweep.warm_start import NewSweep
 
     constrained = space_of(constraints=FLOOR)
     run_earlier_sweep(tmp_path, EARLIER, constrained, SST)
@@ -72,7 +72,7 @@ def test_a_warm_start_tells_constraint_values_only_and_runs_the_feasible_best_fi
 def test_a_warm_start_across_other_constraints_is_one_error(
     tmp_path: Path, earlier: dict[str, Any], later: dict[str, Any], message: str
 ) -> None:
-    from orchestrator.warm_start import NewSweep
+    from orchestrator.sweep.warm_start import NewSweep
 
     run_earlier_sweep(tmp_path, EARLIER[:2], space_of(constraints=earlier), SST[:2])
     space = space_of(name="later", constraints=later, warm_start={"sweep": "early"})
@@ -105,7 +105,7 @@ def started_sweep(tmp_path: Path) -> tuple[SweepLayout, SweepTracker, str]:
 
 
 def test_extend_waits_for_the_sweep_and_its_last_extension_to_stop(tmp_path: Path) -> None:
-    from orchestrator.sweep_extend import plan_extension
+    from orchestrator.sweep.extend import plan_extension
 
     layout, tracker, first = started_sweep(tmp_path)
     with pytest.raises(
@@ -127,7 +127,7 @@ def test_extend_waits_for_the_sweep_and_its_last_extension_to_stop(tmp_path: Pat
 def test_an_extension_takes_its_directory_exclusively_and_is_linked_from_its_creation(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator.sweep_extend import plan_extension, start_extension
+    from orchestrator.sweep.extend import plan_extension, start_extension
     from orchestrator.tracking.store import read_sweep
 
     layout, tracker, first = started_sweep(tmp_path)
@@ -160,9 +160,9 @@ def test_a_sweep_and_its_extension_are_judged_as_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One Pareto front of every trial: the extension's `b` is dominated by the first run's `a`."""
-    from orchestrator import ray_tune
-    from orchestrator.sweep import trial_outcomes
-    from orchestrator.sweep_callbacks import TrialSnapshot
+    from orchestrator.sweep import ray_tune
+    from orchestrator.sweep.driver import trial_outcomes
+    from orchestrator.sweep.listeners import TrialSnapshot
 
     tasks = ["dev/sst_acc", "dev/para_acc"]
     parsed = space_of(metric=tasks, mode=["max", "max"])
@@ -180,7 +180,7 @@ def test_a_sweep_and_its_extension_are_judged_as_one(
 
 
 def test_sweep_json_changes_one_driver_at_a_time(tmp_path: Path) -> None:
-    from orchestrator.sweep_state import read_state, update_state
+    from orchestrator.sweep.state import read_state, update_state
 
     layout = SweepLayout(tmp_path)
     layout.state_file.write_text(json.dumps({"count": 0}))
@@ -223,7 +223,7 @@ def test_a_multi_objective_summary_names_its_front_not_a_best_trial(tmp_path: Pa
 
 
 def test_an_extension_with_repeats_says_how_many_trials_it_ran(tmp_path: Path) -> None:
-    from orchestrator.sweep_extend import extension_lines
+    from orchestrator.sweep.extend import extension_lines
 
     done = SweepOutcome("early", tmp_path, "uri", "p", "s", "dev/overall", "max")
     assert extension_lines(done, space_of(repeats=3), 2)[0] == (

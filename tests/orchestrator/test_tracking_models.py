@@ -15,15 +15,15 @@ from click.testing import CliRunner
 from model.checkpoint import OPTIMIZER_FILE
 from orchestrator.cli import main
 from orchestrator.contract import MEMBERS_TAG, METHOD_TAG, MODEL_KIND_TAG, RANKED_BY_TAG
-from orchestrator.ensemble import Candidate
-from orchestrator.ensemble_manifest import (
+from orchestrator.ensemble.combine import Candidate
+from orchestrator.ensemble.manifest import (
     ManifestError,
     manifest_for_selection,
     read_manifest,
     write_manifest,
 )
 from orchestrator.file_digest import file_sha256
-from orchestrator.tracking.models import (
+from orchestrator.registry.models import (
     MEMBERS_DIR,
     ModelRegistryError,
     check_model_name,
@@ -175,8 +175,8 @@ def test_register_a_checkpoint_alone_and_as_a_sweeps_trial(
     import pandas as pd
     from mlflow import MlflowClient
 
-    from orchestrator.predictor import load_predictor
-    from orchestrator.tracking.models import download_model
+    from orchestrator.predict.predictor import load_predictor
+    from orchestrator.registry.models import download_model
     from tests.orchestrator.sweep_store import FakeTrial, fake_sweep
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -1,0 +1,59 @@
+"""Inert settings in a search space (model/config_guards.py), checked where each one is set.
+
+A space layers values on its base config: the base itself, fixed `space:` values, sampled values,
+and a study's arms. A setting counts against the layer that set its inert key, so a shared base's
+round-robin sampling that one space turns off with `schedule.kind: simultaneous` is no mistake:
+- the base config and fixed values: a warning at space load (another space may need them);
+- sampled values: a warning per sampled trial (the sampler may legitimately draw them);
+- an arm: an error at space load, since an arm whose change has no effect measures nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from model.config import ConfigError, TrainConfig
+from model.config_guards import InertSetting, inert_settings, warn_inert_settings
+from orchestrator.config import apply_params
+from orchestrator.space.params import Param
+from orchestrator.space.arms import StudySpec
+
+__all__ = ["check_space_settings", "warn_sampled_settings"]
+
+Fail = Callable[[str, str], ConfigError]
+
+
+def check_space_settings(
+    source: str, base: TrainConfig, params: Iterable[Param], study: StudySpec | None, fail: Fail
+) -> None:
+    """Warn about inert settings of the base config and fixed values; raise `fail(...)` for an
+    arm that sets an inert key."""
+    fixed = {p.key: p.value for p in params if p.kind == "fixed" and not p.when}
+    from_base = {s.key for s in inert_settings(base)}
+    with_fixed = inert_settings(apply_params(base, fixed))
+    for setting in with_fixed:
+        if setting.key in fixed:
+            warn_inert_settings([setting], f"{source}: space.{setting.key}: ", stacklevel=4)
+        elif setting.key in from_base:
+            warn_inert_settings([setting], f"{source}: base: ", stacklevel=4)
+    if study is None:
+        return
+    for arm in study.arms:
+        # At phase 2's budget: its runs alone enter the ablation table.
+        values = {**fixed, **arm.params, "optim.epochs": study.confirm_epochs}
+        own = [s for s in inert_settings(apply_params(base, values)) if s.key in arm.params]
+        if own:
+            raise fail(f"arms.{arm.name}.{own[0].key}", f"{own[0].message}; the arm tests nothing")
+
+
+def warn_sampled_settings(
+    base: TrainConfig, params: Mapping[str, Any], sampled: Iterable[str], label: str
+) -> list[InertSetting]:
+    """Warn about inert settings among a trial's `sampled` keys; `label` names the trial."""
+    keys = set(sampled) & set(params)
+    if not keys:
+        return []
+    own = [s for s in inert_settings(apply_params(base, params)) if s.key in keys]
+    warn_inert_settings(own, f"{label}: ", stacklevel=3)
+    return own

@@ -1,0 +1,368 @@
+"""Everything the sweep asks of Ray: start or join it, list its nodes, run a task on each, and
+build, restore and read back a Tune experiment (trainable, searcher, scheduler, retries,
+callbacks).
+
+With `trainable.py`, the only module that imports Ray (its API moves between releases: one place
+to fix). What the sweep decides lives elsewhere and sees plain data: the Optuna study
+(`search.SweepStudy`) behind `StudySearcher`, the driver's listeners (`sweep_callbacks.py`) behind
+`TrialEvents`, `TrialSnapshot`s instead of Ray's `Trial`s, `cluster.ClusterNode`s instead of
+`ray.nodes()` entries.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune import Callback, ExperimentAnalysis
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from orchestrator.cluster import ClusterNode, NodeReplies
+from orchestrator.contract import EPOCH_KEY, SweepLayout, trial_labels, trial_params
+from orchestrator.search.proposer import TrialProposer
+from orchestrator.space.schema import SearchSpace
+from orchestrator.sweep.listeners import TrialListener, TrialSnapshot
+from orchestrator.sweep.trainable import train_trial
+
+MAX_FAILURES = 2  # Ray retries a failed trial from its last checkpoint this many times
+TRAINING_ITERATION = "training_iteration"  # Ray's count of a trial's results, in each result
+TUNER_FILE = "tuner.pkl"  # Ray's record of how the Tuner was built, in the experiment directory
+
+
+# ------------------------------------------------------------------------------- Ray and nodes
+
+
+def init_ray(address: str | None, num_cpus: int | None) -> None:
+    """Start a local Ray (or join `address`) once per process, quietly."""
+    # Save Tune's experiment state every few seconds (default: adaptive, >= 10 s), so a driver
+    # killed with -9 loses little; the state is small.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray's newer console output prints a header even at verbose=0; the live table is ours.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if ray.is_initialized():
+        return
+    repo = str(Path(__file__).resolve().parents[1])
+    pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    ray.init(
+        address=address,
+        num_cpus=None if address else num_cpus,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        # Trials' own output stays in Ray's session logs; failures reach the table and MLflow
+        # through their error files.
+        log_to_driver=False,
+        # Workers import `model` and `orchestrator` from this checkout even when not installed.
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+    )
+
+
+def alive_nodes() -> list[ClusterNode]:
+    """The connected Ray cluster's alive nodes and their total resources."""
+    return [
+        ClusterNode(
+            node_id=node["NodeID"],
+            ip=node["NodeManagerAddress"],
+            resources=dict(node.get("Resources", {})),
+        )
+        for node in ray.nodes()
+        if node.get("Alive")
+    ]
+
+
+def run_on_nodes(
+    function: Callable[..., Any],
+    args: Sequence[Any],
+    nodes: Sequence[ClusterNode],
+    timeout_s: float,
+) -> NodeReplies:
+    """Run `function(*args)` as a zero-CPU task pinned to each node; a node that does not answer
+    within `timeout_s` (or dies meanwhile) is listed as unanswered and its task cancelled."""
+    task = ray.remote(num_cpus=0, max_retries=0)(function)
+    pending = {
+        task.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+        ).remote(*args): node
+        for node in nodes
+    }
+    ready, not_ready = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
+    answered = []
+    for ref in ready:
+        try:
+            answered.append((pending[ref], ray.get(ref)))
+        except Exception:  # the node died meanwhile: it did not answer
+            not_ready.append(ref)
+    for ref in not_ready:
+        ray.cancel(ref, force=True)
+    return NodeReplies(tuple(answered), tuple(pending[ref] for ref in not_ready))
+
+
+def concurrent_trials(space: SearchSpace) -> int:
+    """Trials the cluster can run at once, so the searcher proposes only that many ahead."""
+    resources = ray.cluster_resources()
+    slots = [resources.get("CPU", 1.0) / space.resources.cpu]
+    if space.resources.gpu > 0:
+        slots.append(resources.get("GPU", 0.0) / space.resources.gpu)
+    return max(1, int(min(slots)))
+
+
+# ------------------------------------------------------------------- searcher and callbacks
+
+
+class StudySearcher(Searcher):
+    """Ray Tune's searcher interface, forwarded to the sweep's Optuna study."""
+
+    def __init__(self, study: TrialProposer) -> None:
+        super().__init__(metric=study.space.metric, mode=study.space.mode)
+        self.study = study
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        return self.study.ask(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        value = result.get(self.study.space.metric)
+        if value is not None:
+            self.study.report(trial_id, value, _step(result))
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        self.study.tell(trial_id, result, step=_step(result or {}), error=error)
+
+    def save(self, checkpoint_path: str) -> None:
+        self.study.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.study.restore(checkpoint_path)
+
+
+def _step(result: Mapping[str, Any]) -> int:
+    return int(result.get(TRAINING_ITERATION, result.get(EPOCH_KEY, 0)))
+
+
+def snapshot(trial: Trial) -> TrialSnapshot:
+    """A Ray trial as plain data."""
+    return TrialSnapshot(
+        trial_id=trial.trial_id,
+        status=trial.status,
+        params=trial_params(trial.config or {}),
+        last_result=dict(trial.last_result or {}),
+        error_file=trial.error_file,
+        retries=trial.run_metadata.num_failures,
+        name=str(trial),
+        labels=trial_labels(trial.config or {}),
+    )
+
+
+class TrialEvents(Callback):
+    """Ray Tune's driver callbacks, passed on to the sweep's listeners as `TrialSnapshot`s."""
+
+    def __init__(self, listeners: Sequence[TrialListener]) -> None:
+        self.listeners = tuple(listeners)
+
+    def setup(
+        self,
+        stop: Any = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
+        for listener in self.listeners:
+            listener.setup()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        seen = snapshot(trial)
+        for listener in self.listeners:
+            listener.trial_started(seen)
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any
+    ) -> None:
+        seen = snapshot(trial)
+        for listener in self.listeners:
+            listener.trial_result(seen, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        seen = snapshot(trial)
+        for listener in self.listeners:
+            listener.trial_completed(seen)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        seen = snapshot(trial)
+        for listener in self.listeners:
+            listener.trial_errored(seen)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        seen = snapshot(trial)
+        for listener in self.listeners:
+            listener.trial_recovered(seen)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        due = [listener for listener in self.listeners if listener.refresh_due()]
+        if due:
+            seen = [snapshot(t) for t in trials]
+            for listener in due:
+                listener.refresh(seen)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        seen = [snapshot(t) for t in trials]
+        for listener in self.listeners:
+            listener.experiment_ended(seen)
+
+
+# ------------------------------------------------------------------------------------- Tuner
+
+
+def experiment_exists(layout: SweepLayout) -> bool:
+    """Whether Ray has started an experiment in the sweep's directory."""
+    return (layout.root / TUNER_FILE).exists()
+
+
+def can_restore(layout: SweepLayout) -> bool:
+    """Whether the experiment saved its state at least once (a driver killed right after building
+    the Tuner leaves `tuner.pkl` but nothing to restore)."""
+    saved = any(layout.root.glob("experiment_state-*.json"))
+    return saved and bool(tune.Tuner.can_restore(str(layout.root)))
+
+
+def build_tuner(
+    space: SearchSpace,
+    layout: SweepLayout,
+    *,
+    data_dir: Path,
+    study: TrialProposer,
+    listeners: Sequence[TrialListener],
+    rung_history: Mapping[str, Mapping[int, float]] | None = None,
+) -> tune.Tuner:
+    """A new Tune experiment in `layout.root`: `space.total_trials` trials proposed by `study`,
+    stopped early by the space's scheduler, retried from their last checkpoint on failure.
+    `rung_history` (earlier trials' metric per epoch) is put in ASHA's rungs first."""
+    return tune.Tuner(
+        _trainable(space, layout, data_dir),
+        tune_config=tune.TuneConfig(
+            metric=space.metric,
+            mode=space.mode,
+            search_alg=StudySearcher(study),
+            scheduler=seed_rungs(_scheduler(space), rung_history or {}, space.mode),
+            num_samples=space.total_trials,
+            max_concurrent_trials=space.max_concurrent or concurrent_trials(space),
+            trial_dirname_creator=trial_dirname,
+            # A finished trial's worker (torch and the trainer imported) runs the next one.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=layout.name,
+            storage_path=str(layout.root.parent),
+            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[TrialEvents(listeners)],
+            verbose=0,
+        ),
+    )
+
+
+def fit_tuner(tuner: tune.Tuner) -> bool:
+    """Run the experiment; True when Ctrl-C (SIGINT) stopped it. Tune then stops the trials and
+    saves its state before returning, as it would on its own SIGINT handler, but that handler
+    returns normally, and a sweep stopped by Ctrl-C must not exit 0. A second Ctrl-C raises
+    KeyboardInterrupt at once."""
+    if threading.current_thread() is not threading.main_thread():
+        tuner.fit()  # signal handlers exist only in the main thread (nor does Tune set one)
+        return False
+    interrupted = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop, which it also listens to
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours instead, which can tell the driver
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        tuner.fit()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return interrupted.is_set()
+
+
+def restore_tuner(space: SearchSpace, layout: SweepLayout, *, data_dir: Path) -> tune.Tuner:
+    """The sweep's Tune experiment as its driver last saved it (searcher and listeners too), to
+    run its unfinished trials; errored trials stay failed."""
+    return tune.Tuner.restore(
+        str(layout.root),
+        _trainable(space, layout, data_dir),
+        resume_unfinished=True,
+        resume_errored=False,
+    )
+
+
+def _trainable(space: SearchSpace, layout: SweepLayout, data_dir: Path) -> Any:
+    return tune.with_resources(
+        tune.with_parameters(
+            train_trial,
+            base=space.base,
+            data_dir=str(data_dir),
+            experiment_dir=str(layout.root),
+            threads=max(1, math.floor(space.resources.cpu)),
+            gpu_share=space.resources.gpu,
+        ),
+        {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
+    )
+
+
+def _scheduler(space: SearchSpace) -> TrialScheduler:
+    """ASHA on the space's metric, or FIFO (no early stopping) for `scheduler: none` and for every
+    multi-objective sweep: ASHA compares trials on one number, so a rung on any one objective (or
+    a weighted sum, which fixes the trade-off the sweep is there to show) would stop trials on
+    the Pareto front of the others; space.py rejects `scheduler: asha` with several metrics."""
+    if space.scheduler.name == "none" or space.multi_objective:
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr=EPOCH_KEY,
+        max_t=space.scheduler.max_epochs,
+        grace_period=space.scheduler.grace_period,
+        reduction_factor=space.scheduler.reduction_factor,
+    )
+
+
+def seed_rungs(
+    scheduler: TrialScheduler, history: Mapping[str, Mapping[int, float]], mode: str
+) -> TrialScheduler:
+    """ASHA with each earlier trial's value at every rung it reached already recorded, as if it
+    had run in this experiment (a Tune result at epoch e is recorded at the first rung <= e it
+    has not filled, so with one result per epoch a rung at epoch m holds the value at epoch m).
+    Ray has no public API for this: it fills the brackets' rung records; the decisions that
+    follow (STOP / CONTINUE) are tested on the pinned Ray in tests/orchestrator/
+    test_sweep_extend.py. Other schedulers pass."""
+    if not history or not isinstance(scheduler, ASHAScheduler):
+        return scheduler
+    sign = 1.0 if mode == "max" else -1.0  # ASHA keeps larger-is-better values
+    for bracket in scheduler._brackets:
+        for milestone, recorded in bracket._rungs:
+            for key, values in history.items():
+                reached = [step for step in values if step >= milestone]
+                if reached:
+                    recorded[key] = sign * float(values[min(reached)])
+    return scheduler
+
+
+def trial_dirname(trial: Trial) -> str:
+    """Ray's directory of a trial: `<results>/<sweep>/<trial_id>/` (see `contract.TrialLayout`)."""
+    return str(trial.trial_id)
+
+
+def trial_snapshots(layout: SweepLayout) -> list[TrialSnapshot]:
+    """Every trial of the experiment in `layout.root`, from Ray's saved experiment state."""
+    return [snapshot(trial) for trial in ExperimentAnalysis(str(layout.root)).trials]
