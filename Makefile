@@ -1,8 +1,13 @@
 # The two set-up commands of the README: `make quickstart` (main job) and `make test`.
-.PHONY: install data quickstart test lint
+.PHONY: install lock data quickstart test lint
 
 install:
 	bash scripts/install.sh
+
+# Re-resolve requirements.lock after a change to pyproject.toml's dependencies (pins that still fit
+# are kept; `bash scripts/lock.sh --upgrade` moves them all to the newest allowed).
+lock:
+	bash scripts/lock.sh
 
 # The CS224N files into ./data (or $ORCHESTRATOR_DATA_DIR), verified; present ones are kept.
 data: install

@@ -37,8 +37,8 @@ from model.data import Examples, encode_task, read_task_file  # noqa: E402
 from model.data_dir import default_data_dir  # noqa: E402
 from model.device import autocast_dtype  # noqa: E402
 from model.evaluate import TaskPredictions, predict_task  # noqa: E402
-from orchestrator.ensemble.combine import Candidate, EnsembleRequest  # noqa: E402
 from orchestrator.ensemble.manifest import write_ensemble_manifest  # noqa: E402
+from orchestrator.ensemble.request import Candidate, EnsembleRequest  # noqa: E402
 from orchestrator.predict.predictor import Predictor, load_predictor  # noqa: E402
 
 DEV_FILES = {"sst": "ids-sst-dev.csv", "para": "quora-dev.csv", "sts": "sts-dev.csv"}

@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     from model.config import config_to_dict, flatten_config
     from model.data_dir import default_data_dir
     from orchestrator.config import load_train_config
-    from orchestrator.sweep.ray_tune import init_ray
     from orchestrator.space.schema import parse_space
-    from orchestrator.sweep.driver import run_sweep
+    from orchestrator.sweep.plain import run_plain_sweep
+    from orchestrator.sweep.ray_tune import init_ray
 
     overrides = args.overrides if args.overrides is not None else list(QUICKSTART_TRIAL)
     cfg = load_train_config(Path(args.config), overrides)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     init_ray(None, num_cpus=max(2, args.threads))
     ray_start = time.perf_counter() - start
     start = time.perf_counter()
-    outcome = run_sweep(space, data_dir=data_dir, results_dir=root / "results", live_table=False)
+    outcome = run_plain_sweep(space, data_dir=data_dir, results_dir=root / "results", live_table=False)
     swept = time.perf_counter() - start
     assert all(t.state == "completed" for t in outcome.trials), outcome.trials
     direct += train_directly(cfg, data_dir, root / "after", args.trials - before, args.threads)

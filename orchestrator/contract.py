@@ -27,6 +27,17 @@ BEST_PREFIX = "best/"  # the best epoch so far: best/dev/overall, best/epoch, ..
 BEST_CHECKPOINT = "best_checkpoint"  # where a trial's best checkpoint lives (result key and tag)
 NONFINITE_LOSS = "nonfinite_loss"  # why a trial diverged (in its last result): FAILED
 
+# -------------------------------------------------------------------------------- trial states
+# A trial is completed, pruned (stopped early by ASHA), failed or killed (its sweep stopped).
+# Its best checkpoint is a fair ensemble member: it ran to the end or ASHA stopped it (its
+# checkpoint is still its best epoch).
+FINISHED_STATES: tuple[str, ...] = ("completed", "pruned")
+# It reached an end of its own; a killed trial runs on when its sweep is resumed, so a sweep with
+# one did not finish.
+FINAL_STATES: tuple[str, ...] = (*FINISHED_STATES, "failed")
+# It is no longer running (the report's "ended" trials).
+ENDED_STATES: tuple[str, ...] = (*FINAL_STATES, "killed")
+
 
 def best_key(metric: str) -> str:
     """The result key / MLflow metric of a metric's best-epoch value: `best/dev/overall`."""
@@ -124,7 +135,7 @@ def study_phase_dir(phase: str, arm: str) -> str:
 SWEEP_STATE_FILE = "sweep.json"  # which MLflow parent run and Optuna study a sweep writes to
 SWEEP_STATE_LOCK = "sweep.json.lock"  # held while a driver changes sweep.json
 # Keys of sweep.json besides its run ids: what `--extend` checks an edited space against
-# (`search_history.sweep_record`), and one entry per extension, oldest first.
+# (`history.sweep_record`), and one entry per extension, oldest first.
 SEARCH_RECORD_KEY = "search"
 EXTENSIONS_KEY = "extensions"
 TRIAL_STDERR = "stderr.log"  # in each trial's directory: its warnings and line per epoch

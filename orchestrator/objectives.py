@@ -1,12 +1,13 @@
 """What a sweep optimises and what it must satisfy: one or several `Objective`s (`metric:` as a
 name or a list, `mode:` as one direction or one per metric) and `Constraint`s
-(`constraints: {dev/sst_acc: {ge: 0.45}}`; parsed by `objectives_schema.py`), and the pure
+(`constraints: {dev/sst_acc: {ge: 0.45}}`; parsed by `space/objective_keys.py`), and the pure
 computations on trials' final (best-epoch) metrics: constraint violations, feasibility, the Pareto
 front, and the parent-run params that name them.
 
 A violation follows Optuna's convention: a number <= 0 when the constraint holds, the distance to
 its bound when it does not, infinite when the metric is missing. Nothing here imports a framework:
-`search.py` hands the violations to Optuna, the report and the ensemble filter and rank with them.
+`search/optuna_search.py` hands the violations to Optuna, the report and the ensemble filter
+and rank with them.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, cast
 
 from model.config import ConfigError, is_finite_number
+from model.evaluate import OVERALL, metric_mode
 from orchestrator.contract import (
     BEST_PREFIX,
     SWEEP_CONSTRAINTS_PARAM,
+    SWEEP_METRIC_PARAM,
+    SWEEP_MODE_PARAM,
     SWEEP_OBJECTIVES_PARAM,
 )
 
@@ -166,6 +170,16 @@ class Judged(Protocol):
 JudgedT = TypeVar("JudgedT", bound=Judged)
 
 
+class HasState(Protocol):
+    """A live trial outcome or a stored run: anything with a trial state."""
+
+    @property
+    def state(self) -> str: ...
+
+
+StatedT = TypeVar("StatedT", bound=HasState)
+
+
 class Goals(Protocol):
     """What a sweep optimises and must satisfy (`space.SearchSpace` has both)."""
 
@@ -179,16 +193,12 @@ class Goals(Protocol):
 def judge_outcomes(
     goals: Goals, trials: Sequence[tuple[JudgedT, Mapping[str, Any]]]
 ) -> list[JudgedT]:
-    """The trial outcomes (dataclasses, each with its last result) with `feasible` (from the
-    result's `best/...` keys) and `pareto` (on the front of the completed feasible trials) set."""
-    outcomes = [outcome for outcome, _ in trials]
-    metrics = [final_metrics(result) for _, result in trials]
-    feasible = [is_feasible(goals.constraints, m) for m in metrics]
-    eligible = [o.state == "completed" and f for o, f in zip(outcomes, feasible, strict=True)]
-    front = set(front_indices(goals.objectives, metrics, eligible))
+    """The trial outcomes (dataclasses, each with its last result) with `feasible` and `pareto`
+    set by `judge`."""
+    judgement = judge(goals, [(outcome.state, result) for outcome, result in trials])
     return [
-        dataclasses.replace(cast(Any, o), feasible=f, pareto=i in front)
-        for i, (o, f) in enumerate(zip(outcomes, feasible, strict=True))
+        dataclasses.replace(cast(Any, outcome), feasible=ok, pareto=on)
+        for (outcome, _), ok, on in zip(trials, judgement.feasible, judgement.pareto, strict=True)
     ]
 
 
@@ -275,3 +285,58 @@ def read_constraints(text: str | None) -> tuple[Constraint, ...]:
         Constraint(str(m), bounds.get("ge"), bounds.get("le"))
         for m, bounds in json.loads(text).items()
     )
+
+
+@dataclass(frozen=True)
+class SweepGoals:
+    """What a stored sweep optimised and had to satisfy, read back from its parent run."""
+
+    objectives: tuple[Objective, ...]
+    constraints: tuple[Constraint, ...] = ()
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def judged(self) -> bool:
+        """Whether there is anything to judge: constraints, or a front to find."""
+        return bool(self.constraints) or self.multi_objective
+
+
+def sweep_goals(params: Mapping[str, str]) -> SweepGoals:
+    """The goals a sweep parent run's params name (`sweep.objectives`, `sweep.constraints`); a
+    sweep logged before them has one objective, `sweep.metric`, and no constraint."""
+    metric = params.get(SWEEP_METRIC_PARAM, OVERALL)
+    mode = params.get(SWEEP_MODE_PARAM) or metric_mode(metric)
+    return SweepGoals(
+        read_objectives(params.get(SWEEP_OBJECTIVES_PARAM), metric, mode),
+        read_constraints(params.get(SWEEP_CONSTRAINTS_PARAM)),
+    )
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Per trial, in the order given: whether it met the constraints (always, without any), and
+    whether it is on the Pareto front of the completed feasible trials (never with one
+    objective)."""
+
+    feasible: list[bool]
+    pareto: list[bool]
+
+    def infeasible(self, trials: Sequence[StatedT], states: Sequence[str]) -> list[StatedT]:
+        """The trials in one of `states` that missed a constraint."""
+        return [
+            t for t, ok in zip(trials, self.feasible, strict=True) if t.state in states and not ok
+        ]
+
+
+def judge(goals: Goals, trials: Sequence[tuple[str, Mapping[str, Any]]]) -> Judgement:
+    """The one judge of live and stored trials: each trial is its state and its metrics (a Ray
+    result or an MLflow run's, read by their `best/...` keys)."""
+    metrics = [final_metrics(result) for _, result in trials]
+    feasible = [is_feasible(goals.constraints, m) for m in metrics]
+    states = [state for state, _ in trials]
+    eligible = [s == "completed" and ok for s, ok in zip(states, feasible, strict=True)]
+    front = set(front_indices(goals.objectives, metrics, eligible))
+    return Judgement(feasible, [i in front for i in range(len(trials))])

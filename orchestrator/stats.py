@@ -1,6 +1,6 @@
 """The statistics of a sweep's report: a mean's t-interval, a Welch interval of a difference,
 trials grouped by their value (or value bin) of one swept axis, and the epoch every trial reached.
-`tables.py` and `plots.py` share them.
+`report/tables.py` and `report/plots.py` share them.
 
 Pure numpy / scipy / pandas on the `trials.parquet` frame: no tracking store, no framework.
 """

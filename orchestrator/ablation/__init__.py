@@ -1,1 +1,39 @@
-"""ablation."""
+"""Ablation studies: arms × paired seeds, an optional tuning phase, the arm table.
+
+Modules:
+- `phases`: the study's phases as sweeps (tune each arm, then confirm every arm on every seed).
+- `study_run`: `run_ablation_study`, the phases through the sweep lifecycle, one parent run.
+- `arm_table`: the table: each arm's mean ± CI per metric and its paired difference to baseline.
+- `sst_details`: the best arm's SST per-class scores and confusion matrix.
+- `study_report`: the study's stored confirm runs as `ablation.md`, `.tex`, `.parquet` and curves.
+
+    from orchestrator.ablation import run_ablation_study
+    space = load_space("search_spaces/ablation.yaml")
+    outcome = run_ablation_study(space, data_dir=Path("data"))
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.lazy_exports import exported_attribute
+
+if TYPE_CHECKING:
+    from orchestrator.ablation.arm_table import ablation_table, arm_table_markdown
+    from orchestrator.ablation.study_run import run_ablation_study
+
+# Each public name and the module it lives in, imported on first use (lazy_exports.py).
+EXPORTS = {
+    "ablation_table": "arm_table",
+    "arm_table_markdown": "arm_table",
+    "run_ablation_study": "study_run",
+}
+__all__ = [
+    "ablation_table",
+    "arm_table_markdown",
+    "run_ablation_study",
+]
+
+
+def __getattr__(name: str) -> Any:
+    return exported_attribute(__name__, EXPORTS, name)

@@ -109,7 +109,7 @@ def _delta(row: pd.Series, metric: str) -> str:
     return text + (f" (p={p:.3f})" if math.isfinite(p) else "")
 
 
-def ablation_markdown(table: pd.DataFrame, baseline: str, *, split: str = "dev") -> str:
+def arm_table_markdown(table: pd.DataFrame, baseline: str, *, split: str = "dev") -> str:
     """The table as markdown: scores (mean ± 95% CI, n), paired Δ vs baseline, cost."""
     head = ["arm", *(LABELS[m] for m in TABLE_METRICS), *(f"Δ {LABELS[m]}" for m in TABLE_METRICS)]
     lines = ["| " + " | ".join([*head, "s / run", "cost ×"]) + " |"]
@@ -129,7 +129,7 @@ def ablation_markdown(table: pd.DataFrame, baseline: str, *, split: str = "dev")
     return "\n".join([*lines, "", note, ""])
 
 
-def ablation_latex(table: pd.DataFrame, baseline: str, *, split: str = "dev") -> str:
+def arm_table_latex(table: pd.DataFrame, baseline: str, *, split: str = "dev") -> str:
     """A booktabs `table` of scores (mean ± CI) and Δ overall with its p-value."""
     cols = "l" + "c" * (len(TABLE_METRICS) + 1)
     head = " & ".join(["Arm", *(LABELS[m] for m in TABLE_METRICS), r"$\Delta$ overall"])

@@ -20,11 +20,11 @@ from orchestrator.contract import (
     TUNE_PHASE,
     study_phase_dir,
 )
-from orchestrator.space.schema import Param, SchedulerSpec, SearchSpace
 from orchestrator.space.arms import Arm, StudySpec
+from orchestrator.space.schema import Param, SchedulerSpec, SearchSpace
 
 if TYPE_CHECKING:
-    from orchestrator.sweep.driver import TrialOutcome
+    from orchestrator.sweep.outcome import TrialOutcome
 
 
 class StudyError(ConfigError):

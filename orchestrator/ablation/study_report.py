@@ -1,9 +1,9 @@
 """The report of an ablation study: its confirm (phase 2) runs as `ablation.md`, `.parquet` and
-`.tex` (via `ablation.py`), which confirm runs are missing or failed, whether every arm ran the
+`.tex` (via `arm_table.py`), which confirm runs are missing or failed, whether every arm ran the
 same seeds, the best arm's SST details, each arm's learning curve and its means as metrics.
 
 Input is the study's trial runs as the tracking store reads them, and their metric histories;
-nothing here reads MLflow itself, and `results.py` writes and logs what this computes.
+nothing here reads MLflow itself, and `report/sweep_report.py` writes and logs what this computes.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from model.config import ConfigError
 from model.evaluate import OVERALL, SELECTION_OVERALL
 from orchestrator.ablation.arm_table import (
     TABLE_METRICS,
-    ablation_latex,
-    ablation_markdown,
     ablation_table,
+    arm_table_latex,
+    arm_table_markdown,
     t_interval,
 )
+from orchestrator.ablation.sst_details import DETAIL_KEYS, SstDetails, sst_details, sst_markdown
 from orchestrator.contract import (
     ARM_PARAM,
     PHASE_PARAM,
@@ -34,7 +35,6 @@ from orchestrator.contract import (
     arm_metric,
     best_key,
 )
-from orchestrator.ablation.sst_details import DETAIL_KEYS, SstDetails, sst_details, sst_markdown
 from orchestrator.tracking.store import StoredRun
 
 History = Mapping[str, Sequence[tuple[int, float]]]  # metric -> (epoch, value) pairs
@@ -212,7 +212,7 @@ def learning_curves(
 
 @dataclass(frozen=True)
 class StudyReport:
-    """The study's tables and what `results.py` plots and logs from them."""
+    """The study's tables and what `report/sweep_report.py` plots and logs from them."""
 
     table: pd.DataFrame  # ablation.parquet: one row per arm (`ablation.ablation_table`)
     markdown: str  # ablation.md
@@ -249,8 +249,8 @@ def build_study_report(
         body = ["No confirm run has completed yet: no table.", ""]
     else:
         table = ablation_table(done, info.baseline, info.arms)
-        latex, metrics = ablation_latex(table, info.baseline, split=split), arm_metrics(table)
-        body = [ablation_markdown(table, info.baseline, split=split)]
+        latex, metrics = arm_table_latex(table, info.baseline, split=split), arm_metrics(table)
+        body = [arm_table_markdown(table, info.baseline, split=split)]
     best = str(table.loc[table[OVERALL].idxmax(), "arm"]) if len(table) else None
     sst = sst_details(done, best) if best else None
     coverage, seeds = coverage_notes(runs, info), seed_notes(runs, info)

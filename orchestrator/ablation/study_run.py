@@ -1,4 +1,4 @@
-"""Run an ablation study (a space with `arms:`, see study.py) as a sequence of sweeps.
+"""Run an ablation study (a space with `arms:`, see space/arms.py) as a sequence of sweeps.
 
 Phase 1 (`tune`, only when the space searches something): per arm, a sweep of `num_samples`
 trials on the first seed, with the space's sampler and scheduler, ranking on its metric (the
@@ -6,31 +6,18 @@ selection split's when `data.selection` is on). Phase 2 (`confirm`): every arm's
 own overrides when nothing is tuned) on every seed, at `confirm_epochs`, no early stopping; only
 these runs enter the ablation table. Each phase is a Ray experiment of its own under
 `<results>/<study>/<phase>/`, all logged under one MLflow parent run; `sweep.json` records the
-finished phases, so `--resume` restores the unfinished one and runs the rest.
+finished phases, so `--resume` restores the unfinished one and runs the rest. The phases run
+through the one sweep lifecycle (`sweep/lifecycle.py`) as a `StudyKind`.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from model.data_dir import quora_runs_notes
-from orchestrator.sweep import ray_tune
-from orchestrator.contract import (
-    ARM_PARAM,
-    CONFIRM_PHASE,
-    PARA_TRAIN_PARAM,
-    PHASE_PARAM,
-    SweepLayout,
-)
-from orchestrator.search.proposer import FixedTrials, TrialProposer
-from orchestrator.search.optuna_search import SweepStudy, make_sampler
-from orchestrator.space.schema import SearchSpace
-from orchestrator.space.arms import StudySpec
 from orchestrator.ablation.phases import (
     Phase,
     best_params,
@@ -39,36 +26,35 @@ from orchestrator.ablation.phases import (
     tune_phase,
     untuned_params,
 )
-from orchestrator.sweep.driver import (
-    ENDED_STATES,
-    SweepOutcome,
-    SweepRun,
-    SweepStateError,
-    TrialOutcome,
-    finish_tracking,
-    join_ray,
-    outcome_of,
-    read_state,
-    start_tracking,
+from orchestrator.contract import (
+    FINAL_STATES,
+    SweepLayout,
+)
+from orchestrator.search.optuna_search import SweepStudy
+from orchestrator.search.proposer import FixedTrials, TrialProposer
+from orchestrator.space.arms import StudySpec
+from orchestrator.space.schema import SearchSpace
+from orchestrator.sweep import ray_tune
+from orchestrator.sweep.lifecycle import (
+    SweepPlace,
+    fit_experiment,
+    new_tuner,
+    run_lifecycle,
     stderr_line,
+)
+from orchestrator.sweep.outcome import SweepOutcome, TrialOutcome, trial_outcomes
+from orchestrator.sweep.parent_run import (
+    SweepRun,
+    start_tracking,
     study_record,
-    trial_outcomes,
 )
-from orchestrator.sweep.listeners import (
-    DropResumeState,
-    LiveTrialTable,
-    MlflowRelay,
-    TrialListener,
-)
-from orchestrator.sweep.state import update_state
-from orchestrator.tracking.writer import Status
+from orchestrator.sweep.state import SweepStateError, read_state, update_state
 
 PHASES_KEY = "finished_phases"  # in sweep.json: the phases that ran to the end
 STUDY_KEY = "study"  # in sweep.json: the arms and seeds the study started with
-ABLATION_MARKDOWN = "ablation.md"
 
 
-def run_study(
+def run_ablation_study(
     space: SearchSpace,
     *,
     data_dir: Path,
@@ -77,32 +63,38 @@ def run_study(
     resume: bool = False,
     live_table: bool = True,
     num_cpus: int | None = None,
-    echo: Callable[[str], None] | None = None,
+    echo: Callable[[str], None] = stderr_line,
 ) -> SweepOutcome:
     """Run (or with `resume`, continue) the study `space`; every trial of every phase is in the
     returned outcome (`labels` say each one's arm and phase)."""
-    study = study_of(space)
-    started = time.monotonic()
-    space = space.with_data_files(data_dir)  # data.para_train: auto -> the file trials read
-    make_sampler(space)  # a sampler that cannot be built fails before anything is written
-    layout = SweepLayout.of(results_dir, space.name)
-    state = open_study_state(space, layout, resume=resume)
-    space = join_ray(
-        space, layout, Path(data_dir).resolve(), address, num_cpus, echo=echo or stderr_line
-    )
-    run = start_tracking(space, layout, Path(data_dir).resolve(), state)
-    outcome = outcome_of(run)
-    status: Status = "FAILED"
-    try:
-        finished = run_phases(run, study, resume=resume, live_table=live_table, outcome=outcome)
-        status = "FINISHED" if finished else "KILLED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        outcome.wall_s = time.monotonic() - started
-        finish_tracking(run, outcome, status)
-    return outcome
+    study_of(space)  # a plain sweep's space is refused before anything starts
+    place = SweepPlace(Path(data_dir), Path(results_dir), address, num_cpus, live_table, echo)
+    return run_lifecycle(space, place, StudyKind(resume=resume))
+
+
+class StudyKind:
+    """An ablation study as `run_lifecycle` runs it: one parent run, a Ray experiment per
+    phase, the finished phases recorded in `sweep.json`."""
+
+    def __init__(self, *, resume: bool) -> None:
+        self.resume = resume
+        self.state: dict[str, Any] = {}
+
+    def plan(self, space: SearchSpace, layout: SweepLayout) -> SearchSpace:
+        self.state = open_study_state(space, layout, resume=self.resume)
+        return space
+
+    def start(self, space: SearchSpace, layout: SweepLayout, data_dir: Path) -> SweepRun:
+        return start_tracking(space, layout, data_dir, self.state)
+
+    def fit(self, run: SweepRun, outcome: SweepOutcome, place: SweepPlace) -> bool:
+        study = study_of(run.space)
+        return run_phases(
+            run, study, resume=self.resume, live_table=place.live_table, outcome=outcome
+        )
+
+    def finished(self, run: SweepRun) -> None:
+        """Nothing more: each phase recorded itself in `sweep.json` as it finished."""
 
 
 def open_study_state(space: SearchSpace, layout: SweepLayout, *, resume: bool) -> dict[str, Any]:
@@ -160,43 +152,37 @@ def run_phase(
     layout = SweepLayout(run.layout.root / phase.key)
     finished = _finished_phases(run.layout)
     if phase.key not in finished:
-        if resume and ray_tune.can_restore(layout):
-            tuner = ray_tune.restore_tuner(phase.space, layout, data_dir=run.data_dir)
-        else:
+        restore = resume and ray_tune.can_restore(layout)
+        if not restore:
             # A phase whose driver died before Ray saved any state starts over; its trials'
             # MLflow runs and Optuna trials are ended as orphans (relay, `fail_orphans`).
             shutil.rmtree(layout.root, ignore_errors=True)
-            tuner = _build_tuner(run, phase, layout, live_table=live_table)
-        if ray_tune.fit_tuner(tuner):  # Ctrl-C: the study is KILLED, later phases never start
+        stopped = fit_experiment(
+            phase.space,
+            layout,
+            run.data_dir,
+            restore=restore,
+            build=lambda: phase_tuner(run, phase, layout, live_table=live_table),
+        )
+        if stopped:  # Ctrl-C: the study is KILLED, later phases never start
             raise KeyboardInterrupt(f"study '{run.space.name}' stopped; continue it with --resume")
     trials = trial_outcomes(phase.space, layout)
-    done = len(trials) >= phase.space.total_trials and all(t.state in ENDED_STATES for t in trials)
+    done = len(trials) >= phase.space.total_trials and all(t.state in FINAL_STATES for t in trials)
     if done and phase.key not in finished:
         _mark_finished(run.layout, phase.key)
     return trials, done
 
 
-def _build_tuner(run: SweepRun, phase: Phase, layout: SweepLayout, *, live_table: bool) -> Any:
+def phase_tuner(run: SweepRun, phase: Phase, layout: SweepLayout, *, live_table: bool) -> Any:
+    """A new Tuner of the phase's trials: proposed by the study's Optuna study when the phase
+    tunes, else its fixed configs."""
     proposer: TrialProposer
     if phase.configs is None:
         proposer = study = SweepStudy(phase.space, run.optuna_storage)
         study.fail_orphans()
     else:
         proposer = FixedTrials(phase.space, phase.configs)
-    relay = MlflowRelay(
-        tracking_uri=run.tracker.uri,
-        parent_run_id=run.parent_run_id,
-        space=phase.space,
-        data_dir=str(run.data_dir),
-        git_sha=run.git_sha,
-        experiment=run.space.name,
-    )
-    listeners: list[TrialListener] = [relay, DropResumeState(layout)]
-    if live_table:
-        listeners.append(LiveTrialTable(phase.space))
-    return ray_tune.build_tuner(
-        phase.space, layout, data_dir=run.data_dir, study=proposer, listeners=listeners
-    )
+    return new_tuner(run, phase.space, layout, proposer, live_table=live_table)
 
 
 def _finished_phases(layout: SweepLayout) -> list[str]:
@@ -212,48 +198,3 @@ def _mark_finished(layout: SweepLayout, key: str) -> None:
     update_state(layout, add_phase)
 
 
-def study_summary(space: SearchSpace, outcome: SweepOutcome) -> list[str]:
-    """What `orchestrator sweep` prints when a study ends: its confirm runs per arm."""
-    study = study_of(space)
-    confirm = [t for t in outcome.trials if t.labels.get(PHASE_PARAM) == CONFIRM_PHASE]
-    lines = [f"study {space.name}: {len(outcome.trials)} runs in {outcome.wall_s:.0f} s"]
-    for arm in study.arms:
-        runs = [t for t in confirm if t.labels.get(ARM_PARAM) == arm.name]
-        values = [t.best_value for t in runs if t.best_value is not None]
-        mean = f"{sum(values) / len(values):.4f}" if values else "-"
-        lines.append(
-            f"  {arm.name:24s} {len(values)}/{len(study.seeds)} confirm runs, "
-            f"mean best {space.metric} {mean}"
-        )
-    if len(confirm) < study.runs:
-        lines.append("stopped before the end: run the same command with --resume to go on")
-    # An arm may train Quora on a file of its own (data.para_train among its overrides).
-    files = [dict(arm.overrides).get(PARA_TRAIN_PARAM, outcome.quora_train) for arm in study.arms]
-    lines += [f"note: {note}" for note in quora_runs_notes(files, noun="arm")]
-    lines.append(f"results:    {outcome.experiment_dir}")
-    lines.append(f"mlflow:     {outcome.tracking_uri} (experiment {space.name})")
-    return lines
-
-
-def study_command_lines(
-    space: SearchSpace,
-    data_dir: Path,
-    results_dir: Path,
-    address: str | None,
-    resume: bool,
-) -> list[str]:
-    """What `orchestrator sweep` prints for a study: its runs' summary, then (when every run
-    ended) where its report went: the ablation table is what a study is run for."""
-    from orchestrator.report.sweep_report import ReportError, write_report
-
-    outcome = run_study(
-        space, data_dir=data_dir, results_dir=results_dir, address=address, resume=resume
-    )
-    lines = study_summary(space, outcome)
-    try:
-        written = write_report(space.name, results_dir=results_dir)
-    except ReportError as err:
-        return [*lines, f"no report: {err}"]
-    table = next((p for p in written.files if p.name == ABLATION_MARKDOWN), None)
-    lines += [f"note: {note}" for note in written.notes]
-    return [*lines, f"table:      {table or written.files[0]}"]

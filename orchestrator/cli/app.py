@@ -13,7 +13,7 @@ from orchestrator.cli.ensemble import ensemble
 from orchestrator.cli.predict import predict
 from orchestrator.cli.register import register
 from orchestrator.cli.report import report, ui
-from orchestrator.cli.servers import tracking_server
+from orchestrator.cli.servers import tracking_server_command
 from orchestrator.cli.sweep import sweep
 from orchestrator.cli.train import train
 
@@ -31,7 +31,7 @@ def main() -> None:
     """
 
 
-for command in (train, data, sweep, ensemble, report, ui, tracking_server):
+for command in (train, data, sweep, ensemble, report, ui, tracking_server_command):
     main.add_command(command)
 main.add_command(predict)
 main.add_command(register)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from orchestrator.cli.base import data_dir_option, resolve_data_dir, user_errors
-from orchestrator.ensemble.combine import DEFAULT_METHOD, METHODS
+from orchestrator.ensemble.request import DEFAULT_METHOD, METHODS
 
 
 @click.command()
@@ -64,7 +64,7 @@ def ensemble(
       orchestrator ensemble --top 3 --sweep smart --select greedy --method vote
       orchestrator ensemble --top 3 --register minbert-smart
     """
-    from orchestrator.ensemble.combine import EnsembleRequest
+    from orchestrator.ensemble.request import EnsembleRequest
     from orchestrator.ensemble.run import run_ensemble, summary_lines
 
     if register_name is not None:  # a bad name fails before any member is loaded
@@ -87,8 +87,12 @@ def ensemble(
     result = run_ensemble(
         request,
         resolve_data=resolve_data_dir,
-        register=register_name,
         echo=lambda line: click.echo(line, err=True),
     )
+    if register_name is not None and result.run_id:
+        from orchestrator.registry.models import register_model  # mlflow.pyfunc: only if asked
+
+        model = register_model(result.tracking_uri, result.run_id, result.out_dir, register_name)
+        result.registered = model.uri
     for line in summary_lines(request, result):
         click.echo(line)

@@ -28,7 +28,7 @@ from orchestrator.cli.base import UserInputError, user_errors
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--allowed-hosts", default=None, help="Host headers to accept, e.g. mlflow:5000.")
 @user_errors
-def tracking_server(
+def tracking_server_command(
     host: str,
     port: int,
     backend_store_uri: str,
@@ -44,11 +44,10 @@ def tracking_server(
       MLFLOW_TRACKING_URI=http://127.0.0.1:5000 orchestrator sweep SPACE.yaml --address HEAD:6379
     """
     from orchestrator.cluster import ClusterError
-    from orchestrator.tracking.server import exec_tracking_server
-    from orchestrator.tracking.server import tracking_server as server_command
+    from orchestrator.tracking.server import exec_tracking_server, start_tracking_server
 
     try:
-        server = server_command(
+        server = start_tracking_server(
             host=host,
             port=port,
             backend_store_uri=backend_store_uri,

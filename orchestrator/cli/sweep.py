@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import click
 
 from orchestrator.cli.base import UserInputError, data_dir_option, resolve_data_dir, user_errors
+
+if TYPE_CHECKING:
+    from orchestrator.space.schema import SearchSpace
+    from orchestrator.sweep.outcome import SweepOutcome
 
 
 @click.command()
@@ -66,26 +73,54 @@ def sweep(
     check_creatable(local_results, f"--results-dir {results_dir}")
     if extend is not None:
         _check_extend(space_file, space.study is not None, resume, dry_run, num_samples)
-    if space.study is not None and dry_run:
-        from orchestrator.ablation.phases import study_dry_run_lines  # no Ray for a plan
-
-        lines: list[str] = study_dry_run_lines(space)
+    if dry_run:
+        lines = dry_run_plan(space, local_results, resume=resume)
     elif space.study is not None:
-        from orchestrator.ablation.study_run import study_command_lines
-
-        lines = study_command_lines(space, data_path, local_results, address, resume)
-    elif dry_run:
-        from orchestrator.search.optuna_search import dry_run_lines  # Optuna only: a dry run starts no Ray
-        from orchestrator.sweep.warm_start import NewSweep
-
-        NewSweep.check(space, local_results, resume=resume)  # its warm start, as the run checks
-        lines = list(dry_run_lines(space))
+        lines = study_lines(space, data_path, local_results, address, resume)
     else:
-        from orchestrator.cli.sweep_command import sweep_command_lines
-
-        lines = sweep_command_lines(space, extend, data_path, local_results, address, resume)
+        lines = plain_sweep_lines(space, extend, data_path, local_results, address, resume)
     for line in lines:
         click.echo(line)
+
+
+# The branches below import their drivers when they run: `orchestrator --help` and a dry run
+# never start Ray's import machinery.
+
+
+def dry_run_plan(space: SearchSpace, results_dir: Path, *, resume: bool) -> list[str]:
+    """What `--dry-run` prints: a study's plan, or a sweep's sampled configs (Optuna only)."""
+    if space.study is not None:
+        from orchestrator.ablation.phases import study_dry_run_lines
+
+        return study_dry_run_lines(space)
+    from orchestrator.search.optuna_search import dry_run_lines as sampled_lines
+    from orchestrator.sweep.warm_start import NewSweep
+
+    NewSweep.check(space, results_dir, resume=resume)  # its warm start, as the run checks
+    return list(sampled_lines(space))
+
+
+def plain_sweep_lines(
+    space: SearchSpace,
+    extend: int | None,
+    data_dir: Path,
+    results_dir: Path,
+    address: str | None,
+    resume: bool,
+) -> list[str]:
+    """Run a plain sweep as the flags ask: new or resumed (`run_plain_sweep`), an extension
+    (`--extend N`), or with `--resume` its last extension when that did not finish."""
+    from orchestrator.sweep.extend import extend_sweep, pending_extension
+    from orchestrator.sweep.plain import run_plain_sweep
+
+    if extend is not None or (resume and pending_extension(results_dir, space.name)):
+        outcome = extend_sweep(
+            space, extend, data_dir=data_dir, results_dir=results_dir, address=address
+        )
+        return extension_lines(outcome, space, extend)
+    return run_plain_sweep(
+        space, data_dir=data_dir, results_dir=results_dir, address=address, resume=resume
+    ).summary()
 
 
 def _check_extend(
@@ -107,3 +142,66 @@ def _check_extend(
                 f"--extend: cannot be combined with {flag} (--extend N runs N new trials; "
                 "a stopped extension goes on with --resume alone)"
             )
+
+
+ABLATION_MARKDOWN = "ablation.md"
+
+
+def study_summary(space: SearchSpace, outcome: SweepOutcome) -> list[str]:
+    """What `orchestrator sweep` prints when a study ends: its confirm runs per arm."""
+    from model.data_dir import quora_runs_notes
+    from orchestrator.contract import ARM_PARAM, CONFIRM_PHASE, PARA_TRAIN_PARAM, PHASE_PARAM
+
+    study = space.study
+    assert study is not None, "a study's space"
+    confirm = [t for t in outcome.trials if t.labels.get(PHASE_PARAM) == CONFIRM_PHASE]
+    lines = [f"study {space.name}: {len(outcome.trials)} runs in {outcome.wall_s:.0f} s"]
+    for arm in study.arms:
+        runs = [t for t in confirm if t.labels.get(ARM_PARAM) == arm.name]
+        values = [t.best_value for t in runs if t.best_value is not None]
+        mean = f"{sum(values) / len(values):.4f}" if values else "-"
+        lines.append(
+            f"  {arm.name:24s} {len(values)}/{len(study.seeds)} confirm runs, "
+            f"mean best {space.metric} {mean}"
+        )
+    if len(confirm) < study.runs:
+        lines.append("stopped before the end: run the same command with --resume to go on")
+    # An arm may train Quora on a file of its own (data.para_train among its overrides).
+    files = [dict(arm.overrides).get(PARA_TRAIN_PARAM, outcome.quora_train) for arm in study.arms]
+    lines += [f"note: {note}" for note in quora_runs_notes(files, noun="arm")]
+    lines.append(f"results:    {outcome.experiment_dir}")
+    lines.append(f"mlflow:     {outcome.tracking_uri} (experiment {space.name})")
+    return lines
+
+
+def study_lines(
+    space: SearchSpace,
+    data_dir: Path,
+    results_dir: Path,
+    address: str | None,
+    resume: bool,
+) -> list[str]:
+    """What `orchestrator sweep` prints for a study: its runs' summary, then (when every run
+    ended) where its report went: the ablation table is what a study is run for."""
+    from orchestrator.ablation.study_run import run_ablation_study
+    from orchestrator.report.sweep_report import ReportError, write_report
+
+    outcome = run_ablation_study(
+        space, data_dir=data_dir, results_dir=results_dir, address=address, resume=resume
+    )
+    lines = study_summary(space, outcome)
+    try:
+        written = write_report(space.name, results_dir=results_dir)
+    except ReportError as err:
+        return [*lines, f"no report: {err}"]
+    table = next((p for p in written.files if p.name == ABLATION_MARKDOWN), None)
+    lines += [f"note: {note}" for note in written.notes]
+    return [*lines, f"table:      {table or written.files[0]}"]
+
+
+def extension_lines(outcome: SweepOutcome, space: SearchSpace, extra: int | None) -> list[str]:
+    """What `orchestrator sweep --extend` prints: the extension, then the whole sweep."""
+    if not extra:
+        return ["resumed extension", *outcome.summary()]
+    added = f"{extra} configs ({extra * space.repeats} trials)" if space.repeats > 1 else ""
+    return [f"extended sweep {outcome.name} by {added or f'{extra} trials'}", *outcome.summary()]

@@ -2,8 +2,8 @@
 vote (mode of labels, median of STS scores) and by mean, beside each member alone.
 
 It shows whether adding members helps and where it stops helping. Arithmetic on predictions
-(no I/O but `read_k_curve`): `ensemble_run.py` stores the curve in the ensemble's metrics.json,
-`plots.k_curve` draws it, and `report` reads it back and renders it with `k_curve_markdown`.
+(no I/O but `read_k_curve`): `run.py` stores the curve in the ensemble's metrics.json,
+`k_curve_plot.py` draws it, and `report` reads it back and renders it with `k_curve_markdown`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 
 from model.evaluate import DEV_METRICS, METRIC_NAMES, OVERALL, TaskPredictions, dev_metrics
 from orchestrator.contract import K_CURVE_KEY
-from orchestrator.ensemble.combine import METHODS, EnsembleError, ensemble_dev_metrics
+from orchestrator.ensemble.combine import ensemble_dev_metrics
+from orchestrator.ensemble.request import METHODS, EnsembleError
 
 # How the k-curve's tables and plots name the four dev metrics, in display order.
 METRIC_LABELS: dict[str, str] = {

@@ -22,7 +22,7 @@ from typing import Any
 from model.checkpoint import write_json_atomic
 from model.config import ConfigError
 from orchestrator.contract import ENSEMBLE_MANIFEST_FILE
-from orchestrator.ensemble.combine import METHODS, Candidate, EnsembleRequest
+from orchestrator.ensemble.request import METHODS, Candidate, EnsembleRequest
 from orchestrator.file_digest import file_sha256
 
 MANIFEST_FORMAT = 1

@@ -31,7 +31,7 @@ from model.progress import duration_text
 from model.task_data import DEV_SUBSET_SEED, resolve_data_path, task_file
 from model.train import autocast_dtype
 from model.weights import WeightsError
-from orchestrator.ensemble.combine import Candidate, EnsembleError, EnsembleRequest
+from orchestrator.ensemble.request import Candidate, EnsembleError, EnsembleRequest
 
 Predictions = dict[str, dict[str, TaskPredictions]]  # split -> task -> predictions
 # resolve_data(the members' configured data dir or None) -> the data directory to read

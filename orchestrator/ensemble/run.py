@@ -2,8 +2,8 @@
 and write `<results>/<sweep>/ensemble/` (leaderboard prediction files and metrics.json).
 
 In four steps: rank the sweep's finished trials (a study's completed confirm runs), load the
-members (`ensemble_members.py`), select (top-K, or greedy forward selection on dev), and write the
-files and the MLflow run.
+members (`member_predictions.py`), select (`select.py`: top-K, or greedy forward selection on
+dev), and write the files and the MLflow run.
 """
 
 from __future__ import annotations
@@ -16,68 +16,37 @@ from typing import Any
 from model.checkpoint import write_json_atomic
 from model.config import TASKS
 from model.data_dir import quora_runs_notes
-from model.evaluate import OVERALL, metric_mode, prediction_filename, write_predictions
-from orchestrator.report import plots
+from model.evaluate import OVERALL, prediction_filename, write_predictions
 from orchestrator.contract import (
-    ARM_PARAM,
-    BEST_CHECKPOINT,
-    CONFIRM_PHASE,
-    EXTENSION_TAG,
     K_CURVE_KEY,
     K_CURVE_PLOT,
     PARA_TRAIN_PARAM,
-    PHASE_PARAM,
-    RESULTS_DIR_TAG,
-    STUDY_ARMS_PARAM,
     SWEEP_RUN_TAG,
     SWEEP_TAG,
     SweepLayout,
-    best_key,
-    study_phase_dir,
 )
-from orchestrator.ensemble.combine import (
-    FINISHED_STATES,
-    SPLITS,
-    Candidate,
-    EnsembleRequest,
-    best_member,
-    check_top,
-    combine_tasks,
-    default_metric,
-    ensemble_dev_metrics,
-    gain,
-    greedy_forward_selection,
-    greedy_metric,
-    rank_candidates,
-)
+from orchestrator.ensemble.combine import combine_tasks, gain
 from orchestrator.ensemble.k_curve import k_curve, k_curve_line
+from orchestrator.ensemble.k_curve_plot import plot_k_curve
 from orchestrator.ensemble.manifest import remove_manifest, write_ensemble_manifest
-from orchestrator.ensemble.member_predictions import DataResolver, MemberLibrary, MemberRun, load_members
-from orchestrator.tracking.store import StoredRun, StoredSweep, find_sweep, log_ensemble_run
-from orchestrator.report.tradeoffs import ensemble_runs
-
-GREEDY_NOTE = "greedy selection chose its members on dev: its dev scores are optimistic"
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """The candidates, best first by `metric`, and which of the sweep's runs they are (said in the
-    output: a study's completed confirm runs, a sweep's finished trials)."""
-
-    metric: str
-    candidates: list[Candidate]
-    considered: str
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The members chosen (indices into the library, repeated for greedy selection's weights)
-    and their ensemble's dev metrics; greedy selection also reports plain top-K beside it."""
-
-    members: list[int]
-    dev: dict[str, float]
-    top_k: tuple[list[int], dict[str, float]] | None = None
-    notes: list[str] = field(default_factory=list)
+from orchestrator.ensemble.member_predictions import (
+    DataResolver,
+    MemberLibrary,
+    MemberRun,
+    load_members,
+)
+from orchestrator.ensemble.request import (
+    SPLITS,
+    EnsembleRequest,
+)
+from orchestrator.ensemble.select import (
+    Ranking,
+    Selection,
+    best_member,
+    ranked_candidates,
+    select_members,
+)
+from orchestrator.tracking.store import StoredSweep, find_sweep, log_ensemble_run
 
 
 @dataclass
@@ -92,6 +61,7 @@ class EnsembleResult:
     files: list[Path]
     notes: list[str] = field(default_factory=list)
     run_id: str | None = None
+    tracking_uri: str = ""  # the store of the sweep and of the ensemble's run
     summary: dict[str, Any] = field(default_factory=dict)
     registered: str | None = None  # models:/NAME/VERSION with --register NAME
 
@@ -101,7 +71,6 @@ def run_ensemble(
     *,
     resolve_data: DataResolver | None = None,
     log_to_mlflow: bool = True,
-    register: str | None = None,
     echo: Callable[[str], None] = lambda line: None,
 ) -> EnsembleResult:
     """Build the ensemble of a sweep (the newest one if `request.sweep` is None), write its
@@ -109,7 +78,6 @@ def run_ensemble(
 
     `resolve_data(configured_dir)` picks the data directory when `request.data_dir` is None (the
     CLI passes its --data-dir / $ORCHESTRATOR_DATA_DIR logic); `echo` gets progress lines.
-    `register` names the MLflow model the ensemble becomes a new version of, on its run.
     """
     uri, stored = find_sweep(request.results_dir, request.sweep)
     ranking = ranked_candidates(stored, request)
@@ -122,120 +90,10 @@ def run_ensemble(
         # Test predictions only for the members the selection kept.
         library.predict_split(sorted(set(selection.members)), "test")
     result = write_ensemble(stored, request, library, selection, ranking)
+    result.tracking_uri = uri
     if log_to_mlflow:
         result.run_id = _log_run(uri, stored, request, result)
-    if register and result.run_id:
-        from orchestrator.registry.models import register_model  # mlflow.pyfunc: only if asked
-
-        result.registered = register_model(uri, result.run_id, result.out_dir, register).uri
     return result
-
-
-def ranked_candidates(stored: StoredSweep, request: EnsembleRequest) -> Ranking:
-    """The sweep's finished trials (a study's completed confirm runs), best first by --metric or
-    else the trials' `default_metric`; EnsembleError unless there are at least `top` of them."""
-    study = STUDY_ARMS_PARAM in stored.parent.params
-    # Only trials that met the sweep's constraints; with --select pareto, its Pareto front.
-    eligible = ensemble_runs(
-        stored, candidate_runs(stored.trials, study=study), pareto=request.pareto
-    )
-    runs = eligible.runs
-    metric = request.metric or default_metric([run.metrics for run in runs])
-    candidates = candidates_from_runs(runs, metric, sweep_roots(stored, request.results_dir))
-    ranked = rank_candidates(candidates, metric_mode(metric))
-    if study:
-        confirm = [run for run in stored.trials if run.params.get(PHASE_PARAM) == CONFIRM_PHASE]
-        check_top(request.top, len(ranked), len(confirm), stored.name,
-                  runs="completed confirm run", kind="study")  # fmt: skip
-        tuned = len(stored.trials) - len(confirm)
-        considered = (
-            f"{len(ranked)} completed confirm runs of study '{stored.name}' (of {len(confirm)}"
-            + (f"; its {tuned} tune runs left out)" if tuned else ")")
-        )
-    else:
-        check_top(request.top, len(ranked), len(stored.trials), stored.name, runs=eligible.noun)
-        considered = (
-            f"{len(ranked)} {eligible.noun}s of sweep '{stored.name}' (of {len(stored.trials)}"
-            f"{eligible.note})"
-        )
-    return Ranking(metric, ranked, considered)
-
-
-def candidate_runs(trials: Sequence[StoredRun], *, study: bool) -> list[StoredRun]:
-    """The runs that may join: a sweep's completed or ASHA-stopped trials; a study's completed
-    confirm runs only, each arm's chosen config at the full budget (a tune run may have trained
-    the same config on the same seed, so with it one training run could join twice)."""
-    if study:
-        return [
-            run for run in trials
-            if run.status == "FINISHED" and run.state == "completed"
-            and run.params.get(PHASE_PARAM) == CONFIRM_PHASE
-        ]  # fmt: skip
-    return [run for run in trials if run.status == "FINISHED" and run.state in FINISHED_STATES]
-
-
-def sweep_roots(stored: StoredSweep, results_dir: Path) -> list[Path]:
-    """Where the sweep's trial directories may be: where it ran, then under --results-dir (if
-    it moved since)."""
-    ran_in = stored.parent.tags.get(RESULTS_DIR_TAG)
-    return [Path(ran_in or Path(results_dir) / stored.name), Path(results_dir) / stored.name]
-
-
-def candidates_from_runs(
-    runs: Sequence[StoredRun], metric: str, roots: Sequence[Path]
-) -> list[Candidate]:
-    """The runs that logged `metric` as candidates (unranked), each with its best checkpoint."""
-    out = []
-    for run in runs:
-        value = run.metrics.get(best_key(metric), run.metrics.get(metric))
-        if value is None:
-            continue
-        places = checkpoint_places(run, roots)
-        checkpoint = next((p for p in places if p.is_dir()), places[0])
-        out.append(Candidate(run.run_id, run.run_name, run.trial_id, run.state, value, checkpoint))
-    return out
-
-
-def checkpoint_places(run: StoredRun, roots: Sequence[Path]) -> list[Path]:
-    """Where a trial's best checkpoint may be: the tagged path first, then its directory under
-    each sweep root (a study's trial in its phase's, `tune-<arm>/` or `confirm/`; an extension's
-    in `extend-<n>/`)."""
-    places = [Path(p) for p in (run.tags.get(BEST_CHECKPOINT),) if p]
-    phase = run.params.get(PHASE_PARAM)
-    own = study_phase_dir(phase, run.params.get(ARM_PARAM, "")) if phase else None
-    subdirs = [d for d in (own or run.tags.get(EXTENSION_TAG), "") if d is not None]
-    for root in roots:
-        places += [SweepLayout(root / d).trial(run.trial_id).best_checkpoint for d in subdirs]
-    return places
-
-
-def select_members(library: MemberLibrary, request: EnsembleRequest, metric: str) -> Selection:
-    """The K best-ranked members, or Caruana et al.'s greedy forward selection of K steps on dev
-    (scored by `metric` on dev: a selection metric by its dev namesake, with a note) with the
-    plain top-K reported beside it."""
-    dev_of = [member.predictions["dev"] for member in library.members]
-
-    def ensemble_dev(indices: Sequence[int]) -> dict[str, float]:
-        members = [dev_of[i] for i in indices]
-        return ensemble_dev_metrics(members, library.inputs.labels, request.method)
-
-    top_k = list(range(request.top))
-    top_dev = ensemble_dev(top_k)
-    if not request.greedy:
-        return Selection(top_k, top_dev)
-    scored_on = greedy_metric(metric)
-    if scored_on is None:  # EnsembleRequest rejects these
-        raise ValueError(f"greedy selection cannot score ensembles by {metric}")
-    notes = [GREEDY_NOTE]
-    if scored_on != metric:
-        notes.append(
-            f"greedy selection scored its steps by {scored_on}: the ensemble predicts dev, not "
-            f"the selection split whose {metric} ranked the trials"
-        )
-    chosen, _ = greedy_forward_selection(
-        len(dev_of), lambda indices: ensemble_dev(indices)[scored_on], steps=request.top
-    )
-    return Selection(chosen, ensemble_dev(chosen), top_k=(top_k, top_dev), notes=notes)
 
 
 def write_ensemble(
@@ -261,7 +119,7 @@ def write_ensemble(
                                    trial_ids=[m.candidate.trial_id for m in members],
                                    ranked_by=ranking.metric)  # fmt: skip
     write_json_atomic(out_dir / "metrics.json", summary)
-    plots.k_curve(summary[K_CURVE_KEY], out_dir / K_CURVE_PLOT)  # logged with the run's files
+    plot_k_curve(summary[K_CURVE_KEY], out_dir / K_CURVE_PLOT)  # logged with the run's files
     chosen = [members[i].candidate for i in selection.members]
     write_ensemble_manifest(out_dir, stored.name, request, ranking.metric, chosen, selection.dev)
     return EnsembleResult(

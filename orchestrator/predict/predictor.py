@@ -13,6 +13,7 @@ MLflow model serves.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,9 @@ from model.heads import MultitaskBert
 from model.tokenizer import TextTokenizer
 from model.weights import WeightsError
 from orchestrator.contract import ENSEMBLE_MANIFEST_FILE
-from orchestrator.ensemble.combine import DEFAULT_METHOD, combine_tasks
+from orchestrator.ensemble.combine import combine_tasks
 from orchestrator.ensemble.manifest import EnsembleManifest, read_manifest
+from orchestrator.ensemble.request import DEFAULT_METHOD
 from orchestrator.predict.inputs import check_task
 
 # Columns of predict_frame's input; `sentence` is accepted for SST's `sentence1`.
@@ -183,7 +185,7 @@ def predictions_frame(predictions: TaskPredictions) -> pd.DataFrame:
 # Loading
 
 
-def load_predictor(source: Path, *, device: str = "cpu") -> Predictor:
+def load_predictor(source: str | os.PathLike[str], *, device: str = "cpu") -> Predictor:
     """The model in `source`: an ensemble directory (with manifest.json, every member verified
     against its sha256) or a checkpoint directory. PredictError names what is missing."""
     source = Path(source)

@@ -31,7 +31,6 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 import model as model_package
-import orchestrator as orchestrator_package
 from model.checkpoint import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -241,7 +240,9 @@ def quiet_transfers() -> Iterator[None]:
 
 
 def _package_files() -> list[str]:
-    return [str(model_package.__file__), str(orchestrator_package.__file__)]
+    # The orchestrator package's own __init__, found by path: importing the package from here
+    # would import its facade, the layer above this one.
+    return [str(model_package.__file__), str(Path(__file__).resolve().parents[1] / "__init__.py")]
 
 
 def model_signature() -> ModelSignature:

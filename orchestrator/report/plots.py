@@ -3,15 +3,15 @@ coordinates, and each swept axis's effect with 95% CI error bars; of a study: ea
 learning curve and the best arm's SST confusion matrix; an ensemble's k-curve; and a
 multi-objective sweep's Pareto front.
 
-Input is the `trials.parquet` frame of `results.py`, the curves and counts `study_report.py`
-computes, or the k-curve an ensemble's metrics.json holds; nothing here reads MLflow or Optuna.
+Input is the `trials.parquet` frame of `sweep_report.py`, the curves and counts
+`ablation/study_report.py` computes; nothing here reads MLflow or Optuna. (The k-curve's plot is
+`ensemble/k_curve_plot.py`'s: the ensemble draws it as it writes its files.)
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,6 @@ from matplotlib.ticker import MaxNLocator
 
 from model.evaluate import OVERALL
 from orchestrator.contract import best_key
-from orchestrator.ensemble.k_curve import METRIC_LABELS, SINGLE, curve_methods
 from orchestrator.objectives import Objective
 from orchestrator.stats import axis_groups, mean_ci
 
@@ -150,7 +149,7 @@ def write_plots(
     ]
 
 
-def learning_curves(
+def plot_learning_curves(
     curves: Mapping[str, pd.DataFrame], path: Path, *, metric: str = OVERALL, baseline: str = ""
 ) -> Path:
     """One line per arm: `metric` per epoch, mean over seeds, with its 95% CI as a band."""
@@ -192,33 +191,7 @@ def sst_confusion(matrix: np.ndarray | None, path: Path, *, title: str) -> Path:
     return _save(fig, path)
 
 
-def k_curve(curve: Mapping[str, Any], path: Path, *, title: str = "") -> Path:
-    """An ensemble's k-curve (`ensemble_curve.k_curve`), one panel per dev metric: each method's
-    ensemble of the best k members against k, each member alone as a grey cross at its rank."""
-    single = curve[SINGLE]
-    ranks = np.arange(1, len(single) + 1)
-    panels_wide = len(METRIC_LABELS)
-    fig, panels = plt.subplots(1, panels_wide, figsize=(3.2 * panels_wide, 3.6), squeeze=False)
-    for ax, (metric, label) in zip(panels[0], METRIC_LABELS.items(), strict=True):
-        ax.scatter(ranks, [s[metric] for s in single], marker="x", color="grey", zorder=2,
-                   label="member alone (at its rank)")  # fmt: skip
-        for method in curve_methods(curve):
-            values = [point[metric] for point in curve[method]]
-            ax.plot(ranks, values, marker="o", label=method, zorder=3)
-        ax.set(xlabel="k (best-ranked members)", title=label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # k is a whole number
-    panels[0][0].legend(fontsize=7, loc="best")
-    ranked_by = curve.get("ranked_by", "")
-    fig.suptitle(title or f"ensemble of the best k members (ranked by {ranked_by}), dev",
-                 fontsize=9)  # fmt: skip
-    # Written beside the target and renamed, so a crash never leaves half a PNG behind.
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    _save(fig, partial)
-    os.replace(partial, path)
-    return path
-
-
-def pareto_front(frame: pd.DataFrame, objectives: Sequence[Objective], path: Path) -> Path:
+def plot_pareto_front(frame: pd.DataFrame, objectives: Sequence[Objective], path: Path) -> Path:
     """Each pair of objectives as a scatter of the completed trials' best-epoch values: the
     Pareto front (column `pareto`, over every objective) in red, infeasible trials (column
     `feasible` false) as orange crosses, the rest grey."""

@@ -8,7 +8,7 @@ row per trial) and plots, and
   `ablation.tex` from its confirm runs (`study_report.py`), and for its tuning phase, if any,
   `tuning.md` (the HPO tables per arm) and `importance.md` (each arm's Optuna importances);
 - when `orchestrator ensemble` has written `ensemble/metrics.json`: `ensemble.md` and
-  `plots/ensemble_k_curve.png`, the k-curve of the sweep's ensemble (`ensemble_curve.py`).
+  `plots/ensemble_k_curve.png`, the k-curve of the sweep's ensemble (`ensemble/k_curve.py`).
 
 Reads the sweep's MLflow runs through the tracking store and logs the report back to the sweep's
 parent run (a study's per-arm means as metrics too), so the UI shows it. Optuna is loaded only to
@@ -31,11 +31,18 @@ import pandas as pd
 from model.config import ConfigError
 from model.data_dir import quora_runs_notes
 from model.evaluate import DEV_METRICS, OVERALL, metric_mode
-from orchestrator.report import plots, tradeoffs
+from orchestrator.ablation.study_report import (
+    StudyInfo,
+    StudyReport,
+    build_study_report,
+    phase_runs,
+    study_info,
+)
 from orchestrator.contract import (
     ARM_PARAM,
     BASE_PARAM_PREFIX,
     CONFIRM_PHASE,
+    ENDED_STATES,
     ENSEMBLE_METRICS_FILE,
     K_CURVE_PLOT,
     LABEL_KEYS,
@@ -56,14 +63,15 @@ from orchestrator.contract import (
     study_phase_dir,
 )
 from orchestrator.ensemble.k_curve import k_curve_markdown, read_k_curve
-from orchestrator.ablation.study_report import (
-    StudyInfo,
-    StudyReport,
-    build_study_report,
-    phase_runs,
-    study_info,
+from orchestrator.ensemble.k_curve_plot import plot_k_curve
+from orchestrator.objectives import SweepGoals, sweep_goals
+from orchestrator.report import plots, tradeoffs
+from orchestrator.report.tables import (
+    arm_importance_markdown,
+    axes_table_markdown,
+    importance_markdown,
 )
-from orchestrator.report.tables import ablation_markdown, arm_importance_markdown, importance_markdown
+from orchestrator.report.trials_table import RUN_COLUMNS, parse_param, trials_frame
 from orchestrator.tracking.store import (
     StoredRun,
     StoredSweep,
@@ -79,10 +87,8 @@ from orchestrator.tracking.views import (
     ui_command,
     view_column,
 )
-from orchestrator.report.trials_table import RUN_COLUMNS, parse_param, trials_frame
 
 # A trial the sweep has ended, whatever the outcome: the report needs at least one.
-ENDED_STATES = ("completed", "pruned", "failed", "killed")
 ENDED_STATUSES = ("FINISHED", "FAILED", "KILLED")  # for stores without a state tag
 ABLATION_VIEW = "ablation"  # the runs-table view `ui` opens: trials, swept params, best metrics
 
@@ -140,8 +146,8 @@ class Report:
     study: StudyReport | None = None
     baseline: str = ""
     k_curve: dict[str, Any] | None = None  # the sweep's ensemble's, when `ensemble` wrote one
-    goals: tradeoffs.SweepGoals | None = (
-        None  # objectives and constraints (tradeoffs.py; HPO sweeps)
+    goals: SweepGoals | None = (
+        None  # objectives and constraints (report/tradeoffs.py; HPO sweeps)
     )
 
     @property
@@ -198,7 +204,7 @@ def build_report(uri: str, stored: StoredSweep, layout: SweepLayout) -> Report:
     histories = {run.run_id: metric_histories(uri, run.run_id, keys) for run in stored.trials}
     gpu = float(parse_param(params.get(SWEEP_GPU_PARAM)) or 0.0)
     frame = trials_frame(stored.trials, histories, gpu_per_trial=gpu)
-    goals = tradeoffs.sweep_goals(params)  # feasible and pareto columns, with constraints
+    goals = sweep_goals(params)  # feasible and pareto columns, with constraints
     frame = tradeoffs.judged_frame(frame, stored.trials, goals)
     axes = swept_axes(params, frame)
     base = {axis: parse_param(params.get(f"{BASE_PARAM_PREFIX}{axis}")) for axis in axes}
@@ -212,7 +218,7 @@ def build_report(uri: str, stored: StoredSweep, layout: SweepLayout) -> Report:
         return Report(frame, axes, base, tables, metric, mode, hpo_frame, study, info.baseline)
     scores, note = sweep_importances(layout.state_file, stored.name)
     tables = {
-        "ablation.md": ablation_markdown(frame, axes, base, sweep=stored.name, metric=metric),
+        "ablation.md": axes_table_markdown(frame, axes, base, sweep=stored.name, metric=metric),
         "importance.md": importance_markdown(scores, sweep=stored.name, note=note, metric=metric),
         **tradeoffs.objectives_tables(stored.trials, goals, sweep=stored.name),
     }
@@ -250,7 +256,7 @@ def _tuning_tables(
         if len(trials):
             arm_axes = axes or swept_axes({}, trials)
             title = f"# Tuning (phase 1) of arm `{arm}`"
-            sections.append(ablation_markdown(trials, arm_axes, base, sweep=name, metric=metric,
+            sections.append(axes_table_markdown(trials, arm_axes, base, sweep=name, metric=metric,
                                               title=title))  # fmt: skip
     importance = _tuning_importances(tune, info, layout, name, metric)
     return {"tuning.md": "\n".join(sections), "importance.md": importance}, tune
@@ -260,7 +266,7 @@ def _tuning_importances(
     tune: pd.DataFrame, info: StudyInfo, layout: SweepLayout, name: str, metric: str
 ) -> str:
     """`importance.md` of a study: each arm's tuning phase is its own Optuna study in the shared
-    optuna.db, named `<study>.tune-<arm>` (see `study_phases.tune_phase`)."""
+    optuna.db, named `<study>.tune-<arm>` (see `phases.tune_phase`)."""
     per_arm: dict[str, tuple[dict[str, float] | None, str]] = {}
     for arm in info.arms:
         if (tune[ARM_PARAM].astype(str) == arm).any():
@@ -310,15 +316,15 @@ def _write_plots(report: Report, out_dir: Path) -> list[Path]:
     study = report.study
     if study is not None:
         curves = out_dir / "learning_curves.png"
-        files.append(plots.learning_curves(study.curves, curves, baseline=report.baseline))
+        files.append(plots.plot_learning_curves(study.curves, curves, baseline=report.baseline))
         title = f"SST on dev: {study.sst.arm}, summed over seeds" if study.sst else "SST"
         matrix = study.sst.confusion if study.sst else None
         files.append(plots.sst_confusion(matrix, out_dir / "sst_confusion.png", title=title))
     if report.k_curve is not None:
-        files.append(plots.k_curve(report.k_curve, out_dir / f"ensemble_{K_CURVE_PLOT}"))
+        files.append(plot_k_curve(report.k_curve, out_dir / f"ensemble_{K_CURVE_PLOT}"))
     if report.goals is not None and report.goals.multi_objective:
         pareto = out_dir / tradeoffs.PARETO_PLOT
-        files.append(plots.pareto_front(report.frame, report.goals.objectives, pareto))
+        files.append(plots.plot_pareto_front(report.frame, report.goals.objectives, pareto))
     return files
 
 

@@ -5,7 +5,7 @@ its trials on (`selection/...` or dev).
 
 Pruned trials are never dropped silently: each row counts them, the header names them, and when
 there are any, a column compares every trial of the row at the last epoch all of them reached.
-Text from the `trials.parquet` frame of `results.py`; the statistics are `stats.py`'s.
+Text from the `trials.parquet` frame of `report/sweep_report.py`; the statistics are `stats.py`'s.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def _summary(frame: pd.DataFrame, trials: Comparison, metric: str) -> list[str]:
     return lines
 
 
-def ablation_markdown(
+def axes_table_markdown(
     frame: pd.DataFrame,
     axes: Sequence[str],
     base: Mapping[str, Any],

@@ -2,8 +2,8 @@
 and a warm start (`warm_start:`) read the earlier study's trials here, a warm start tells them to
 its new study and enqueues the best configs first, and an extension's ASHA gets their rung values.
 
-With search.py and importance.py, a module that imports optuna. What it hands out is plain data
-(`PastStudy`, distribution specs as in `sweep_lineage.py`).
+Like every module of `search/`, it imports optuna. What it hands out is plain data
+(`PastStudy`, distribution specs as in `space/lineage.py`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,15 @@ from optuna.trial import TrialState
 
 from model.config import flatten_config
 from orchestrator.objectives import Objective, pareto_front, ranked_indices
-from orchestrator.search.optuna_search import GROUP_ATTR, RAY_TRIAL_ATTR, REPEAT_ATTR, SweepStudy, _encode_choice
-from orchestrator.space.schema import Param, SearchSpace
+from orchestrator.search.optuna_search import (
+    GROUP_ATTR,
+    RAY_TRIAL_ATTR,
+    REPEAT_ATTR,
+    SweepStudy,
+    _encode_choice,
+)
 from orchestrator.space.lineage import normalised
+from orchestrator.space.schema import Param, SearchSpace
 
 WARM_START_ATTR = "warm_start_sweep"  # on a told or enqueued trial: the sweep it came from
 WARM_START_NUMBER_ATTR = "warm_start_number"  # a told trial's number in that sweep's study
@@ -85,7 +91,7 @@ def param_distribution(param: Param) -> BaseDistribution:
 
 
 def distribution_spec(distribution: BaseDistribution) -> dict[str, Any]:
-    """A distribution as a plain spec (see sweep_lineage.py)."""
+    """A distribution as a plain spec (see space/lineage.py)."""
     if isinstance(distribution, CategoricalDistribution):
         return {"kind": "choice", "choices": normalised(list(distribution.choices))}
     kind = "int" if isinstance(distribution, IntDistribution) else "float"

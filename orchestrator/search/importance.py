@@ -1,7 +1,7 @@
 """Optuna's fANOVA parameter importances of a sweep's persisted study, for `importance.md`.
 
-With `search.py`, the only module that imports optuna. `report` loads it only when a sweep has a
-study to read, so writing the tables never imports Ray, and Optuna only for this.
+`search/` is the only package that imports optuna. `report` loads this module only when a
+sweep has a study to read, so writing the tables never imports Ray, and Optuna only for this.
 """
 
 from __future__ import annotations

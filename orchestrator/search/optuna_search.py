@@ -1,7 +1,7 @@
 """Optuna, the sweep's searcher: a define-by-run function generated from a `SearchSpace`, the
 sampler it names, and `SweepStudy`, the persisted ask/tell study the sweep driver feeds.
 
-With `importance.py`, the only module that imports optuna; it knows nothing of Ray (the Ray
+With `search/importance.py`, the only module that imports optuna; it knows nothing of Ray (the Ray
 adapter, `ray_tune.StudySearcher`, forwards Tune's searcher calls here). A trial the scheduler
 stopped early is told PRUNED with its last value, not COMPLETE (as Ray's own `OptunaSearch`
 would), so TPE never mistakes a one-epoch score for a final one; a non-finite one is told FAIL.
@@ -26,8 +26,8 @@ from model.config import is_finite_number
 from orchestrator.config import apply_params
 from orchestrator.contract import EPOCHS_LEFT, NONFINITE_LOSS, trial_labels, trial_params
 from orchestrator.objectives import constraint_values, final_metrics
-from orchestrator.space.schema import Param, SearchSpace, SpaceError, run_name
 from orchestrator.space.guards import warn_sampled_settings
+from orchestrator.space.schema import Param, SearchSpace, SpaceError, run_name
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class DefineByRun:
 def _suggest(trial: optuna.Trial, param: Param) -> Any:
     low, high = param.low, param.high
     if param.kind == "float":
-        assert low is not None and high is not None  # a range: space.py checked it
+        assert low is not None and high is not None  # a range: space/schema.py checked it
         return trial.suggest_float(param.key, low, high, log=param.log, step=param.step)
     if param.kind == "int":
         assert low is not None and high is not None

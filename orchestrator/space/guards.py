@@ -16,8 +16,8 @@ from typing import Any
 from model.config import ConfigError, TrainConfig
 from model.config_guards import InertSetting, inert_settings, warn_inert_settings
 from orchestrator.config import apply_params
-from orchestrator.space.params import Param
 from orchestrator.space.arms import StudySpec
+from orchestrator.space.params import Param
 
 __all__ = ["check_space_settings", "warn_sampled_settings"]
 

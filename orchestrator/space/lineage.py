@@ -2,7 +2,7 @@
 the rules for carrying an earlier sweep's trials into a study (`--extend`, warm start).
 
 A parameter's distribution is compared as a plain spec (`{"kind": "float", "low": ..., "high": ...,
-"log": ..., "step": ...}`, `{"kind": "choice", "choices": [...]}`), the form `search_history.py`
+"log": ..., "step": ...}`, `{"kind": "choice", "choices": [...]}`), the form `search/history.py`
 gives both the space's parameters and the distributions an Optuna study stored. An extension must
 run the very sweep it extends (every recorded key equal: objective, scheduler, parameters, base
 config); a warm start only needs each searched parameter to be of the same kind and scale there,
@@ -74,7 +74,7 @@ def normalised(value: Any) -> Any:
 
 
 def record_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(key, what changed) for every key of two sweep records (`search_history.sweep_record`)
+    """(key, what changed) for every key of two sweep records (`history.sweep_record`)
     whose values differ, in the new record's order, then keys only the old one has."""
     out = []
     old, new = normalised(old), normalised(new)

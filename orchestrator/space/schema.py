@@ -22,11 +22,11 @@ from model.data_dir import resolve_data_files
 from model.evaluate import OVERALL
 from orchestrator.config import load_train_config, load_yaml_file
 from orchestrator.objectives import Constraint, Objective
-from orchestrator.space.objective_keys import check_fit, parse_constraints, parse_objectives
-from orchestrator.space.guards import check_space_settings
-from orchestrator.space.params import Condition, Fail, Param, parse_params
 from orchestrator.space.arms import STUDY_KEYS, StudySpec, parse_study
+from orchestrator.space.guards import check_space_settings
 from orchestrator.space.lineage import WarmStartSpec, parse_warm_start
+from orchestrator.space.objective_keys import check_fit, parse_constraints, parse_objectives
+from orchestrator.space.params import Condition, Fail, Param, parse_params
 
 __all__ = [
     "Condition",
@@ -92,7 +92,7 @@ class SearchSpace:
     scheduler: SchedulerSpec = SchedulerSpec()
     repeats: int = 1
     description: str = ""
-    study: StudySpec | None = None  # arms × seeds (orchestrator/space/arms.py); None: a plain sweep
+    study: StudySpec | None = None  # arms × seeds (space/arms.py); None: a plain sweep
     # Labels every trial of this space carries besides config keys (a study phase's arm and
     # phase, see contract.LABEL_KEYS); empty for a plain sweep.
     labels: tuple[tuple[str, str], ...] = ()

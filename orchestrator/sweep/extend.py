@@ -8,7 +8,7 @@ of its own, tagged with the sweep's first parent run (`EXTENDS_RUN_TAG`), so `re
 extensions; `--resume` finishes the last one when its driver died.
 
 One extension at a time: `--extend` refuses while the sweep's first run or its last extension
-is RUNNING in MLflow, and an extension starts under `sweep.json`'s lock (`sweep_state.py`) with
+is RUNNING in MLflow, and an extension starts under `sweep.json`'s lock (`sweep/state.py`) with
 an exclusive mkdir of its directory, so two `--extend` started together never share one.
 N counts configs, as `num_samples` does: with `repeats: R` an extension runs N x R trials.
 
@@ -27,16 +27,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sweep import ray_tune
 from orchestrator.contract import (
     EXTENDS_RUN_TAG,
     EXTENSION_TAG,
     EXTENSIONS_KEY,
+    FINAL_STATES,
     SEARCH_RECORD_KEY,
     SweepLayout,
     extension_dir,
 )
-from orchestrator.search.optuna_search import SweepStudy, make_sampler
 from orchestrator.search.history import (
     PastStudy,
     read_past_study,
@@ -44,29 +43,24 @@ from orchestrator.search.history import (
     space_specs,
     sweep_record,
 )
+from orchestrator.search.optuna_search import SweepStudy
+from orchestrator.space.lineage import distribution_differences, record_differences
 from orchestrator.space.schema import SearchSpace, SpaceError
-from orchestrator.sweep.driver import (
-    ENDED_STATES,
-    SweepOutcome,
-    SweepRun,
-    finish_tracking,
-    join_ray,
-    outcome_of,
-    start_tracking,
+from orchestrator.sweep import ray_tune
+from orchestrator.sweep.lifecycle import (
+    SweepPlace,
+    fit_experiment,
+    new_tuner,
+    run_lifecycle,
     stderr_line,
-    trial_outcomes,
 )
 from orchestrator.sweep.listeners import (
-    DropResumeState,
-    LiveTrialTable,
-    MlflowRelay,
-    TrialListener,
     trial_state,
 )
-from orchestrator.space.lineage import distribution_differences, record_differences
+from orchestrator.sweep.outcome import SweepOutcome, trial_outcomes
+from orchestrator.sweep.parent_run import SweepRun, start_tracking
 from orchestrator.sweep.state import SweepStateError, read_state, update_state
 from orchestrator.tracking.store import run_status
-from orchestrator.tracking.writer import Status
 
 
 @dataclass(frozen=True)
@@ -94,7 +88,7 @@ def extend_sweep(
     address: str | None = None,
     live_table: bool = True,
     num_cpus: int | None = None,
-    echo: Callable[[str], None] | None = None,
+    echo: Callable[[str], None] = stderr_line,
 ) -> SweepOutcome:
     """Run `extra` more configs (x repeats trials) of the sweep `space` names (None: finish its
     last extension, `--resume`); the outcome holds every trial of the sweep, earlier ones first.
@@ -103,16 +97,50 @@ def extend_sweep(
     sweep, it is a study, it (or its last extension) is still running, or the space differs from
     the sweep's in what its study or ASHA's rungs cannot take (objectives, a parameter's type or
     range, the base config, the scheduler)."""
-    started = time.monotonic()
-    space = space.with_data_files(data_dir)  # as the sweep's own run resolved its base
-    make_sampler(space)
-    layout = SweepLayout.of(results_dir, space.name)
-    ext = plan_extension(space, layout, extra)
-    data_dir = Path(data_dir).resolve()
-    fitted = join_ray(ext.space, layout, data_dir, address, num_cpus, echo=echo or stderr_line)
-    ext = replace(ext, space=fitted)
-    run = start_extension(ext, layout, data_dir)
-    return run_extension(run, ext, live_table=live_table, started=started)
+    place = SweepPlace(Path(data_dir), Path(results_dir), address, num_cpus, live_table, echo)
+    return run_lifecycle(space, place, ExtensionKind(extra))
+
+
+class ExtensionKind:
+    """An extension of a sweep as `run_lifecycle` runs it: planned and checked, then started
+    (or resumed) as a Ray experiment of its own, logged under a parent run of its own."""
+
+    def __init__(self, extra: int | None) -> None:
+        self.extra = extra
+        self.ext: Extension | None = None
+
+    def plan(self, space: SearchSpace, layout: SweepLayout) -> SearchSpace:
+        self.ext = plan_extension(space, layout, self.extra)
+        return self.ext.space
+
+    def start(self, space: SearchSpace, layout: SweepLayout, data_dir: Path) -> SweepRun:
+        assert self.ext is not None, "plan() runs first"
+        self.ext = replace(self.ext, space=space)  # trial resources fitted to the cluster
+        return start_extension(self.ext, layout, data_dir)
+
+    def fit(self, run: SweepRun, outcome: SweepOutcome, place: SweepPlace) -> bool:
+        """Run (or resume) the extension's Ray experiment; `outcome` gets every trial of the
+        sweep, judged together (one Pareto front): the parent run's best is the sweep's."""
+        assert self.ext is not None, "plan() runs first"
+        ext = self.ext
+        layout = SweepLayout(run.layout.root / ext.directory)
+        stopped = fit_experiment(
+            ext.space,
+            layout,
+            run.data_dir,
+            restore=ext.parent_run_id is not None and ray_tune.can_restore(layout),
+            build=lambda: extension_tuner(run, ext, layout, live_table=place.live_table),
+        )
+        own = ray_tune.trial_snapshots(layout)
+        outcome.trials = trial_outcomes(ext.space, *sweep_layouts(run.layout, ext.number))
+        if stopped:
+            raise KeyboardInterrupt(f"extension {ext.number} stopped; finish it with --resume")
+        ended = all(trial_state(t) in FINAL_STATES for t in own)
+        return ended and len(own) >= ext.space.total_trials
+
+    def finished(self, run: SweepRun) -> None:
+        assert self.ext is not None, "plan() runs first"
+        _mark_finished(run.layout, self.ext.directory)
 
 
 def plan_extension(space: SearchSpace, layout: SweepLayout, extra: int | None) -> Extension:
@@ -229,64 +257,16 @@ def start_extension(ext: Extension, layout: SweepLayout, data_dir: Path) -> Swee
     return update_state(layout, add_extension)
 
 
-def run_extension(
-    run: SweepRun, ext: Extension, *, live_table: bool, started: float
-) -> SweepOutcome:
-    """Run (or resume) the extension's Ray experiment, end its parent run as `fit_and_finish`
-    does, and return every trial of the sweep, judged together (one Pareto front)."""
-    ext_layout = SweepLayout(run.layout.root / ext.directory)
-    outcome = outcome_of(replace(run, layout=ext_layout))
-    outcome.experiment_dir = run.layout.root
-    status: Status = "FAILED"
-    try:
-        if ext.parent_run_id is not None and ray_tune.can_restore(ext_layout):
-            tuner = ray_tune.restore_tuner(ext.space, ext_layout, data_dir=run.data_dir)
-        else:
-            tuner = build_extension_tuner(run, ext, ext_layout, live_table=live_table)
-        stopped = ray_tune.fit_tuner(tuner)
-        own = ray_tune.trial_snapshots(ext_layout)
-        ended = all(trial_state(t) in ENDED_STATES for t in own)
-        finished = ended and len(own) >= ext.space.total_trials
-        status = "FINISHED" if finished else "KILLED"
-        outcome.trials = trial_outcomes(ext.space, *sweep_layouts(run.layout, ext.number))
-        if stopped:
-            raise KeyboardInterrupt(f"extension {ext.number} stopped; finish it with --resume")
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        outcome.wall_s = time.monotonic() - started
-        finish_tracking(run, outcome, status)  # the sweep's best (or front) so far
-    if status == "FINISHED":
-        _mark_finished(run.layout, ext.directory)
-    return outcome
-
-
-def build_extension_tuner(
+def extension_tuner(
     run: SweepRun, ext: Extension, layout: SweepLayout, *, live_table: bool
 ) -> Any:
     """A Tuner of the extension's trials: proposed by the sweep's study, logged under the
     extension's parent run, stopped by an ASHA whose rungs hold the earlier trials."""
     study = SweepStudy(ext.space, run.optuna_storage)
     study.fail_orphans()  # a stopped sweep's unfinished trials: no driver will tell them
-    relay = MlflowRelay(
-        tracking_uri=run.tracker.uri,
-        parent_run_id=run.parent_run_id,
-        space=ext.space,
-        data_dir=str(run.data_dir),
-        git_sha=run.git_sha,
-        run_tags={EXTENSION_TAG: ext.directory},
-    )
-    listeners: list[TrialListener] = [relay, DropResumeState(layout)]
-    if live_table:
-        listeners.append(LiveTrialTable(ext.space))
-    return ray_tune.build_tuner(
-        ext.space,
-        layout,
-        data_dir=run.data_dir,
-        study=study,
-        listeners=listeners,
-        rung_history=ext.rungs,
+    tags = {EXTENSION_TAG: ext.directory}
+    return new_tuner(
+        run, ext.space, layout, study, live_table=live_table, run_tags=tags, rung_history=ext.rungs
     )
 
 
@@ -318,9 +298,3 @@ def pending_extension(results_dir: Path, name: str) -> bool:
     return bool(extensions) and not extensions[-1].get("finished")
 
 
-def extension_lines(outcome: SweepOutcome, space: SearchSpace, extra: int | None) -> list[str]:
-    """What `orchestrator sweep --extend` prints: the extension, then the whole sweep."""
-    if not extra:
-        return ["resumed extension", *outcome.summary()]
-    added = f"{extra} configs ({extra * space.repeats} trials)" if space.repeats > 1 else ""
-    return [f"extended sweep {outcome.name} by {added or f'{extra} trials'}", *outcome.summary()]

@@ -4,7 +4,7 @@ callbacks).
 
 With `trainable.py`, the only module that imports Ray (its API moves between releases: one place
 to fix). What the sweep decides lives elsewhere and sees plain data: the Optuna study
-(`search.SweepStudy`) behind `StudySearcher`, the driver's listeners (`sweep_callbacks.py`) behind
+(`search.SweepStudy`) behind `StudySearcher`, the driver's listeners (`sweep/listeners.py`) behind
 `TrialEvents`, `TrialSnapshot`s instead of Ray's `Trial`s, `cluster.ClusterNode`s instead of
 `ray.nodes()` entries.
 """
@@ -326,7 +326,8 @@ def _scheduler(space: SearchSpace) -> TrialScheduler:
     """ASHA on the space's metric, or FIFO (no early stopping) for `scheduler: none` and for every
     multi-objective sweep: ASHA compares trials on one number, so a rung on any one objective (or
     a weighted sum, which fixes the trade-off the sweep is there to show) would stop trials on
-    the Pareto front of the others; space.py rejects `scheduler: asha` with several metrics."""
+    the Pareto front of the others; space/schema.py rejects `scheduler: asha` with several
+    metrics."""
     if space.scheduler.name == "none" or space.multi_objective:
         return FIFOScheduler()
     return ASHAScheduler(

@@ -3,7 +3,7 @@
 Every epoch goes back to Tune with `tune.report(metrics, checkpoint=...)`; a retried or resumed
 trial continues from `tune.get_checkpoint()`. A trial whose loss becomes NaN/inf ends with a last
 result carrying the trainer's message (`NONFINITE_LOSS`), which the driver records as FAILED. The
-trainable never talks to MLflow: the driver logs what it reports (see `sweep_callbacks.py`).
+trainable never talks to MLflow: the driver logs what it reports (see `sweep/listeners.py`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a new sweep takes from an earlier one and keeps for later ones: a warm start
 (`warm_start: {sweep: NAME, top: K}` in its space: the earlier sweep's finished trials are told
 to the new study and its K best configs run first), and the record of its search in `sweep.json`
-that `--extend` checks an edited space against (`NewSweep`, called by `sweep.run_sweep`).
+that `--extend` checks an edited space against (`NewSweep`, called by `sweep.run_plain_sweep`).
 
 `prepare_warm_start` checks everything before the sweep writes anything (the earlier sweep exists
 in the same results directory, optimised the same objectives under the same constraints, searched
@@ -9,7 +9,7 @@ the same parameters with the same kinds and scales, and K fits the budget); `War
 fills the new study. The constraints must be the same because the study keeps only each trial's
 violations, not the metrics to compute new ones from.
 ASHA is not seeded from the earlier sweep: its base config and scheduler may differ, so its epoch
-values need not be comparable to the new trials' (an extension's are, see sweep_extend.py).
+values need not be comparable to the new trials' (an extension's are, see sweep/extend.py).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from orchestrator.search.history import (
     sweep_record,
     warm_start_study,
 )
-from orchestrator.space.schema import SearchSpace, SpaceError
 from orchestrator.space.lineage import normalised, warm_start_problems
+from orchestrator.space.schema import SearchSpace, SpaceError
 from orchestrator.sweep.state import read_state, update_state
 
 

@@ -104,7 +104,7 @@ def resolve_artifacts_destination(destination: str) -> tuple[str, Path | None]:
     return str(directory), directory
 
 
-def tracking_server(
+def start_tracking_server(
     *,
     host: str = "127.0.0.1",
     port: int = 5000,

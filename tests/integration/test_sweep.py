@@ -59,7 +59,7 @@ def test_asha_sweep_logs_to_mlflow_and_records_pruned_trials(
 
     from orchestrator.search.optuna_search import sample_configs, study_trials
     from orchestrator.space.schema import load_space, parse_space
-    from orchestrator.sweep.driver import run_sweep
+    from orchestrator.sweep.plain import run_plain_sweep
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     # lr 1e-9 leaves the model at its initial dev score (~0.40) while 3e-3 beats it after one
@@ -84,7 +84,7 @@ def test_asha_sweep_logs_to_mlflow_and_records_pruned_trials(
         if draws[0] == 3e-3 and 1e-9 in draws and 1e6 in draws:
             break
     space = load_space(write_space(tmp_path / "asha.yaml", {**raw, "seed": seed}))
-    outcome = run_sweep(
+    outcome = run_plain_sweep(
         space, data_dir=data_dir, results_dir=tmp_path / "results", live_table=False
     )
     assert [t.params["optim.lr"] for t in outcome.trials] == draws

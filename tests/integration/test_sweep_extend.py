@@ -50,18 +50,18 @@ class Extended:
 def extended(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Extended]:
     import ray
 
-    from orchestrator.sweep.ray_tune import init_ray
+    from orchestrator.cli.sweep import plain_sweep_lines
     from orchestrator.space.schema import load_space
-    from orchestrator.sweep.driver import run_sweep
-    from orchestrator.cli.sweep_command import sweep_command_lines
+    from orchestrator.sweep.plain import run_plain_sweep
+    from orchestrator.sweep.ray_tune import init_ray
 
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     init_ray(None, num_cpus=2)
     tmp = tmp_path_factory.mktemp("extend")
     (tmp / "space.yaml").write_text(yaml.safe_dump(RAW, sort_keys=False))
     space, results = load_space(tmp / "space.yaml"), tmp / "results"
-    first = run_sweep(space, data_dir=data_dir, results_dir=results, live_table=False)
-    lines = sweep_command_lines(space, 2, data_dir, results, None, False)
+    first = run_plain_sweep(space, data_dir=data_dir, results_dir=results, live_table=False)
+    lines = plain_sweep_lines(space, 2, data_dir, results, None, False)
     yield Extended(results, data_dir, first, lines)
     ray.shutdown()
     if saved is not None:
@@ -69,8 +69,8 @@ def extended(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterat
 
 
 def test_an_extended_sweep_holds_every_trial_once(extended: Extended) -> None:
-    from orchestrator.ensemble.combine import EnsembleRequest
-    from orchestrator.ensemble.run import ranked_candidates
+    from orchestrator.ensemble.request import EnsembleRequest
+    from orchestrator.ensemble.select import ranked_candidates
     from orchestrator.report.sweep_report import write_report
     from orchestrator.search.optuna_search import study_trials
     from orchestrator.tracking.store import find_sweep
@@ -151,7 +151,7 @@ def test_the_extensions_sampler_saw_the_first_trials(extended: Extended) -> None
 def test_a_warm_started_sweep_runs_the_best_configs_first(extended: Extended) -> None:
     from orchestrator.search.optuna_search import study_trials
     from orchestrator.space.schema import load_space
-    from orchestrator.sweep.driver import run_sweep
+    from orchestrator.sweep.plain import run_plain_sweep
     from orchestrator.tracking.store import find_sweep
 
     earlier = study_trials(
@@ -165,7 +165,7 @@ def test_a_warm_started_sweep_runs_the_best_configs_first(extended: Extended) ->
            "warm_start": {"sweep": "extend-it", "top": 2}}  # fmt: skip
     path = extended.results.parent / "warm.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    outcome = run_sweep(
+    outcome = run_plain_sweep(
         load_space(path),
         data_dir=extended.data_dir,
         results_dir=extended.results,

@@ -34,11 +34,11 @@ def test_three_objective_sweep_reports_its_pareto_front(
 ) -> None:
     import optuna
 
-    from orchestrator.ensemble.combine import EnsembleRequest
-    from orchestrator.ensemble.run import ranked_candidates
+    from orchestrator.ensemble.request import EnsembleRequest
+    from orchestrator.ensemble.select import ranked_candidates
     from orchestrator.report.sweep_report import write_report
     from orchestrator.space.schema import load_space
-    from orchestrator.sweep.driver import run_sweep
+    from orchestrator.sweep.plain import run_plain_sweep
     from orchestrator.tracking.store import find_sweep
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -60,7 +60,7 @@ def test_three_objective_sweep_reports_its_pareto_front(
     }
     space = load_space(write_space(tmp_path / "pareto.yaml", raw))
     assert space.scheduler.name == "none"  # several objectives: every trial runs to the end
-    outcome = run_sweep(space, data_dir=data_dir, results_dir=results, live_table=False)
+    outcome = run_plain_sweep(space, data_dir=data_dir, results_dir=results, live_table=False)
     assert [t.state for t in outcome.trials] == ["completed"] * 5
 
     # The independent front: from MLflow's best-epoch metrics of each trial run.
@@ -106,7 +106,7 @@ def test_constrained_sweep_picks_the_feasible_best(
 
     from orchestrator.report.sweep_report import write_report
     from orchestrator.space.schema import load_space
-    from orchestrator.sweep.driver import run_sweep
+    from orchestrator.sweep.plain import run_plain_sweep
     from orchestrator.tracking.store import find_sweep
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -125,7 +125,7 @@ def test_constrained_sweep_picks_the_feasible_best(
         "space": {"optim.lr": {"choice": [3.0e-3, 1.0e-9]}, "optim.epochs": 1},
     }
     space = load_space(write_space(tmp_path / "constrained.yaml", raw))
-    outcome = run_sweep(space, data_dir=data_dir, results_dir=results, live_table=False)
+    outcome = run_plain_sweep(space, data_dir=data_dir, results_dir=results, live_table=False)
 
     _uri, stored = find_sweep(results, "constrained-it")
     overall = {run.trial_id: run.metrics["best/dev/overall"] for run in stored.trials}

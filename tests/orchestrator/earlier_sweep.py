@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 
 from orchestrator.contract import EPOCHS_LEFT, SweepLayout
-from orchestrator.search.optuna_search import SweepStudy
 from orchestrator.search.history import sweep_record
+from orchestrator.search.optuna_search import SweepStudy
 from orchestrator.space.schema import SearchSpace, parse_space
 
 REPO = Path(__file__).resolve().parents[2]

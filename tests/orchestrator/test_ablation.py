@@ -11,9 +11,9 @@ from scipy import stats
 
 from orchestrator.ablation.arm_table import (
     TABLE_METRICS,
-    ablation_latex,
-    ablation_markdown,
     ablation_table,
+    arm_table_latex,
+    arm_table_markdown,
     paired_delta,
     t_interval,
 )
@@ -89,19 +89,19 @@ def test_ablation_table_rows_per_arm_with_paired_deltas_and_cost():
 
 def test_markdown_and_latex_name_the_baseline_and_show_intervals():
     table = ablation_table(runs_frame(), "baseline", ["baseline", "smart"])
-    markdown = ablation_markdown(table, "baseline")
+    markdown = arm_table_markdown(table, "baseline")
     smart_line = next(line for line in markdown.splitlines() if line.startswith("| smart "))
     delta = paired_delta(SMART, BASE)
     assert f"{delta.mean:+.4f} ± {delta.half_width:.4f} (p={delta.p_value:.3f})" in smart_line
     assert "| baseline (baseline) |" in markdown
-    latex = ablation_latex(table, "baseline")
+    latex = arm_table_latex(table, "baseline")
     assert latex.count(r"\\") == 3 and r"\toprule" in latex and "\\pm" in latex
 
 
 def test_a_missing_baseline_leaves_the_deltas_empty_instead_of_failing():
     runs = runs_frame()
     table = ablation_table(runs[runs["arm"] == "smart"], "baseline", ["baseline", "smart"])
-    markdown = ablation_markdown(table, "baseline")
+    markdown = arm_table_markdown(table, "baseline")
     smart_line = next(line for line in markdown.splitlines() if line.startswith("| smart "))
     assert smart_line.count("| – ") == len(TABLE_METRICS)
 

@@ -86,7 +86,7 @@ def test_duplicate_arm_names_are_one_line_naming_the_line(tmp_path: Path, data_d
 
 def test_resuming_an_edited_study_is_refused(tmp_path: Path, data_dir: Path) -> None:
     from orchestrator.space.schema import load_space
-    from orchestrator.sweep.driver import study_record
+    from orchestrator.sweep.parent_run import study_record
 
     path = write_study(tmp_path)
     state_dir = tmp_path / "results" / "cli-study"

@@ -87,8 +87,8 @@ def test_dry_run_checks_the_data_and_results_dirs_the_real_run_needs(tmp_path: P
 def test_resources_no_machine_has_are_one_line_before_anything_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator.sweep import ray_tune
     from orchestrator.cluster import ClusterNode
+    from orchestrator.sweep import ray_tune
 
     # Ray itself is faked: a 2-core machine without a GPU (tests/integration has the real one).
     monkeypatch.setattr(ray_tune, "init_ray", lambda address, num_cpus: None)

@@ -261,15 +261,15 @@ def test_a_sweep_names_the_quora_file_its_trials_read(tmp_path, data_dir, monkey
     """`sweep` resolves `data.para_train: auto` before the driver starts, so the base config its
     MLflow params and data checksum come from names the real file (the driver itself is ours,
     stubbed here to catch what it is given; tests/integration run it for real)."""
-    import orchestrator.cli.sweep_command as sweep_driver
+    import orchestrator.cli.sweep as sweep_driver
 
     given = {}
 
-    def sweep_command_lines(space, *args):
+    def plain_sweep_lines(space, *args):
         given["base"] = space.base
         return ["stub"]
 
-    monkeypatch.setattr(sweep_driver, "sweep_command_lines", sweep_command_lines)
+    monkeypatch.setattr(sweep_driver, "plain_sweep_lines", plain_sweep_lines)
     space = REPO / "search_spaces" / "quickstart.yaml"
     args = ["sweep", str(space), "--results-dir", str(tmp_path / "results")]
     result = run(*args, "--data-dir", str(data_dir))

@@ -23,20 +23,20 @@ from orchestrator.contract import (
     SweepLayout,
     best_key,
 )
-from orchestrator.ensemble.combine import (
+from orchestrator.ensemble.combine import combine, ensemble_dev_metrics, vote_labels
+from orchestrator.ensemble.request import (
     Candidate,
     EnsembleError,
     EnsembleRequest,
-    check_top,
-    combine,
     default_metric,
-    ensemble_dev_metrics,
-    greedy_forward_selection,
     greedy_metric,
-    rank_candidates,
-    vote_labels,
 )
-from orchestrator.ensemble.run import checkpoint_places
+from orchestrator.ensemble.select import (
+    check_top,
+    checkpoint_places,
+    greedy_forward_selection,
+    rank_candidates,
+)
 from orchestrator.tracking.store import StoredRun
 from tests.orchestrator.sweep_store import (
     FakeStudyRun,

@@ -15,9 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from model.evaluate import OVERALL, TaskPredictions
-from orchestrator.report import plots
 from orchestrator.cli import main
-from orchestrator.ensemble.combine import EnsembleError
+from orchestrator.ensemble import k_curve_plot
 from orchestrator.ensemble.k_curve import (
     best_k,
     check_curve,
@@ -26,6 +25,7 @@ from orchestrator.ensemble.k_curve import (
     k_curve_markdown,
     read_k_curve,
 )
+from orchestrator.ensemble.request import EnsembleError
 from orchestrator.report.sweep_report import write_report
 from tests.orchestrator.sweep_store import (
     FakeTrial,
@@ -161,17 +161,17 @@ def test_k_curve_plot_draws_each_method_and_the_members_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     drawn: dict[str, Any] = {}
-    save = plots._save
+    save = k_curve_plot._save_figure
 
-    def keep_lines(fig: Any, path: Path) -> Path:
+    def keep_lines(fig: Any, path: Path) -> None:
         overall = fig.axes[3]  # panels: SST, Quora, STS, overall
         drawn.update({line.get_label(): list(line.get_ydata()) for line in overall.lines})
         drawn["alone"] = [float(y) for _, y in overall.collections[0].get_offsets()]
-        return save(fig, path)
+        save(fig, path)
 
-    monkeypatch.setattr(plots, "_save", keep_lines)
+    monkeypatch.setattr(k_curve_plot, "_save_figure", keep_lines)
     curve = _curve()
-    path = plots.k_curve(curve, tmp_path / "k_curve.png")
+    path = k_curve_plot.plot_k_curve(curve, tmp_path / "k_curve.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["k_curve.png"]  # no partial file left
     assert drawn["vote"] == [p[OVERALL] for p in curve["vote"]]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.ensemble.combine import Candidate, EnsembleRequest
 from orchestrator.ensemble.manifest import (
     MANIFEST_FORMAT,
     EnsembleManifest,
@@ -23,6 +22,7 @@ from orchestrator.ensemble.manifest import (
     write_ensemble_manifest,
     write_manifest,
 )
+from orchestrator.ensemble.request import Candidate, EnsembleRequest
 
 DEV = {"dev/overall": 0.61, "dev/sst_acc": 0.4}
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from orchestrator import file_digest
-from orchestrator.ensemble.combine import Candidate
 from orchestrator.ensemble.manifest import (
     ManifestError,
     manifest_for_selection,
     read_manifest,
     write_manifest,
 )
+from orchestrator.ensemble.request import Candidate
 from orchestrator.file_digest import file_sha256
 
 

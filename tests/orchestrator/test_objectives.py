@@ -25,24 +25,26 @@ from orchestrator.contract import (
     TRIAL_ID_TAG,
     best_key,
 )
-from orchestrator.ensemble.combine import EnsembleError, EnsembleRequest
-from orchestrator.ensemble.run import ranked_candidates
+from orchestrator.ensemble.request import EnsembleError, EnsembleRequest
+from orchestrator.ensemble.select import ranked_candidates
 from orchestrator.objectives import (
     Constraint,
     Objective,
     constraint_values,
     is_feasible,
+    judge,
     judge_outcomes,
     objective_params,
     pareto_front,
+    sweep_goals,
 )
+from orchestrator.report.tradeoffs import judged_frame, objectives_markdown
+from orchestrator.report.trials_table import trials_frame
 from orchestrator.search.optuna_search import SweepStudy
 from orchestrator.space.schema import SearchSpace, SpaceError, parse_space
-from orchestrator.sweep.driver import SweepOutcome, TrialOutcome, trial_outcome
 from orchestrator.sweep.listeners import TrialSnapshot
+from orchestrator.sweep.outcome import SweepOutcome, TrialOutcome, trial_outcome
 from orchestrator.tracking.store import StoredRun, StoredSweep
-from orchestrator.report.tradeoffs import judge_runs, judged_frame, objectives_markdown, sweep_goals
-from orchestrator.report.trials_table import trials_frame
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "tiny.yaml")
@@ -228,7 +230,7 @@ def test_three_objective_front_matches_brute_force_optuna_report_and_ensemble(
     runs = stored_runs(results)
     goals = sweep_goals(stored_sweep(parsed, runs).parent.params)
     assert goals.objectives == parsed.objectives
-    judgement = judge_runs(goals, runs)
+    judgement = judge(goals, [(run.state, run.metrics) for run in runs])
     assert {i for i, on in enumerate(judgement.pareto) if on} == expected
     frame = judged_frame(trials_frame(runs, {}), runs, goals)
     assert set(frame.index[frame["pareto"]]) == expected

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cluster import ClusterNode
+from orchestrator.space.schema import Resources, load_space
 from orchestrator.sweep.placement import (
     ResourcesError,
     TrialPlacement,
     fit_trials_to_cluster,
     plan_trial_resources,
 )
-from orchestrator.space.schema import Resources, load_space
 
 LAPTOP = [{"CPU": 2.0, "memory": 8e9}]  # Ray's resources of a 2-core machine without a GPU
 GPU_BOX = [{"CPU": 16.0, "GPU": 1.0}]

@@ -18,9 +18,10 @@ import pytest
 import torch
 
 from model.evaluate import prediction_filename
-from orchestrator.ensemble.combine import Candidate, EnsembleRequest, combine_tasks
+from orchestrator.ensemble.combine import combine_tasks
 from orchestrator.ensemble.manifest import write_ensemble_manifest
 from orchestrator.ensemble.member_predictions import SplitInputs, predict_member
+from orchestrator.ensemble.request import Candidate, EnsembleRequest
 from orchestrator.predict.outputs import PROGRESS_LINE_BATCHES, PredictProgress
 from orchestrator.predict.predictor import (
     PROBABILITY_COLUMNS,

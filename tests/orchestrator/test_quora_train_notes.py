@@ -16,10 +16,10 @@ from model.config import TrainConfig
 from model.data_dir import FULL_QUORA_TRAIN, PARA_TRAIN_AUTO, PARTIAL_QUORA_TRAIN
 from model.evaluate import OVERALL
 from orchestrator.cli import main
+from orchestrator.cli.sweep import study_summary
 from orchestrator.report.sweep_report import write_report
 from orchestrator.space.schema import load_space
-from orchestrator.ablation.study_run import study_summary
-from orchestrator.sweep.driver import SweepOutcome
+from orchestrator.sweep.outcome import SweepOutcome
 from orchestrator.tracking.provenance import data_sha256
 from tests.orchestrator.sweep_store import (
     FakeTrial,

@@ -14,10 +14,10 @@ from optuna.trial import TrialState
 from ray.tune.search import ConcurrencyLimiter
 
 from orchestrator.contract import EPOCHS_LEFT
-from orchestrator.sweep.ray_tune import StudySearcher, TrialEvents
 from orchestrator.search.optuna_search import SweepStudy
 from orchestrator.space.schema import parse_space
 from orchestrator.sweep.listeners import TrialListener, TrialSnapshot
+from orchestrator.sweep.ray_tune import StudySearcher, TrialEvents
 
 REPO = Path(__file__).resolve().parents[2]
 SPACE = {

@@ -16,13 +16,13 @@ from matplotlib.image import imread
 from scipy import stats
 
 from orchestrator.cli import main
-from orchestrator.search.importance import importances
 from orchestrator.report.plots import write_plots
 from orchestrator.report.sweep_report import swept_axes, write_report
-from orchestrator.stats import axis_groups, delta_ci, is_continuous, mean_ci
-from orchestrator.report.tables import ablation_markdown, importance_markdown
-from orchestrator.tracking.store import StoredRun
+from orchestrator.report.tables import axes_table_markdown, importance_markdown
 from orchestrator.report.trials_table import parse_param, trials_frame
+from orchestrator.search.importance import importances
+from orchestrator.stats import axis_groups, delta_ci, is_continuous, mean_ci
+from orchestrator.tracking.store import StoredRun
 from tests.orchestrator.sweep_store import FakeTrial, fake_sweep
 
 
@@ -118,7 +118,7 @@ def test_a_sweep_ranked_on_the_selection_split_plots_and_tables_it(tmp_path: Pat
     rows = [("mse", v, "completed") for v in (0.50, 0.52, 0.51)]
     rows += [("cosine", v, "completed") for v in (0.60, 0.61, 0.62)]
     frame = _frame(rows).assign(**{"best/selection/overall": [0.7, 0.71, 0.72, 0.8, 0.81, 0.82]})
-    text = ablation_markdown(frame, ["loss.sts_loss"], {"loss.sts_loss": "mse"}, sweep="s",
+    text = axes_table_markdown(frame, ["loss.sts_loss"], {"loss.sts_loss": "mse"}, sweep="s",
                              metrics=("dev/overall",), metric="selection/overall")  # fmt: skip
     assert "ranked them on `selection/overall`, on the selection split (held out of train)." in (
         text
@@ -126,7 +126,7 @@ def test_a_sweep_ranked_on_the_selection_split_plots_and_tables_it(tmp_path: Pat
     header = "| value | n | pruned | selection/overall | dev/overall | Δ selection/overall |"
     assert header in text
     assert "| mse (base) | 3 | 0 | 0.7100 ± " in text
-    assert "ranked them on `dev/overall`, on dev." in ablation_markdown(
+    assert "ranked them on `dev/overall`, on dev." in axes_table_markdown(
         frame, ["loss.sts_loss"], {}, sweep="s"
     )
     assert "`selection/overall` (on the selection split" in importance_markdown(
@@ -161,9 +161,9 @@ def test_learning_curves_without_runs_say_so_in_the_title(
         return save(fig, path)
 
     monkeypatch.setattr(plots, "_save", title_then_save)
-    plots.learning_curves({}, tmp_path / "empty.png")
+    plots.plot_learning_curves({}, tmp_path / "empty.png")
     curve = pd.DataFrame({"epoch": [1, 2], "mean": [0.5, 0.6], "half": [0.01, 0.02]})
-    plots.learning_curves({"base": curve}, tmp_path / "one.png", baseline="base")
+    plots.plot_learning_curves({"base": curve}, tmp_path / "one.png", baseline="base")
     assert titles == [
         "no completed confirm run",
         "learning curves per arm (bands: 95% CI; bold: base)",
@@ -209,7 +209,7 @@ def test_axis_groups_keep_choice_levels_and_bin_continuous_axes() -> None:
 def test_ablation_markdown_means_cis_and_deltas() -> None:
     rows = [("mse", v, "completed") for v in (0.50, 0.52, 0.51)]
     rows += [("cosine", v, "completed") for v in (0.60, 0.61, 0.62)]
-    text = ablation_markdown(_frame(rows), ["loss.sts_loss"], {"loss.sts_loss": "mse"},
+    text = axes_table_markdown(_frame(rows), ["loss.sts_loss"], {"loss.sts_loss": "mse"},
                              sweep="s", metrics=("dev/overall",))  # fmt: skip
     assert "6 completed and 0 pruned trials." in text
     mean, half, _ = mean_ci([0.60, 0.61, 0.62])
@@ -219,7 +219,7 @@ def test_ablation_markdown_means_cis_and_deltas() -> None:
     assert f"| mse (base) | 3 | 0 | {0.51:.4f} ± {base_half:.4f} | — |" in text
     assert f"| cosine | 3 | 0 | {mean:.4f} ± {half:.4f} | +{delta:.4f} ± {dhalf:.4f}* |" in text
 
-    no_base = ablation_markdown(_frame(rows), ["loss.sts_loss"], {"loss.sts_loss": "pearson"},
+    no_base = axes_table_markdown(_frame(rows), ["loss.sts_loss"], {"loss.sts_loss": "pearson"},
                                 sweep="s", metrics=("dev/overall",))  # fmt: skip
     assert "| value | n | pruned | dev/overall |\n" in no_base
     assert "No trial ran the base value, so there is no Δ column." in no_base
@@ -237,7 +237,7 @@ def test_pruned_trials_are_counted_named_and_compared_at_their_common_rung() -> 
             "dev/overall@2": [0.45, 0.55, None, 0.41, None],
         }
     )
-    text = ablation_markdown(frame, ["loss.sts_loss"], {"loss.sts_loss": "mse"}, sweep="s",
+    text = axes_table_markdown(frame, ["loss.sts_loss"], {"loss.sts_loss": "mse"}, sweep="s",
                              metrics=("dev/overall",))  # fmt: skip
     assert "2 completed and 2 pruned trials." in text
     assert "Pruned (stopped early by the scheduler): `c` (epoch 1), `d` (epoch 2)." in text

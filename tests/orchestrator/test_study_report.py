@@ -18,9 +18,6 @@ from mlflow import MlflowClient
 
 from model.evaluate import DEV_METRICS, OVERALL, sst_detail_metrics
 from orchestrator.ablation.arm_table import TABLE_METRICS, ablation_table
-from orchestrator.cli import main
-from orchestrator.contract import CONFIRM_PHASE, TUNE_PHASE, arm_metric
-from orchestrator.report.sweep_report import write_report
 from orchestrator.ablation.sst_details import CONFUSION_KEYS
 from orchestrator.ablation.study_report import (
     StudyInfo,
@@ -30,6 +27,9 @@ from orchestrator.ablation.study_report import (
     seed_sets,
     study_info,
 )
+from orchestrator.cli import main
+from orchestrator.contract import CONFIRM_PHASE, TUNE_PHASE, arm_metric
+from orchestrator.report.sweep_report import write_report
 from orchestrator.tracking.store import read_sweep
 from tests.orchestrator.sweep_store import FakeStudyRun, fake_study
 

@@ -16,7 +16,6 @@ from click.testing import CliRunner
 
 from model.config import ConfigError
 from orchestrator.contract import EXTENDS_RUN_TAG, EXTENSION_TAG, SweepLayout
-from orchestrator.search.optuna_search import SweepStudy
 from orchestrator.search.history import (
     WARM_START_ATTR,
     PastStudy,
@@ -26,12 +25,13 @@ from orchestrator.search.history import (
     space_specs,
     sweep_record,
 )
-from orchestrator.space.schema import SpaceError, parse_space
+from orchestrator.search.optuna_search import SweepStudy
 from orchestrator.space.lineage import (
     WarmStartSpec,
     record_differences,
     warm_start_problems,
 )
+from orchestrator.space.schema import SpaceError, parse_space
 from tests.orchestrator.earlier_sweep import (
     EARLIER,
     RAW,
@@ -332,7 +332,7 @@ def test_seeded_asha_stops_a_trial_below_the_earlier_trials_rung(tmp_path: Path)
 
 
 def test_read_sweep_reads_each_extension_trial_once(tmp_path: Path) -> None:
-    from orchestrator.ensemble.run import checkpoint_places
+    from orchestrator.ensemble.select import checkpoint_places
     from orchestrator.tracking.store import read_sweep
     from orchestrator.tracking.writer import SweepTracker
     from tests.tiny_model import tiny_config
@@ -361,8 +361,8 @@ def test_read_sweep_reads_each_extension_trial_once(tmp_path: Path) -> None:
 
 
 def test_resume_goes_on_with_an_unfinished_extension_only(tmp_path: Path) -> None:
-    from orchestrator.sweep.driver import SweepStateError
     from orchestrator.sweep.extend import EXTENSIONS_KEY, pending_extension, plan_extension
+    from orchestrator.sweep.plain import SweepStateError
 
     root = run_earlier_sweep(tmp_path, EARLIER[:2])
     layout = SweepLayout.of(tmp_path, "early")

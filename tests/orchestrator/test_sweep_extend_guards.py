@@ -17,11 +17,12 @@ import yaml
 from click.testing import CliRunner
 
 from orchestrator.contract import EPOCHS_LEFT, EXTENDS_RUN_TAG, EXTENSIONS_KEY, SweepLayout
-from orchestrator.search.optuna_search import SweepStudy
 from orchestrator.search.history import read_past_study, rung_history
-from orchestrator.space.schema import SpaceError
-from orchestrator.sweep.driver import SweepOutcome, SweepStateError, TrialOutcome
+from orchestrator.search.optuna_search import SweepStudy
 from orchestrator.space.lineage import WarmStartSpec
+from orchestrator.space.schema import SpaceError
+from orchestrator.sweep.outcome import SweepOutcome, TrialOutcome
+from orchestrator.sweep.plain import SweepStateError
 from orchestrator.tracking.writer import SweepTracker
 from tests.orchestrator.earlier_sweep import EARLIER, RAW, run_earlier_sweep, space_of
 
@@ -161,8 +162,8 @@ def test_a_sweep_and_its_extension_are_judged_as_one(
 ) -> None:
     """One Pareto front of every trial: the extension's `b` is dominated by the first run's `a`."""
     from orchestrator.sweep import ray_tune
-    from orchestrator.sweep.driver import trial_outcomes
     from orchestrator.sweep.listeners import TrialSnapshot
+    from orchestrator.sweep.outcome import trial_outcomes
 
     tasks = ["dev/sst_acc", "dev/para_acc"]
     parsed = space_of(metric=tasks, mode=["max", "max"])
@@ -223,7 +224,7 @@ def test_a_multi_objective_summary_names_its_front_not_a_best_trial(tmp_path: Pa
 
 
 def test_an_extension_with_repeats_says_how_many_trials_it_ran(tmp_path: Path) -> None:
-    from orchestrator.sweep.extend import extension_lines
+    from orchestrator.cli.sweep import extension_lines
 
     done = SweepOutcome("early", tmp_path, "uri", "p", "s", "dev/overall", "max")
     assert extension_lines(done, space_of(repeats=3), 2)[0] == (

@@ -15,13 +15,13 @@ from click.testing import CliRunner
 from model.checkpoint import OPTIMIZER_FILE
 from orchestrator.cli import main
 from orchestrator.contract import MEMBERS_TAG, METHOD_TAG, MODEL_KIND_TAG, RANKED_BY_TAG
-from orchestrator.ensemble.combine import Candidate
 from orchestrator.ensemble.manifest import (
     ManifestError,
     manifest_for_selection,
     read_manifest,
     write_manifest,
 )
+from orchestrator.ensemble.request import Candidate
 from orchestrator.file_digest import file_sha256
 from orchestrator.registry.models import (
     MEMBERS_DIR,

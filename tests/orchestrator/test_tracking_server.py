@@ -12,14 +12,14 @@ from click.testing import CliRunner
 from orchestrator.cli import main
 from orchestrator.cluster import ClusterError
 from orchestrator.tracking import server as launcher
-from orchestrator.tracking.server import TrackingServer, redact_uri, tracking_server
+from orchestrator.tracking.server import TrackingServer, redact_uri, start_tracking_server
 
 
 def test_tracking_server_defaults_bind_loopback_and_serve_artifacts(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    server = tracking_server()
+    server = start_tracking_server()
     argv = server.argv
     assert argv[:4] == [sys.executable, "-m", "mlflow", "server"]
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
@@ -34,7 +34,7 @@ def test_tracking_server_defaults_bind_loopback_and_serve_artifacts(
 
 def test_tracking_server_keeps_passwords_out_of_argv_and_warns_on_open_hosts() -> None:
     uri = "postgresql://mlflow:s3cret@db:5432/mlflow"
-    server = tracking_server(
+    server = start_tracking_server(
         host="0.0.0.0",
         backend_store_uri=uri,
         artifacts_destination="s3://bucket/artifacts",
@@ -51,7 +51,7 @@ def test_tracking_server_keeps_passwords_out_of_argv_and_warns_on_open_hosts() -
     assert redact_uri(uri) == "postgresql://mlflow:***@db:5432/mlflow"
     assert redact_uri("postgresql://mlflow@db/mlflow") == "postgresql://mlflow@db/mlflow"
     with pytest.raises(ClusterError, match="expected a database URI"):
-        tracking_server(backend_store_uri="results/mlflow.db")
+        start_tracking_server(backend_store_uri="results/mlflow.db")
 
 
 def test_cli_tracking_server_prints_the_url_and_execs_mlflow(
@@ -106,16 +106,20 @@ def test_tracking_server_checks_every_argument_before_creating_directories(
     (tmp_path / "afile").write_text("")
     store = f"sqlite:///{tmp_path}/new/dir/mlflow.db"
     with pytest.raises(ClusterError, match=r"afile is a file, not a directory"):
-        tracking_server(backend_store_uri=store, artifacts_destination=str(tmp_path / "afile/a"))
+        start_tracking_server(
+            backend_store_uri=store, artifacts_destination=str(tmp_path / "afile/a")
+        )
     with pytest.raises(ClusterError, match=r"afile is a file, not a directory"):
-        tracking_server(backend_store_uri=f"sqlite:///{tmp_path}/afile/x.db")
+        start_tracking_server(backend_store_uri=f"sqlite:///{tmp_path}/afile/x.db")
     with pytest.raises(ClusterError, match=r"is a directory, not a file"):
-        tracking_server(backend_store_uri=f"sqlite:///{tmp_path}")
+        start_tracking_server(backend_store_uri=f"sqlite:///{tmp_path}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
     # Valid arguments: now the database's directory (a path the user named) is created.
-    server = tracking_server(backend_store_uri=store, artifacts_destination=str(tmp_path / "art"))
+    server = start_tracking_server(
+        backend_store_uri=store, artifacts_destination=str(tmp_path / "art")
+    )
     assert server.env["MLFLOW_BACKEND_STORE_URI"] == store
     assert (tmp_path / "new" / "dir").is_dir() and (tmp_path / "art").is_dir()
     for accepted in ("postgresql+psycopg2://u@db/m", "mysql://u@db/m", "file:///srv/mlruns"):
-        server = tracking_server(backend_store_uri=accepted, artifacts_destination="s3://b/a")
+        server = start_tracking_server(backend_store_uri=accepted, artifacts_destination="s3://b/a")
         assert server.env["MLFLOW_BACKEND_STORE_URI"] == accepted

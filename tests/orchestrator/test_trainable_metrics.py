@@ -16,8 +16,8 @@ from model.evaluate import (
     confusion_key,
     per_class_key,
 )
-from orchestrator.sweep import trainable
 from orchestrator.contract import BEST_CHECKPOINT, EPOCHS_LEFT, best_key
+from orchestrator.sweep import trainable
 from tests.tiny_model import tiny_config
 
 
