@@ -17,7 +17,7 @@ from orchestrator.cli import main
 from orchestrator.search.optuna_search import DefineByRun, make_sampler
 from orchestrator.space.schema import SAMPLERS, parse_space
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = str(REPO / "configs" / "tiny.yaml")
 FLOATS = {
     "optim.lr": {"float": [1.0e-5, 1.0e-3], "log": True},

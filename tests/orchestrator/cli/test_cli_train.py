@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from model.data_dir import PARA_TRAIN_AUTO, quora_train_source, resolve_para_train
 from orchestrator.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def run(*args: str):

@@ -11,7 +11,7 @@ from orchestrator.config import apply_params
 from orchestrator.search.optuna_search import sample_configs
 from orchestrator.space.schema import load_space
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
 EXPECTED = {"quickstart", "smart", "encoding", "schedule", "pcgrad", "regularization"}
 STUDIES = {"seeds", "ablation_quickstart"}

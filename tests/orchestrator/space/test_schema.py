@@ -11,7 +11,7 @@ import yaml
 from orchestrator.config import apply_params
 from orchestrator.space.schema import Condition, SpaceError, load_space, parse_space, run_name
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = str(REPO / "configs" / "tiny.yaml")
 
 

@@ -20,7 +20,7 @@ from orchestrator.sweep.placement import (
 LAPTOP = [{"CPU": 2.0, "memory": 8e9}]  # Ray's resources of a 2-core machine without a GPU
 GPU_BOX = [{"CPU": 16.0, "GPU": 1.0}]
 SPACE = "spaces/s.yaml"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_a_request_the_machine_has_is_kept() -> None:

@@ -11,7 +11,7 @@ from model.evaluate import SELECTION_METRICS, SELECTION_OVERALL
 from orchestrator.contract import METRICS
 from orchestrator.space.schema import SpaceError, load_space
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
 
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def write_space(tmp_path: Path, **changes: object) -> Path:

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = str(REPO / "configs" / "tiny.yaml")
 
 

@@ -19,7 +19,7 @@ from orchestrator.space.schema import parse_space
 from orchestrator.sweep.listeners import TrialListener, TrialSnapshot
 from orchestrator.sweep.ray_tune import StudySearcher, TrialEvents
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SPACE = {
     "name": "adapter",
     "base": str(REPO / "configs" / "tiny.yaml"),

@@ -17,7 +17,7 @@ from orchestrator.config import load_train_config
 from orchestrator.search.optuna_search import SweepStudy
 from orchestrator.space.schema import SpaceError, load_space, parse_space
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
 TINY = str(REPO / "configs" / "tiny.yaml")

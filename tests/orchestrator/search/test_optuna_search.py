@@ -26,7 +26,7 @@ from orchestrator.search.optuna_search import (
 )
 from orchestrator.space.schema import SpaceError, parse_space
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 SPACE = {
     "name": "unit",

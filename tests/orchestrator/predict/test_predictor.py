@@ -38,7 +38,7 @@ from tests.orchestrator.predict_store import (
 )
 from tests.orchestrator.sweep_store import tiny_config
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "predict_throughput.py"
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "predict_throughput.py"
 
 
 @pytest.fixture(scope="module")
