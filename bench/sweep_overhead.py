@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     init_ray(None, num_cpus=max(2, args.threads))
     ray_start = time.perf_counter() - start
     start = time.perf_counter()
-    outcome = run_plain_sweep(space, data_dir=data_dir, results_dir=root / "results", live_table=False)
+    outcome = run_plain_sweep(
+        space, data_dir=data_dir, results_dir=root / "results", live_table=False
+    )
     swept = time.perf_counter() - start
     assert all(t.state == "completed" for t in outcome.trials), outcome.trials
     direct += train_directly(cfg, data_dir, root / "after", args.trials - before, args.threads)
