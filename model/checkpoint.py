@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ from safetensors.torch import load_file, save_file
 from model.atomic_write import write_json_atomic as write_json_atomic
 from model.bert import BertConfig, BertModel
 from model.config import TrainConfig, build_config, config_to_dict
+from model.evaluate import TaskPredictions
 from model.heads import MultitaskBert
+from model.stored_predictions import write_dev_predictions
 from model.tokenizer import TextTokenizer, check_tokenizer_fits, load_tokenizer
 from model.weights import WeightsError, shape_mismatch
 
@@ -120,9 +123,11 @@ def save_checkpoint(
     metrics: dict[str, float],
     *,
     resume: ResumeState | None = None,
+    dev_predictions: Mapping[str, TaskPredictions] | None = None,
 ) -> Path:
     """Write a checkpoint into a temp dir beside `target`, then swap it into place; with `resume`,
-    one that training can continue from."""
+    one that training can continue from; with `dev_predictions`, its epoch's dev predictions
+    (stored_predictions.py), which an ensemble reads instead of running it again."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
@@ -138,6 +143,8 @@ def save_checkpoint(
         for name in TOKENIZER_FILES:
             if (tokenizer_dir / name).is_file():
                 shutil.copy2(tokenizer_dir / name, tmp / name)
+        if dev_predictions:
+            write_dev_predictions(tmp, dev_predictions)
         if resume is not None:
             torch.save(resume.tensors(), tmp / OPTIMIZER_FILE)
             progress = json.dumps(dataclasses.asdict(resume.progress), indent=2)

@@ -356,7 +356,8 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA
+    # auto: bf16 autocast on CUDA and on CPUs that compute bf16 natively, else fp32 (device.py)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     log_every: int = 50  # steps between reading the loss back from the device
 
     def __post_init__(self) -> None:

@@ -13,7 +13,15 @@ import torch
 
 from model.config import ConfigError, TrainConfig
 
-__all__ = ["autocast_dtype", "device_named", "limit_cuda_memory", "resolve_device"]
+__all__ = [
+    "autocast_dtype",
+    "cpu_bf16_features",
+    "device_named",
+    "limit_cuda_memory",
+    "precision_line",
+    "resolve_device",
+    "resolved_precision",
+]
 
 
 def resolve_device(cfg: TrainConfig) -> torch.device:
@@ -37,13 +45,43 @@ def device_named(name: str, what: str) -> torch.device:
     return device
 
 
+def cpu_bf16_features() -> list[str]:
+    """This CPU's instructions that compute bf16 natively, as torch reports them: `avx512_bf16`
+    (AMD Zen 4 and later, Intel Cooper Lake) and `amx` (Intel Sapphire Rapids and later). Empty
+    elsewhere: there bf16 is emulated and slower than fp32."""
+    probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx": "_is_amx_tile_supported"}
+    found = []
+    for feature, probe in probes.items():
+        check = getattr(torch.cpu, probe, None)  # private torch API: absent means unknown, no
+        if check is not None and check():
+            found.append(feature)
+    return found
+
+
+def resolved_precision(cfg: TrainConfig, device: torch.device) -> tuple[str, str]:
+    """("bf16" or "fp32", why): `precision: auto` is bf16 autocast on CUDA and on a CPU that
+    computes bf16 natively (`cpu_bf16_features`), fp32 elsewhere; fp32 and bf16 are as set."""
+    if cfg.precision != "auto":
+        return cfg.precision, "set in the config"
+    if device.type == "cuda":
+        return "bf16", "auto: CUDA"
+    features = cpu_bf16_features()
+    if features:
+        return "bf16", f"auto: this CPU computes bf16 natively ({', '.join(features)})"
+    return "fp32", "auto: this CPU has no native bf16 (no avx512_bf16 or AMX), so fp32"
+
+
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA unless fp32 is asked for; CPU bf16 only when asked explicitly."""
-    if cfg.precision == "fp32":
-        return None
-    if cfg.precision == "bf16" or device.type == "cuda":
-        return torch.bfloat16
-    return None
+    """The dtype training, evaluation and prediction autocast to (`resolved_precision`), or
+    None for fp32 (no autocast)."""
+    precision, _ = resolved_precision(cfg, device)
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def precision_line(cfg: TrainConfig, device: torch.device) -> str:
+    """What a run says first: its device and the precision it chose, and why."""
+    precision, why = resolved_precision(cfg, device)
+    return f"device {device}, precision {precision} ({why})"
 
 
 def limit_cuda_memory(fraction: float, device: int | torch.device | None = None) -> bool:

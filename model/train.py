@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import shutil
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from model.checkpoint import (
     write_json_atomic,
 )
 from model.config import ConfigError, TrainConfig
-from model.device import autocast_dtype, resolve_device
+from model.device import autocast_dtype, precision_line, resolve_device
 from model.evaluate import (
     EPOCH,
     OVERALL,
@@ -97,6 +98,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     selected_by: str = OVERALL  # the metric that picked the best epoch (best_epoch_metric)
     train_examples: dict[str, int] = field(default_factory=dict)  # per task, as trained on
+    precision: str = "fp32"  # what `precision: auto` resolved to here (device.resolved_precision)
 
 
 def best_epoch_metric(cfg: TrainConfig) -> str:
@@ -188,6 +190,8 @@ def fit(
 ) -> FitResult:
     """Train, evaluate after each epoch, keep the best epoch by `best_epoch_metric(cfg)`."""
     layout = RunLayout(Path(out_dir))
+    # The run's first line: where it computes and in which precision (auto picks per machine).
+    print(precision_line(cfg, resolve_device(cfg)), file=sys.stderr, flush=True)
     run = _prepare(cfg, Path(data_dir))
     state = _start(run, resume_from)
     selected_by = best_epoch_metric(cfg)
@@ -201,7 +205,7 @@ def fit(
             if is_best:
                 best_dev_predictions = predictions
             state = _after_epoch(state, epoch, steps, metrics, metrics[selected_by])
-            _save_epoch(run, layout, state, metrics, is_best)
+            _save_epoch(run, layout, state, metrics, predictions if is_best else None)
             bar.epoch_done(metrics, state.global_step)  # a line per epoch, bar or not
             if on_epoch is not None:
                 on_epoch(EpochResult(epoch, metrics, layout.last, layout.best, is_best))
@@ -209,8 +213,9 @@ def fit(
     _write_best_outputs(run, layout, prediction_splits, best_dev_predictions)
     write_json_atomic(layout.metrics, state.best_metrics)
     sizes = {task: len(encoded) for task, encoded in run.data.train.items()}
+    precision = "bf16" if run.ctx.amp_dtype is torch.bfloat16 else "fp32"
     return FitResult(
-        state.best_metrics, layout.best, state.epoch, state.history, selected_by, sizes
+        state.best_metrics, layout.best, state.epoch, state.history, selected_by, sizes, precision
     )
 
 
@@ -334,12 +339,20 @@ def _after_epoch(
 
 
 def _save_epoch(
-    run: _Run, layout: RunLayout, state: TrainerState, metrics: dict[str, float], is_best: bool
+    run: _Run,
+    layout: RunLayout,
+    state: TrainerState,
+    metrics: dict[str, float],
+    best_predictions: dict[str, TaskPredictions] | None,
 ) -> None:
-    """The best checkpoint when this epoch is the best so far; always the last, resumable one."""
+    """The best checkpoint with its dev predictions when this epoch is the best so far (given its
+    predictions); always the last, resumable one."""
     ctx = run.ctx
-    if is_best:
-        save_checkpoint(layout.best, ctx.model, ctx.cfg, run.model_dir, metrics)
+    if best_predictions is not None:
+        save_checkpoint(
+            layout.best, ctx.model, ctx.cfg, run.model_dir, metrics,
+            dev_predictions=best_predictions,
+        )  # fmt: skip
     resume = ResumeState(
         progress=state,
         optimizer=ctx.optimizer.state_dict(),

@@ -26,6 +26,9 @@ EPOCHS_LEFT = "epochs_left"
 BEST_PREFIX = "best/"  # the best epoch so far: best/dev/overall, best/epoch, ...
 BEST_CHECKPOINT = "best_checkpoint"  # where a trial's best checkpoint lives (result key and tag)
 NONFINITE_LOSS = "nonfinite_loss"  # why a trial diverged (in its last result): FAILED
+# What `precision: auto` resolved to on the trial's machine ("bf16" / "fp32"): a result key
+# every epoch, and the trial run's tag of the same name.
+PRECISION_KEY = "precision_used"
 
 # -------------------------------------------------------------------------------- trial states
 # A trial is completed, pruned (stopped early by ASHA), failed or killed (its sweep stopped).

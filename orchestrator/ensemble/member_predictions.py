@@ -1,12 +1,15 @@
 """An ensemble's members as predictions: the dev and test examples read once, and each ranked
-candidate's best checkpoint loaded and run on them until there are enough members.
+candidate's predictions gathered until there are enough members.
 
-Each member loads from its own best checkpoint and predicts with its own tokenizer and
-architecture, once per split, batched, on the GPU when there is one. Members are loaded one at a
-time, so memory holds one model. Every member is scored on the same (full) dev files as the
-ensemble, so the gain over the best member compares like with like. A test file that is missing
-(here `quora-test-student.csv`, absent from the course data we have) gives no predictions for
-that task and split, and a note; the dev files are required.
+A trial's best checkpoint keeps the dev predictions its best epoch made (every dev row it
+evaluated, model/stored_predictions.py): those rows are taken from storage. Only what storage
+lacks is predicted: the test files, and dev rows outside the trial's dev subset. Then the member
+loads from its own best checkpoint and predicts with its own tokenizer and architecture, batched,
+on the GPU when there is one; members are loaded one at a time, so memory holds one model. Every
+member is scored on the same dev rows as the ensemble, so the gain over the best member compares
+like with like. A test file that is missing (here `quora-test-student.csv`, absent from the
+course data we have) gives no predictions for that task and split, and a note; the dev files are
+required.
 """
 
 from __future__ import annotations
@@ -26,10 +29,15 @@ from model.checkpoint import CheckpointError, load_checkpoint_model, read_checkp
 from model.config import TASKS, TrainConfig
 from model.data import DataError, EncodedTask, Examples, encode_task, read_task_file, subsample
 from model.data_dir import default_data_dir
+from model.device import autocast_dtype
 from model.evaluate import OVERALL, TaskPredictions, dev_metrics, predict_task
 from model.progress import duration_text
+from model.stored_predictions import (
+    DEV_PREDICTIONS_FILE,
+    combine_rows,
+    read_dev_predictions,
+)
 from model.task_data import DEV_SUBSET_SEED, resolve_data_path, task_file
-from model.train import autocast_dtype
 from model.weights import WeightsError
 from orchestrator.ensemble.request import Candidate, EnsembleError, EnsembleRequest
 
@@ -51,7 +59,7 @@ class SplitInputs:
     ):
         self.examples: dict[str, dict[str, Examples]] = {split: {} for split in splits}
         self.labels: dict[str, np.ndarray] = {}
-        self._encoded: dict[tuple[str, str, str, str], EncodedTask] = {}
+        self._encoded: dict[tuple[str, str, str, str, str], EncodedTask] = {}
         for split in splits:
             for task in TASKS:
                 self._read(cfg, data_dir, split, task, notes, dev_subset)
@@ -83,42 +91,90 @@ class SplitInputs:
             dtype = np.int64 if task == "sst" else np.float32
             self.labels[task] = np.asarray([row.label for row in rows], dtype=dtype)
 
-    def encoded(self, split: str, task: str, tokenizer: Any, pair_encoding: str) -> EncodedTask:
-        """The examples tokenized by `tokenizer` (cached by the tokenizer's full definition)."""
+    def encoded(
+        self,
+        split: str,
+        task: str,
+        tokenizer: Any,
+        pair_encoding: str,
+        indices: Sequence[int] | None = None,
+    ) -> EncodedTask:
+        """The examples (those at `indices`, or all) tokenized by `tokenizer`, cached by the
+        tokenizer's full definition: members of one sweep share their encodings."""
         fingerprint = hashlib.sha256(tokenizer.tokenizer.to_str().encode()).hexdigest()
-        key = (split, task, fingerprint, pair_encoding)
+        rows = "all" if indices is None else hashlib.sha256(bytes(np.asarray(indices))).hexdigest()
+        key = (split, task, fingerprint, pair_encoding, rows)
         if key not in self._encoded:
-            rows = self.examples[split][task]
-            self._encoded[key] = encode_task(task, rows, tokenizer, pair_encoding)
+            examples = self.examples[split][task]
+            chosen = examples if indices is None else [examples[i] for i in indices]
+            self._encoded[key] = encode_task(task, chosen, tokenizer, pair_encoding)
         return self._encoded[key]
 
 
 def predict_member(
     checkpoint: Path, inputs: SplitInputs, splits: Sequence[str], device: torch.device
 ) -> Predictions:
-    """Load one checkpoint and predict every task of `splits` with its own tokenizer."""
-    model, tokenizer, cfg = load_checkpoint_model(checkpoint)
-    model.to(device)
-    amp = autocast_dtype(cfg, device)
-    out: Predictions = {}
+    """One checkpoint's predictions of every task of `splits`. Dev rows its best epoch already
+    predicted come from its stored predictions (model/stored_predictions.py); the model is loaded
+    and run, with its own tokenizer, only for the rest (test files, dev rows outside the trial's
+    dev subset)."""
+    stored = read_dev_predictions(checkpoint) if "dev" in splits else {}
+    runner = _MemberRunner(checkpoint, inputs, device)
     try:
-        for split in splits:
-            out[split] = {
-                task: predict_task(
-                    model,
-                    inputs.encoded(split, task, tokenizer, cfg.model.pair_encoding),
-                    batch_size=cfg.data.eval_batch_size,
-                    device=device,
-                    pad_id=tokenizer.pad_id,
-                    autocast_dtype=amp,
-                )
+        return {
+            split: {
+                task: _task_predictions(runner, split, task, stored.get(task), split == "dev")
                 for task in inputs.examples[split]
             }
+            for split in splits
+        }
     finally:
-        del model
-        if device.type == "cuda":
+        runner.close()
+
+
+def _task_predictions(
+    runner: _MemberRunner, split: str, task: str, stored: TaskPredictions | None, dev: bool
+) -> TaskPredictions:
+    rows = runner.inputs.examples[split][task]
+    stored = stored if dev else None  # only dev rows are stored
+    known = set(stored.ids) if stored is not None else set()
+    missing = [i for i, row in enumerate(rows) if row.id not in known]
+    if stored is None or len(missing) == len(rows):
+        return runner.predict(split, task, None)
+    parts = [stored] if not missing else [stored, runner.predict(split, task, missing)]
+    return combine_rows([row.id for row in rows], parts)
+
+
+class _MemberRunner:
+    """A member's checkpoint, loaded the first time a row must be predicted (never when its
+    stored predictions hold every row asked for)."""
+
+    def __init__(self, checkpoint: Path, inputs: SplitInputs, device: torch.device) -> None:
+        self.checkpoint, self.inputs, self.device = checkpoint, inputs, device
+        self.loaded: tuple[Any, Any, TrainConfig] | None = None
+        self.rows_run = 0  # examples the model ran on (the rest came from storage)
+
+    def predict(self, split: str, task: str, indices: Sequence[int] | None) -> TaskPredictions:
+        """The model's predictions of `split`/`task`'s rows at `indices` (None: every row)."""
+        if self.loaded is None:
+            model, tokenizer, cfg = load_checkpoint_model(self.checkpoint)
+            self.loaded = (model.to(self.device), tokenizer, cfg)
+        model, tokenizer, cfg = self.loaded
+        encoded = self.inputs.encoded(split, task, tokenizer, cfg.model.pair_encoding, indices)
+        self.rows_run += len(encoded)
+        return predict_task(
+            model,
+            encoded,
+            batch_size=cfg.data.eval_batch_size,
+            device=self.device,
+            pad_id=tokenizer.pad_id,
+            autocast_dtype=autocast_dtype(cfg, self.device),
+        )
+
+    def close(self) -> None:
+        self.loaded = None
+        if self.device.type == "cuda":
             torch.cuda.empty_cache()
-    return out
 
 
 @dataclass
@@ -183,9 +239,11 @@ def load_members(
         dev = dev_metrics(predictions["dev"], inputs.labels)
         members.append(MemberRun(candidate, predictions, dev))
         # A line per member, so a long ensemble shows its pace in a log as well as on a terminal.
+        stored = (_checkpoint(candidate) / DEV_PREDICTIONS_FILE).is_file()
         echo(
             f"member {len(members)}: {candidate.run_name}  {OVERALL} {dev[OVERALL]:.4f}  "
             f"elapsed {duration_text(time.monotonic() - started)}"
+            + ("  (its stored dev predictions used)" if stored else "")
         )
     if len(members) < request.top:
         raise _too_few_loadable(len(members), len(ranked), skipped, sweep)

@@ -29,6 +29,7 @@ from orchestrator.contract import (
     FEASIBLE_TAG,
     METRICS,
     NONFINITE_LOSS,
+    PRECISION_KEY,
     STATE_TAG,
     TRIAL_ID_TAG,
     SweepLayout,
@@ -208,6 +209,8 @@ class MlflowRelay(TrialListener):
             k: float(result[k]) for k in (*METRICS, EPOCH_KEY) if is_finite_number(result.get(k))
         }
         self.tracker.log_epoch(self._run(trial), metrics, step=int(result[EPOCH_KEY]))
+        if result.get(PRECISION_KEY):  # what precision: auto chose on the trial's machine
+            self.tracker.set_tags(self._run(trial), {PRECISION_KEY: str(result[PRECISION_KEY])})
 
     def _final(self, trial: TrialSnapshot) -> tuple[dict[str, float], dict[str, str]]:
         result = trial.last_result

@@ -20,7 +20,7 @@ from ray import tune
 
 from model.checkpoint import METRICS_FILE
 from model.config import TrainConfig
-from model.device import limit_cuda_memory
+from model.device import limit_cuda_memory, resolve_device, resolved_precision
 from model.evaluate import SELECTION_METRICS
 from model.train import EpochResult, NonFiniteLossError, fit
 from model.warning_format import show_warnings_as_lines
@@ -31,6 +31,7 @@ from orchestrator.contract import (
     EPOCHS_LEFT,
     METRICS,
     NONFINITE_LOSS,
+    PRECISION_KEY,
     SweepLayout,
     best_key,
     trial_params,
@@ -57,6 +58,7 @@ def train_trial(
     # Ray gives each trial `threads` CPUs; more torch threads than that would fight other trials.
     torch.set_num_threads(max(1, threads))
     done_epochs = 0
+    precision, _ = resolved_precision(cfg, resolve_device(cfg))
 
     def report(epoch: EpochResult) -> None:
         nonlocal done_epochs
@@ -65,6 +67,7 @@ def train_trial(
         metrics[EPOCHS_LEFT] = cfg.optim.epochs - epoch.epoch
         metrics.update(_best_metrics(epoch.best_checkpoint_dir))
         metrics[BEST_CHECKPOINT] = str(epoch.best_checkpoint_dir)
+        metrics[PRECISION_KEY] = precision
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(epoch.checkpoint_dir)))
 
     checkpoint = tune.get_checkpoint()
