@@ -17,14 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
+from model.config import TrainConfig
 from model.data_dir import PARA_TRAIN_AUTO, quora_train_source, resolve_para_train
+from model.device import resolved_precision
+from orchestrator.contract import PRECISION_KEY
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "tiny.yaml")
+CPU = torch.device("cpu")
 
 
 def write_space(path: Path, raw: dict[str, Any]) -> Path:
@@ -135,6 +140,9 @@ def test_asha_sweep_logs_to_mlflow_and_records_pruned_trials(
         )
         assert run.data.metrics["best/dev/overall"] == pytest.approx(trial.best_value)
         assert run.data.tags["best_checkpoint"] == trial.best_checkpoint
+        # What the trial's `precision` resolved to on its machine, as its training chose it.
+        assert run.data.params["precision"] == "auto"
+        assert run.data.tags[PRECISION_KEY] == resolved_precision(TrainConfig(), CPU)[0]
         if trial.state == "pruned":
             assert "asha stopped it after epoch" in run.data.tags["pruned_reason"]
 
