@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from model.batching import Batch
 from model.bert import BertModel
 from model.config import ModelConfig
+from model.dropout import Dropout
 
 NUM_SENTIMENT_CLASSES = 5
 STS_MAX_SCORE = 5.0
@@ -29,7 +30,7 @@ _ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}
 
 def make_head(in_features: int, out_features: int, cfg: ModelConfig) -> nn.Sequential:
     """A linear layer (head_layers=1) or an MLP with head_layers-1 hidden layers."""
-    layers: list[nn.Module] = [nn.Dropout(cfg.head_dropout)]
+    layers: list[nn.Module] = [Dropout(cfg.head_dropout)]
     width = in_features
     for _ in range(cfg.head_layers - 1):
         layers.append(nn.Linear(width, cfg.head_hidden))
@@ -38,7 +39,7 @@ def make_head(in_features: int, out_features: int, cfg: ModelConfig) -> nn.Seque
         elif cfg.head_norm == "layer":
             layers.append(nn.LayerNorm(cfg.head_hidden))
         layers.append(_ACTIVATIONS[cfg.head_activation]())
-        layers.append(nn.Dropout(cfg.head_dropout))
+        layers.append(Dropout(cfg.head_dropout))
         width = cfg.head_hidden
     layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)
