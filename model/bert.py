@@ -136,7 +136,12 @@ def compile_encoder(model: BertModel) -> None:
     Only `model.encoder` is compiled, so parameter names, `embed` and `encode_embeddings` (the
     SMART seam) are unchanged and checkpoints stay loadable without torch.compile. Dynamic shapes
     stop a recompile for every new batch size or length; the first steps pay the compile time.
+    A graph the compiler cannot build (no C++ compiler on a CPU machine, an unsupported op) runs
+    eagerly instead of failing the run.
     """
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True  # fall back to eager per frame, with a warning
     model.encoder.compile(dynamic=True)
 
 
