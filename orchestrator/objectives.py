@@ -23,6 +23,7 @@ from model.config import ConfigError, is_finite_number
 from model.evaluate import OVERALL, metric_mode
 from orchestrator.contract import (
     BEST_PREFIX,
+    FINISHED_STATES,
     SWEEP_CONSTRAINTS_PARAM,
     SWEEP_METRIC_PARAM,
     SWEEP_MODE_PARAM,
@@ -205,7 +206,7 @@ def judge_outcomes(
 def judged_lines(trials: Sequence[Judged], *, multi_objective: bool = False) -> list[str]:
     """What the sweep's summary adds: how many finished trials missed a constraint, and for
     several objectives the Pareto front's trials (there is no single best trial then)."""
-    finished = [t for t in trials if t.state in ("completed", "pruned")]
+    finished = [t for t in trials if t.state in FINISHED_STATES]
     infeasible = sum(not t.feasible for t in finished)
     lines = []
     if infeasible:

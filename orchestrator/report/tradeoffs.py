@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from orchestrator.contract import (
+    FINISHED_STATES,
     best_key,
 )
 from orchestrator.objectives import (
@@ -83,8 +84,8 @@ def objectives_markdown(runs: Sequence[StoredRun], goals: SweepGoals, *, sweep: 
 def _constraint_lines(
     runs: Sequence[StoredRun], goals: SweepGoals, judgement: Judgement
 ) -> list[str]:
-    finished = [run for run in runs if run.state in ("completed", "pruned")]
-    missed = judgement.infeasible(runs, ("completed", "pruned"))
+    finished = [run for run in runs if run.state in FINISHED_STATES]
+    missed = judgement.infeasible(runs, FINISHED_STATES)
     lines = [
         "Constraints: " + "; ".join(f"`{c.describe()}`" for c in goals.constraints) + ".",
         "",
@@ -135,7 +136,7 @@ def _best_run(
     runs: Sequence[StoredRun], feasible: Sequence[bool], objective: Objective
 ) -> StoredRun | None:
     finished = [
-        ok and run.state in ("completed", "pruned") for run, ok in zip(runs, feasible, strict=True)
+        ok and run.state in FINISHED_STATES for run, ok in zip(runs, feasible, strict=True)
     ]
     values = [run.metrics.get(best_key(objective.metric)) for run in runs]
     index = best_index(values, objective.mode, finished)
