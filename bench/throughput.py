@@ -10,7 +10,10 @@ slows every variant alike):
   * the step-time ratio of SMART (K = 1) and PCGrad (3 tasks) against the plain 3-task step;
   * padding overhead (padded / real tokens) of random vs bucketed batches over the full real
     training data; MFU (6 x non-embedding parameters FLOPs per token); peak CUDA memory;
-    evaluation examples/s (inference mode, large bucketed batches, all dev sets).
+    evaluation examples/s (inference mode, large bucketed batches, all dev sets);
+  * the plain minBERT step's GFLOP/s against this machine's own matmul peak in fp32 and in bf16
+    autocast, measured at the end of the same run by a probe: the encoder's FFN-sized linear
+    layer ([real tokens of a step x hidden] @ [hidden x intermediate], forward and backward).
 
     python bench/throughput.py --device cpu --model minilm               # 2 cores, 4 batches/task
     python bench/throughput.py --device cuda --model bert-base --compile   # H100, bf16
@@ -96,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-cudnn-attention", action="store_true",
                    help="keep SDPA off its cuDNN kernel (masked batches then use mem-efficient)")
     p.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS)
+    p.add_argument("--probe-seconds", type=float, default=0.3,
+                   help="seconds of the matmul peak probe in each precision")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
     cuda = args.device == "cuda"
@@ -375,6 +380,73 @@ def flops_per_token(model) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
+# This machine's matmul peak
+
+
+def matmul_probe(
+    device: torch.device, tokens: int, hidden: int, intermediate: int, bf16: bool, seconds: float
+) -> float:
+    """GFLOP/s of the best iteration of a [tokens x hidden] @ [hidden x intermediate] linear
+    layer, forward and backward (three matmuls of 2 x T x H x I FLOPs), in fp32 or under bf16
+    autocast: what this machine's matmul kernels reach at the step's own shapes, so that the
+    step's GFLOP/s reads as a share of an attainable figure rather than of a datasheet's."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(tokens, hidden, device=device, generator=gen, requires_grad=True)
+    layer = torch.nn.Linear(hidden, intermediate, bias=False).to(device)
+    flops = 3 * 2 * tokens * hidden * intermediate
+
+    def once() -> float:
+        start = time.perf_counter()
+        x.grad = layer.weight.grad = None  # no accumulation: the matmuls only
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            y = layer(x)
+        y.backward(torch.ones_like(y))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    once()
+    once()  # warm-up: oneDNN / cuBLAS pick their kernels on the first calls
+    best, end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        best = min(best, once())
+    return flops / best / 1e9
+
+
+def render_matmul_peak(model, step: Variant, cfg: TrainConfig, device: torch.device, fpt: float,
+                       args: argparse.Namespace) -> dict[str, Any]:
+    """Probe the matmul peak in fp32 and bf16 autocast at the step's mean real tokens, print the
+    plain minBERT step's GFLOP/s as a share of each; the figures for the JSON report."""
+    enc = model.encoder.config
+    hidden, intermediate = enc.hidden_size, enc.intermediate_size
+    tokens = round(step.tokens / step.steps) if step.steps else 4096
+    peaks = {name: matmul_probe(device, tokens, hidden, intermediate, name == "bf16",
+                                args.probe_seconds) for name in ("fp32", "bf16")}
+    chip = "GPU" if device.type == "cuda" else "CPU"
+    print(f"\n## Training step against this {chip}'s matmul peak (probe: [{tokens} x {hidden}] @ "
+          f"[{hidden} x {intermediate}] forward + backward, best iteration of "
+          f"{args.probe_seconds:g} s, same run)")
+    print("| precision | matmul peak GFLOP/s |\n|---|---:|")
+    for name, peak in peaks.items():
+        print(f"| {name}{' autocast' if name == 'bf16' else ''} | {peak:,.1f} |")
+    out: dict[str, Any] = {"tokens": tokens, "peak_gflops": peaks}
+    if step.error or not step.seconds:
+        print(f"({step.name}: {step.error or 'not timed'}; no step GFLOP/s)")
+        return out
+    own = "bf16" if autocast_dtype(cfg, device) == torch.bfloat16 else "fp32"
+    gflops = step.tokens_per_s() * fpt / 1e9
+    for name in (own, *(p for p in peaks if p != own)):
+        note = " (the step's own precision)" if name == own else ""
+        print(f"step {gflops:,.1f} GFLOP/s = {100 * gflops / peaks[name]:.1f}% of this {chip}'s "
+              f"{name} matmul peak {peaks[name]:,.1f} GFLOP/s{note}")
+    print(f"(step: `{step.name}`, real tokens/s x {fpt / 1e9:.3f} GFLOP/token, i.e. 6 x the "
+          f"parameters outside the embeddings; attention's own FLOPs are not counted)")
+    out |= {"step_gflops": gflops, "step_precision": own,
+            "step_fraction_of_peak": {p: gflops / g for p, g in peaks.items()}}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Main
 
 
@@ -498,6 +570,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pad_rows = padding_table(full_training_lengths(cfg, data_dir, model_dir), cfg)
     report = render(args, variants, cost_variants, integrated, eval_rate, pad_rows, fpt,
                     hf_equiv, cuda)
+    report["matmul_peak"] = render_matmul_peak(model, variants[0], cfg, device, fpt, args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
