@@ -17,12 +17,19 @@ from torch import Tensor, nn
 _LEVELS = 1 << 16  # one mask element per 16 random bits
 
 
+def kept_levels(p: float) -> int:
+    """How many of the 65536 16-bit values keep an element: the keep probability 1 - p, rounded
+    to 1/65536 (0: drop everything; 65536: keep everything)."""
+    return round((1.0 - p) * _LEVELS)
+
+
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
-    """A bool mask of `shape`, each element True (kept) with probability 1 - p (to 1/65536)."""
+    """A bool mask of `shape`, each element True (kept) with probability kept_levels(p) / 65536,
+    for 0 < kept_levels(p) < 65536 (the caller handles the two ends)."""
     n = shape.numel()
     bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
-    # int16 values are uniform on [-32768, 32767]: below this bound with probability 1 - p.
-    bound = round((1.0 - p) * _LEVELS) - _LEVELS // 2
+    # int16 values are uniform on [-32768, 32767]: below this bound with the keep probability.
+    bound = kept_levels(p) - _LEVELS // 2
     return (bits.view(torch.int16)[:n] < bound).view(shape)
 
 
@@ -30,9 +37,15 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """`F.dropout(x, p, training)`, with the CPU mask drawn by `keep_mask`."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0:
+    if x.device.type != "cpu":
         return nn.functional.dropout(x, p, training=True)
-    scale = 1.0 / (1.0 - p)
+    kept = kept_levels(p)
+    if kept >= _LEVELS:  # p below 1/131072: every element kept
+        return x
+    if kept == 0:
+        return x * 0.0
+    # Scaled by the keep probability the mask really has, so E[output] = x exactly.
+    scale = _LEVELS / kept
     return x * (keep_mask(x.shape, p, x.device).to(x.dtype) * scale)
 
 

@@ -190,10 +190,11 @@ def fit(
 ) -> FitResult:
     """Train, evaluate after each epoch, keep the best epoch by `best_epoch_metric(cfg)`."""
     layout = RunLayout(Path(out_dir))
-    # The run's first line: where it computes and in which precision (auto picks per machine).
-    print(precision_line(cfg, resolve_device(cfg)), file=sys.stderr, flush=True)
     run = _prepare(cfg, Path(data_dir))
     state = _start(run, resume_from)
+    # Before any step: where the run computes and in which precision (auto picks per machine);
+    # after set-up, so a bad config or model directory is still a one-line error.
+    print(precision_line(cfg, run.ctx.device), file=sys.stderr, flush=True)
     selected_by = best_epoch_metric(cfg)
     best_dev_predictions: dict[str, TaskPredictions] = {}
     with TrainingProgress(progress, run.total_steps, state.global_step, cfg.optim.epochs) as bar:
@@ -349,10 +350,8 @@ def _save_epoch(
     predictions); always the last, resumable one."""
     ctx = run.ctx
     if best_predictions is not None:
-        save_checkpoint(
-            layout.best, ctx.model, ctx.cfg, run.model_dir, metrics,
-            dev_predictions=best_predictions,
-        )  # fmt: skip
+        best, model, cfg = layout.best, ctx.model, ctx.cfg
+        save_checkpoint(best, model, cfg, run.model_dir, metrics, dev_predictions=best_predictions)
     resume = ResumeState(
         progress=state,
         optimizer=ctx.optimizer.state_dict(),

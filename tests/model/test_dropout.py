@@ -56,3 +56,20 @@ def test_the_same_seed_draws_the_same_mask_in_bf16_and_fp32() -> None:
     torch.manual_seed(3)
     b = dropout(x.bfloat16(), 0.1, training=True)
     assert torch.equal(a != 0, b != 0)
+
+
+@pytest.mark.parametrize("p", [1e-7, 1e-6, 0.99999, 0.9999999])
+def test_tiny_and_huge_p_keep_the_expectation(p: float) -> None:
+    """p so small the rounded keep probability is 1 keeps x; so large it is 0 drops all; in
+    between the scale is that of the mask's real keep probability."""
+    torch.manual_seed(4)
+    x = torch.ones(2_000_000)
+    y = dropout(x, p, training=True)
+    kept = round((1 - p) * 65536)
+    if kept >= 65536:
+        assert torch.equal(y, x)
+    elif kept == 0:
+        assert torch.count_nonzero(y) == 0
+    else:
+        assert torch.count_nonzero(y) > 0  # ~30 of 2,000,000 kept at 1/65536
+        assert float(y[y != 0][0]) == pytest.approx(65536 / kept)

@@ -220,8 +220,10 @@ def test_diverging_loss_exits_2_naming_what_to_change(tmp_path, data_dir, tiny_c
     out = tmp_path / "o"
     result = run("train", str(config), "--data-dir", str(data_dir), "--out", str(out))
     assert result.exit_code == 2, result.output
-    # The data's warnings (one line each) come first; the error is one line.
-    [line] = [s for s in result.output.strip().splitlines() if not s.startswith("warning: ")]
+    # The data's warnings (one line each) and the run's device and precision line come first;
+    # the error is one line.
+    lines = result.output.strip().splitlines()
+    [line] = [s for s in lines if not s.startswith(("warning: ", "device cpu, precision fp32"))]
     assert re.fullmatch(
         r"Error: training loss is (nan|inf|-inf) at epoch 1, step \d+; lower optim\.lr, "
         r"set optim\.grad_clip or use precision: fp32",
