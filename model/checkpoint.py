@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -30,11 +30,12 @@ from safetensors.torch import load_file, save_file
 from model.atomic_write import write_json_atomic as write_json_atomic
 from model.bert import BertConfig, BertModel
 from model.config import TrainConfig, build_config, config_to_dict
-from model.evaluate import TaskPredictions
 from model.heads import MultitaskBert
-from model.stored_predictions import write_dev_predictions
 from model.tokenizer import TextTokenizer, check_tokenizer_fits, load_tokenizer
 from model.weights import WeightsError, shape_mismatch
+
+if TYPE_CHECKING:
+    from model.evaluate import TaskPredictions
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -144,6 +145,10 @@ def save_checkpoint(
             if (tokenizer_dir / name).is_file():
                 shutil.copy2(tokenizer_dir / name, tmp / name)
         if dev_predictions:
+            # Imported here: evaluate.py pulls scipy and sklearn, which `orchestrator --help`
+            # (it imports this module) should not pay for.
+            from model.stored_predictions import write_dev_predictions
+
             write_dev_predictions(tmp, dev_predictions)
         if resume is not None:
             torch.save(resume.tensors(), tmp / OPTIMIZER_FILE)

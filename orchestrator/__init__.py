@@ -63,9 +63,51 @@ def __getattr__(name: str) -> Any:
     return exported_attribute(__name__, EXPORTS, name)
 
 
-# Modules that moved, by their old names. An MLflow model registered before the move pickled
-# its class as `orchestrator.tracking.pyfunc_model.PredictorModel`; this alias lets it load.
-MOVED_MODULES = {"orchestrator.tracking.pyfunc_model": "orchestrator.registry.pyfunc_model"}
+# Modules that moved into packages, by their old names. Pickles made before the move name their
+# classes by these: an MLflow model registered then (`orchestrator.tracking.pyfunc_model.
+# PredictorModel`), and a sweep's Ray state (`tuner.pkl`: the searcher and the listeners), which
+# `--resume` unpickles. Old names that are packages now (`orchestrator.space`, `.search`,
+# `.sweep`, `.ensemble`, `.ablation`) find their old classes through the package's `LEGACY`.
+MOVED_MODULES = {
+    f"orchestrator.{old}": f"orchestrator.{new}"
+    for old, new in {
+        "tracking.pyfunc_model": "registry.pyfunc_model",
+        "tracking.models": "registry.models",
+        "tracking.checkpoint_registry": "registry.checkpoint",
+        "space_params": "space.params",
+        "space_guards": "space.guards",
+        "objectives_schema": "space.objective_keys",
+        "study": "space.arms",
+        "sweep_lineage": "space.lineage",
+        "search_history": "search.history",
+        "proposer": "search.proposer",
+        "importance": "search.importance",
+        "sweep_extend": "sweep.extend",
+        "warm_start": "sweep.warm_start",
+        "sweep_state": "sweep.state",
+        "sweep_callbacks": "sweep.listeners",
+        "placement": "sweep.placement",
+        "ray_tune": "sweep.ray_tune",
+        "trainable": "sweep.trainable",
+        "sweep_command": "cli.sweep",
+        "study_phases": "ablation.phases",
+        "study_run": "ablation.study_run",
+        "sst_details": "ablation.sst_details",
+        "study_report": "ablation.study_report",
+        "ensemble_curve": "ensemble.k_curve",
+        "ensemble_manifest": "ensemble.manifest",
+        "ensemble_members": "ensemble.member_predictions",
+        "ensemble_run": "ensemble.run",
+        "tradeoffs": "report.tradeoffs",
+        "predictor": "predict.predictor",
+        "predict_input": "predict.inputs",
+        "predict_output": "predict.outputs",
+        "results": "report.sweep_report",
+        "trials_table": "report.trials_table",
+        "tables": "report.tables",
+        "plots": "report.plots",
+    }.items()
+}
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):

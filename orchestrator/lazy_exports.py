@@ -9,14 +9,22 @@ quick.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
-def exported_attribute(package: str, exports: Mapping[str, str], name: str) -> Any:
+def exported_attribute(
+    package: str, exports: Mapping[str, str], name: str, legacy: Sequence[str] = ()
+) -> Any:
     """`package`'s export `name`, imported from the module `exports[name]` names (relative to
-    the package); AttributeError for a name it does not export, as a module would raise."""
+    the package); else a name the package's old flat module had, found in its `legacy` modules
+    (pickles made before the packages move name classes that way); else AttributeError, as a
+    module would raise."""
     module = exports.get(name)
-    if module is None:
-        raise AttributeError(f"module {package!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{package}.{module}"), name)
+    if module is not None:
+        return getattr(importlib.import_module(f"{package}.{module}"), name)
+    for old_home in legacy:
+        found = getattr(importlib.import_module(f"{package}.{old_home}"), name, None)
+        if found is not None:
+            return found
+    raise AttributeError(f"module {package!r} has no attribute {name!r}")

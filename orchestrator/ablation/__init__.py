@@ -35,5 +35,9 @@ __all__ = [
 ]
 
 
+# Where the classes of the old flat module `orchestrator.ablation` live now (for old pickles).
+LEGACY = ('arm_table',)
+
+
 def __getattr__(name: str) -> Any:
-    return exported_attribute(__name__, EXPORTS, name)
+    return exported_attribute(__name__, EXPORTS, name, LEGACY)

@@ -63,12 +63,14 @@ def run_ablation_study(
     resume: bool = False,
     live_table: bool = True,
     num_cpus: int | None = None,
-    echo: Callable[[str], None] = stderr_line,
+    echo: Callable[[str], None] | None = None,
 ) -> SweepOutcome:
     """Run (or with `resume`, continue) the study `space`; every trial of every phase is in the
     returned outcome (`labels` say each one's arm and phase)."""
     study_of(space)  # a plain sweep's space is refused before anything starts
-    place = SweepPlace(Path(data_dir), Path(results_dir), address, num_cpus, live_table, echo)
+    place = SweepPlace(
+        Path(data_dir), Path(results_dir), address, num_cpus, live_table, echo or stderr_line
+    )
     return run_lifecycle(space, place, StudyKind(resume=resume))
 
 

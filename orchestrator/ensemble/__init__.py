@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.lazy_exports import exported_attribute
 
 if TYPE_CHECKING:
-    from orchestrator.ensemble.combine import combine
     from orchestrator.ensemble.request import EnsembleError, EnsembleRequest
     from orchestrator.ensemble.run import EnsembleResult, run_ensemble
 
@@ -29,17 +28,19 @@ EXPORTS = {
     "EnsembleError": "request",
     "EnsembleRequest": "request",
     "EnsembleResult": "run",
-    "combine": "combine",
     "run_ensemble": "run",
 }
 __all__ = [
     "EnsembleError",
     "EnsembleRequest",
     "EnsembleResult",
-    "combine",
     "run_ensemble",
 ]
 
 
+# Where the classes of the old flat module `orchestrator.ensemble` live now (for old pickles).
+LEGACY = ('request', 'select', 'combine')
+
+
 def __getattr__(name: str) -> Any:
-    return exported_attribute(__name__, EXPORTS, name)
+    return exported_attribute(__name__, EXPORTS, name, LEGACY)

@@ -37,5 +37,9 @@ __all__ = [
 ]
 
 
+# Where the classes of the old flat module `orchestrator.search` live now (for old pickles).
+LEGACY = ('optuna_search',)
+
+
 def __getattr__(name: str) -> Any:
-    return exported_attribute(__name__, EXPORTS, name)
+    return exported_attribute(__name__, EXPORTS, name, LEGACY)

@@ -41,5 +41,9 @@ __all__ = [
 ]
 
 
+# Where the classes of the old flat module `orchestrator.space` live now (for old pickles).
+LEGACY = ('schema',)
+
+
 def __getattr__(name: str) -> Any:
-    return exported_attribute(__name__, EXPORTS, name)
+    return exported_attribute(__name__, EXPORTS, name, LEGACY)

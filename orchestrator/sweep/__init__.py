@@ -48,5 +48,9 @@ __all__ = [
 ]
 
 
+# Where the classes of the old flat module `orchestrator.sweep` live now (for old pickles).
+LEGACY = ('plain', 'outcome', 'parent_run', 'lifecycle')
+
+
 def __getattr__(name: str) -> Any:
-    return exported_attribute(__name__, EXPORTS, name)
+    return exported_attribute(__name__, EXPORTS, name, LEGACY)

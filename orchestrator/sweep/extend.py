@@ -88,7 +88,7 @@ def extend_sweep(
     address: str | None = None,
     live_table: bool = True,
     num_cpus: int | None = None,
-    echo: Callable[[str], None] = stderr_line,
+    echo: Callable[[str], None] | None = None,
 ) -> SweepOutcome:
     """Run `extra` more configs (x repeats trials) of the sweep `space` names (None: finish its
     last extension, `--resume`); the outcome holds every trial of the sweep, earlier ones first.
@@ -97,7 +97,9 @@ def extend_sweep(
     sweep, it is a study, it (or its last extension) is still running, or the space differs from
     the sweep's in what its study or ASHA's rungs cannot take (objectives, a parameter's type or
     range, the base config, the scheduler)."""
-    place = SweepPlace(Path(data_dir), Path(results_dir), address, num_cpus, live_table, echo)
+    place = SweepPlace(
+        Path(data_dir), Path(results_dir), address, num_cpus, live_table, echo or stderr_line
+    )
     return run_lifecycle(space, place, ExtensionKind(extra))
 
 

@@ -43,7 +43,7 @@ def run_plain_sweep(
     resume: bool = False,
     live_table: bool = True,
     num_cpus: int | None = None,
-    echo: Callable[[str], None] = stderr_line,
+    echo: Callable[[str], None] | None = None,
 ) -> SweepOutcome:
     """Run (or with `resume`, continue) the sweep `space` and return how every trial ended.
 
@@ -51,7 +51,9 @@ def run_plain_sweep(
     and `resume` is false, or holds none and `resume` is true; ResourcesError when local Ray can
     never start a trial. `echo` shows notices (default: stderr).
     """
-    place = SweepPlace(Path(data_dir), Path(results_dir), address, num_cpus, live_table, echo)
+    place = SweepPlace(
+        Path(data_dir), Path(results_dir), address, num_cpus, live_table, echo or stderr_line
+    )
     return run_lifecycle(space, place, PlainSweep(resume=resume, results_dir=place.results_dir))
 
 

@@ -124,3 +124,22 @@ def test_a_model_pickled_under_the_old_module_name_loads_as_the_new_class() -> N
     import orchestrator.registry.pyfunc_model as module
 
     assert module.__spec__ is not None and module.__spec__.name == module.__name__
+
+
+def test_objects_pickled_by_the_flat_layout_load_as_the_packages_classes() -> None:
+    """A sweep's Ray state pickled before the packages move (the space, a study, the listeners,
+    the searcher's classes), as `--resume` of such a sweep reads it: made by commit 5600415's
+    code with `pickle.dumps` (tests/orchestrator/data/premove_objects.pkl)."""
+    from orchestrator.search.optuna_search import Repeat
+    from orchestrator.sweep.listeners import LiveTrialTable, MlflowRelay
+
+    old = pickle.loads((Path(__file__).parent / "data" / "premove_objects.pkl").read_bytes())
+    for name in ("quickstart", "ablation_quickstart"):
+        key = "space" if name == "quickstart" else "study"
+        fresh = load_space(REPO / "search_spaces" / f"{name}.yaml")
+        assert old[key].replace(source=fresh.source) == fresh
+    assert isinstance(old["relay"], MlflowRelay) and old["relay"].space.name == "quickstart"
+    assert isinstance(old["table"], LiveTrialTable)
+    assert old["repeat_cls"] is Repeat
+    with pytest.raises(AttributeError, match="no_such_class"):
+        orchestrator.space.no_such_class  # type: ignore[attr-defined]  # noqa: B018
