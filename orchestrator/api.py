@@ -62,6 +62,8 @@ def run_sweep(
     >>> outcome = orchestrator.run_sweep("search_spaces/quickstart.yaml", data_dir="data")
     >>> outcome.best.best_value
     """
+    from orchestrator.space.schema import SpaceError
+
     parsed = load_search_space(space, name=name)
     where: dict[str, Any] = {
         "data_dir": _data_dir(data_dir, parsed),
@@ -71,12 +73,18 @@ def run_sweep(
         "live_table": False,
     }
     if parsed.study is not None:
+        if extend is not None:
+            raise SpaceError(f"{parsed.source}: arms: extend adds trials to a plain sweep")
         from orchestrator.ablation.study_run import run_ablation_study
 
         return run_ablation_study(parsed, resume=resume, **where)
-    if extend is not None:
-        from orchestrator.sweep.extend import extend_sweep
+    from orchestrator.sweep.extend import extend_sweep, pending_extension
 
+    if extend is not None and resume:
+        raise ValueError("extend=N runs N new trials; resume=True alone finishes an extension")
+    # As `orchestrator sweep --resume` does: a sweep whose last extension did not finish goes on
+    # with that extension, not with its (finished) first run.
+    if extend is not None or (resume and pending_extension(Path(results_dir), parsed.name)):
         return extend_sweep(parsed, extend, **where)
     from orchestrator.sweep.plain import run_plain_sweep
 

@@ -33,7 +33,6 @@ from model.device import autocast_dtype
 from model.evaluate import OVERALL, TaskPredictions, dev_metrics, predict_task
 from model.progress import duration_text
 from model.stored_predictions import (
-    DEV_PREDICTIONS_FILE,
     combine_rows,
     read_dev_predictions,
 )
@@ -121,6 +120,9 @@ def predict_member(
     stored = read_dev_predictions(checkpoint) if "dev" in splits else {}
     runner = _MemberRunner(checkpoint, inputs, device)
     try:
+        # Loaded even when storage holds every row asked for: a checkpoint that no longer loads
+        # is skipped here, not chosen and then failing `predict --ensemble` later.
+        runner.load()
         return {
             split: {
                 task: _task_predictions(runner, split, task, stored.get(task), split == "dev")
@@ -146,20 +148,23 @@ def _task_predictions(
 
 
 class _MemberRunner:
-    """A member's checkpoint, loaded the first time a row must be predicted (never when its
-    stored predictions hold every row asked for)."""
+    """A member's checkpoint, loaded once, run only for the rows its stored predictions lack."""
 
     def __init__(self, checkpoint: Path, inputs: SplitInputs, device: torch.device) -> None:
         self.checkpoint, self.inputs, self.device = checkpoint, inputs, device
         self.loaded: tuple[Any, Any, TrainConfig] | None = None
         self.rows_run = 0  # examples the model ran on (the rest came from storage)
 
-    def predict(self, split: str, task: str, indices: Sequence[int] | None) -> TaskPredictions:
-        """The model's predictions of `split`/`task`'s rows at `indices` (None: every row)."""
+    def load(self) -> tuple[Any, Any, TrainConfig]:
+        """The member's model (on the device), tokenizer and config, loaded once."""
         if self.loaded is None:
             model, tokenizer, cfg = load_checkpoint_model(self.checkpoint)
             self.loaded = (model.to(self.device), tokenizer, cfg)
-        model, tokenizer, cfg = self.loaded
+        return self.loaded
+
+    def predict(self, split: str, task: str, indices: Sequence[int] | None) -> TaskPredictions:
+        """The model's predictions of `split`/`task`'s rows at `indices` (None: every row)."""
+        model, tokenizer, cfg = self.load()
         encoded = self.inputs.encoded(split, task, tokenizer, cfg.model.pair_encoding, indices)
         self.rows_run += len(encoded)
         return predict_task(
@@ -239,7 +244,7 @@ def load_members(
         dev = dev_metrics(predictions["dev"], inputs.labels)
         members.append(MemberRun(candidate, predictions, dev))
         # A line per member, so a long ensemble shows its pace in a log as well as on a terminal.
-        stored = (_checkpoint(candidate) / DEV_PREDICTIONS_FILE).is_file()
+        stored = bool(read_dev_predictions(_checkpoint(candidate)))
         echo(
             f"member {len(members)}: {candidate.run_name}  {OVERALL} {dev[OVERALL]:.4f}  "
             f"elapsed {duration_text(time.monotonic() - started)}"

@@ -143,3 +143,13 @@ def test_objects_pickled_by_the_flat_layout_load_as_the_packages_classes() -> No
     assert old["repeat_cls"] is Repeat
     with pytest.raises(AttributeError, match="no_such_class"):
         orchestrator.space.no_such_class  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_run_sweep_refuses_what_the_cli_refuses_before_anything_starts(tmp_path: Path) -> None:
+    study = REPO / "search_spaces" / "ablation_quickstart.yaml"
+    with pytest.raises(SpaceError, match="arms: extend adds trials to a plain sweep"):
+        orchestrator.run_sweep(study, results_dir=tmp_path, extend=2)
+    with pytest.raises(ValueError, match="resume=True alone finishes an extension"):
+        orchestrator.run_sweep(REPO / "search_spaces" / "quickstart.yaml", results_dir=tmp_path,
+                               extend=2, resume=True)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []

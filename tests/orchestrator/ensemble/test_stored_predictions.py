@@ -118,3 +118,16 @@ def test_an_unreadable_store_is_no_store(tmp_path: Path) -> None:
     (tmp_path / DEV_PREDICTIONS_FILE).write_bytes(b"not a zip")
     assert read_dev_predictions(tmp_path) == {}
     assert read_dev_predictions(tmp_path / "missing") == {}
+
+
+def test_a_checkpoint_that_no_longer_loads_fails_even_with_every_row_stored(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    """So `load_members` skips it, as it did before predictions were stored."""
+    from model.checkpoint import CheckpointError
+    from model.weights import WeightsError
+
+    cfg, best = trained(tmp_path, tiny_data)
+    (best / "model.safetensors").write_bytes(b"truncated")
+    with pytest.raises((CheckpointError, WeightsError, OSError)):
+        predict_member(best, SplitInputs(cfg, tiny_data, ("dev",), []), ("dev",), CPU)
