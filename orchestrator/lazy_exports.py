@@ -9,6 +9,7 @@ quick.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,7 +24,10 @@ def exported_attribute(
     module = exports.get(name)
     if module is not None:
         return getattr(importlib.import_module(f"{package}.{module}"), name)
-    for old_home in legacy:
+    # `from package import submodule` asks for the attribute first: a submodule's name must
+    # fail here so the import system imports it, instead of importing every legacy home.
+    is_submodule = importlib.util.find_spec(f"{package}.{name}") is not None
+    for old_home in () if is_submodule else legacy:
         found = getattr(importlib.import_module(f"{package}.{old_home}"), name, None)
         if found is not None:
             return found
