@@ -61,25 +61,16 @@ def read_dev_predictions(directory: Path) -> dict[str, TaskPredictions]:
 def combine_rows(ids: Sequence[str], parts: Sequence[TaskPredictions]) -> TaskPredictions:
     """One task's predictions for `ids`, in their order, taken from `parts` (stored and newly
     computed rows) that together hold every id; the first part holding an id gives its row."""
-    where: dict[str, tuple[int, int]] = {}
-    for p, part in enumerate(parts):
-        for r, example_id in enumerate(part.ids):
-            where.setdefault(example_id, (p, r))
-    missing = [example_id for example_id in ids if example_id not in where]
+    position: dict[str, int] = {}
+    for k, example_id in enumerate(i for part in parts for i in part.ids):
+        position.setdefault(example_id, k)
+    missing = [example_id for example_id in ids if example_id not in position]
     if missing:
         task = parts[0].task
         raise ValueError(f"{task}: no prediction for {len(missing)} ids ({missing[0]}, ...)")
-    first = parts[0]
-    values = np.empty(len(ids), dtype=first.values.dtype)
-    has_probabilities = first.probabilities is not None
-    probabilities = (
-        np.empty((len(ids), *first.probabilities.shape[1:]), dtype=first.probabilities.dtype)
-        if first.probabilities is not None
-        else None
-    )
-    for i, example_id in enumerate(ids):
-        p, r = where[example_id]
-        values[i] = parts[p].values[r]
-        if has_probabilities:
-            probabilities[i] = parts[p].probabilities[r]  # type: ignore[index]
-    return TaskPredictions(first.task, list(ids), values, probabilities)
+    index = np.asarray([position[example_id] for example_id in ids], dtype=np.int64)
+    values = np.concatenate([part.values for part in parts])[index]
+    probabilities = None
+    if parts[0].probabilities is not None:
+        probabilities = np.concatenate([part.probabilities for part in parts])[index]
+    return TaskPredictions(parts[0].task, list(ids), values, probabilities)

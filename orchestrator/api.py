@@ -78,13 +78,11 @@ def run_sweep(
         from orchestrator.ablation.study_run import run_ablation_study
 
         return run_ablation_study(parsed, resume=resume, **where)
-    from orchestrator.sweep.extend import extend_sweep, pending_extension
+    from orchestrator.sweep.extend import extend_sweep, runs_an_extension
 
     if extend is not None and resume:
         raise ValueError("extend=N runs N new trials; resume=True alone finishes an extension")
-    # As `orchestrator sweep --resume` does: a sweep whose last extension did not finish goes on
-    # with that extension, not with its (finished) first run.
-    if extend is not None or (resume and pending_extension(Path(results_dir), parsed.name)):
+    if runs_an_extension(Path(results_dir), parsed.name, extend=extend, resume=resume):
         return extend_sweep(parsed, extend, **where)
     from orchestrator.sweep.plain import run_plain_sweep
 

@@ -110,10 +110,10 @@ def plain_sweep_lines(
 ) -> list[str]:
     """Run a plain sweep as the flags ask: new or resumed (`run_plain_sweep`), an extension
     (`--extend N`), or with `--resume` its last extension when that did not finish."""
-    from orchestrator.sweep.extend import extend_sweep, pending_extension
+    from orchestrator.sweep.extend import extend_sweep, runs_an_extension
     from orchestrator.sweep.plain import run_plain_sweep
 
-    if extend is not None or (resume and pending_extension(results_dir, space.name)):
+    if runs_an_extension(results_dir, space.name, extend=extend, resume=resume):
         outcome = extend_sweep(
             space, extend, data_dir=data_dir, results_dir=results_dir, address=address
         )

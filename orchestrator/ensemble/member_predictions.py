@@ -111,21 +111,27 @@ class SplitInputs:
 
 
 def predict_member(
-    checkpoint: Path, inputs: SplitInputs, splits: Sequence[str], device: torch.device
+    checkpoint: Path,
+    inputs: SplitInputs,
+    splits: Sequence[str],
+    device: torch.device,
+    stored: dict[str, TaskPredictions] | None = None,
 ) -> Predictions:
     """One checkpoint's predictions of every task of `splits`. Dev rows its best epoch already
-    predicted come from its stored predictions (model/stored_predictions.py); the model is loaded
-    and run, with its own tokenizer, only for the rest (test files, dev rows outside the trial's
-    dev subset)."""
-    stored = read_dev_predictions(checkpoint) if "dev" in splits else {}
+    predicted come from its stored predictions (`stored`, read from the checkpoint when None;
+    model/stored_predictions.py); the model runs, with its own tokenizer, only for the rest (test
+    files, dev rows outside the trial's dev subset)."""
+    if stored is None:
+        stored = read_dev_predictions(checkpoint) if "dev" in splits else {}
     runner = _MemberRunner(checkpoint, inputs, device)
     try:
         # Loaded even when storage holds every row asked for: a checkpoint that no longer loads
         # is skipped here, not chosen and then failing `predict --ensemble` later.
         runner.load()
+        by_split = {split: stored if split == "dev" else {} for split in splits}  # dev is stored
         return {
             split: {
-                task: _task_predictions(runner, split, task, stored.get(task), split == "dev")
+                task: _task_predictions(runner, split, task, by_split[split].get(task))
                 for task in inputs.examples[split]
             }
             for split in splits
@@ -135,10 +141,9 @@ def predict_member(
 
 
 def _task_predictions(
-    runner: _MemberRunner, split: str, task: str, stored: TaskPredictions | None, dev: bool
+    runner: _MemberRunner, split: str, task: str, stored: TaskPredictions | None
 ) -> TaskPredictions:
     rows = runner.inputs.examples[split][task]
-    stored = stored if dev else None  # only dev rows are stored
     known = set(stored.ids) if stored is not None else set()
     missing = [i for i, row in enumerate(rows) if row.id not in known]
     if stored is None or len(missing) == len(rows):
@@ -153,7 +158,6 @@ class _MemberRunner:
     def __init__(self, checkpoint: Path, inputs: SplitInputs, device: torch.device) -> None:
         self.checkpoint, self.inputs, self.device = checkpoint, inputs, device
         self.loaded: tuple[Any, Any, TrainConfig] | None = None
-        self.rows_run = 0  # examples the model ran on (the rest came from storage)
 
     def load(self) -> tuple[Any, Any, TrainConfig]:
         """The member's model (on the device), tokenizer and config, loaded once."""
@@ -166,7 +170,6 @@ class _MemberRunner:
         """The model's predictions of `split`/`task`'s rows at `indices` (None: every row)."""
         model, tokenizer, cfg = self.load()
         encoded = self.inputs.encoded(split, task, tokenizer, cfg.model.pair_encoding, indices)
-        self.rows_run += len(encoded)
         return predict_task(
             model,
             encoded,
@@ -235,7 +238,8 @@ def load_members(
         try:
             if inputs is None:  # the first member's config names the data files
                 inputs = _read_inputs(candidate, request, resolve_data, notes)
-            predictions = predict_member(_checkpoint(candidate), inputs, splits, device)
+            stored = read_dev_predictions(_checkpoint(candidate)) if "dev" in splits else {}
+            predictions = predict_member(_checkpoint(candidate), inputs, splits, device, stored)
         except (CheckpointError, WeightsError, OSError) as err:
             reason = str(err).splitlines()[0]
             skipped.append(f"{candidate.run_name} ({candidate.run_id[:8]}): {reason}")
@@ -244,7 +248,6 @@ def load_members(
         dev = dev_metrics(predictions["dev"], inputs.labels)
         members.append(MemberRun(candidate, predictions, dev))
         # A line per member, so a long ensemble shows its pace in a log as well as on a terminal.
-        stored = bool(read_dev_predictions(_checkpoint(candidate)))
         echo(
             f"member {len(members)}: {candidate.run_name}  {OVERALL} {dev[OVERALL]:.4f}  "
             f"elapsed {duration_text(time.monotonic() - started)}"

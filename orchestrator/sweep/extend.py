@@ -288,6 +288,13 @@ def _mark_finished(layout: SweepLayout, directory: str) -> None:
     update_state(layout, mark)
 
 
+def runs_an_extension(results_dir: Path, name: str, *, extend: int | None, resume: bool) -> bool:
+    """Whether a plain sweep run as asked is an extension: `extend` N more configs, or `resume`
+    of a sweep whose last extension did not finish (it goes on with that extension, not with its
+    finished first run). The CLI and the Python API decide it here alike."""
+    return extend is not None or (resume and pending_extension(results_dir, name))
+
+
 def pending_extension(results_dir: Path, name: str) -> bool:
     """Whether the sweep's last extension did not finish (then `--resume` goes on with it)."""
     layout = SweepLayout.of(results_dir, name)

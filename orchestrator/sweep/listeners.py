@@ -134,7 +134,7 @@ class MlflowRelay(TrialListener):
         self._runs: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_tracker": None, "_runs": {}}
+        return {**self.__dict__, "_tracker": None, "_runs": {}, "_precision_tags": {}}
 
     @property
     def tracker(self) -> Any:
@@ -209,8 +209,13 @@ class MlflowRelay(TrialListener):
             k: float(result[k]) for k in (*METRICS, EPOCH_KEY) if is_finite_number(result.get(k))
         }
         self.tracker.log_epoch(self._run(trial), metrics, step=int(result[EPOCH_KEY]))
-        if result.get(PRECISION_KEY):  # what precision: auto chose on the trial's machine
-            self.tracker.set_tags(self._run(trial), {PRECISION_KEY: str(result[PRECISION_KEY])})
+        # What precision: auto chose on the trial's machine: tagged once per trial (again only if
+        # a retry on another machine chose otherwise). setdefault: relays pickled before it.
+        precision = str(result.get(PRECISION_KEY) or "")
+        tagged = self.__dict__.setdefault("_precision_tags", {})
+        if precision and tagged.get(trial.trial_id) != precision:
+            self.tracker.set_tags(self._run(trial), {PRECISION_KEY: precision})
+            tagged[trial.trial_id] = precision
 
     def _final(self, trial: TrialSnapshot) -> tuple[dict[str, float], dict[str, str]]:
         result = trial.last_result

@@ -54,22 +54,21 @@ def run_plain_sweep(
     place = SweepPlace(
         Path(data_dir), Path(results_dir), address, num_cpus, live_table, echo or stderr_line
     )
-    return run_lifecycle(space, place, PlainSweep(resume=resume, results_dir=place.results_dir))
+    return run_lifecycle(space, place, PlainSweep(resume=resume))
 
 
 class PlainSweep:
     """A new sweep, or a resumed one: one Ray experiment in the sweep's own directory."""
 
-    def __init__(self, *, resume: bool, results_dir: Path) -> None:
+    def __init__(self, *, resume: bool) -> None:
         self.resume = resume
-        self.results_dir = results_dir
         self.state: dict[str, Any] = {}
         self.new: NewSweep | None = None
 
     def plan(self, space: SearchSpace, layout: SweepLayout) -> SearchSpace:
         self.state = open_state(layout, resume=self.resume)
         # Its warm start, checked before any write.
-        self.new = NewSweep.check(space, self.results_dir, resume=self.resume)
+        self.new = NewSweep.check(space, layout.root.parent, resume=self.resume)
         return space
 
     def start(self, space: SearchSpace, layout: SweepLayout, data_dir: Path) -> SweepRun:
