@@ -194,9 +194,8 @@ def load_checkpoint_model(checkpoint: Path) -> tuple[MultitaskBert, TextTokenize
     tokenizer_dir = checkpoint if _has_tokenizer(checkpoint) else _tokenizer_ref(checkpoint)
     try:
         tokenizer = load_tokenizer(tokenizer_dir, cfg.model.max_length)
-        check_tokenizer_fits(
-            bert_config, tokenizer, cfg.model.pair_encoding, checkpoint / CONFIG_FILE
-        )
+        encodings = [cfg.model.encoding_for(task) for task in ("para", "sts")]
+        check_tokenizer_fits(bert_config, tokenizer, encodings, checkpoint / CONFIG_FILE)
     except WeightsError as err:  # it names the tokenizer file or config field at fault
         raise CheckpointError(str(err)) from err
     return model, tokenizer, cfg

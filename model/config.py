@@ -29,11 +29,25 @@ from model.config_mapping import (
     merge,
     unflatten,
 )
+from model.config_tasks import (
+    TASKS,
+    Activation,
+    HeadNorm,
+    HeadShape,
+    PerTaskFiles,
+    PerTaskFloat,
+    PerTaskInt,
+    TaskHead,
+    fraction_or_none,
+    known_tasks,
+)
 
 __all__ = [
+    "CROSS_ENCODINGS",
     "TASKS",
     "ConfigError",
     "DataConfig",
+    "HeadShape",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
@@ -43,6 +57,7 @@ __all__ = [
     "PerTaskInt",
     "ScheduleConfig",
     "SmartConfig",
+    "TaskHead",
     "TrainConfig",
     "build_config",
     "config_field_types",
@@ -55,19 +70,19 @@ __all__ = [
     "unflatten",
 ]
 
-TASKS: tuple[str, ...] = ("sst", "para", "sts")
-
-PairEncoding = Literal["cross", "bi_concat", "sbert", "cosine", "cosine_mix"]
+# cross_cosine_mix: one cross-encoded pass whose pair vector feeds an MLP, mixed by a learned
+# weight with the scaled cosine of the two sentences' mean token vectors in that pass (heads.py).
+PairEncoding = Literal["cross", "bi_concat", "sbert", "cosine", "cosine_mix", "cross_cosine_mix"]
+CROSS_ENCODINGS = ("cross", "cross_cosine_mix")  # one token sequence per pair
 Pooling = Literal["cls", "pooler", "mean"]
-HeadNorm = Literal["none", "batch", "layer"]
-Activation = Literal["relu", "leaky_relu", "gelu"]
 TrainMode = Literal["finetune", "frozen"]
 ScheduleKind = Literal["simultaneous", "round_robin", "sequential", "epoch_round_robin"]
 Sampling = Literal["proportional", "sqrt", "temperature", "uniform", "annealed"]
 Divergence = Literal["sym_kl", "kl", "kl_then_sym_kl"]
 StsLoss = Literal["mse", "cosine", "pearson"]
 HeadPenalty = Literal["none", "l1", "l2", "linf"]
-
+LrSchedule = Literal["linear", "constant"]
+Exhausted = Literal["recycle", "drop"]
 
 
 def _at_least(value: float | None, low: float) -> bool:
@@ -80,57 +95,11 @@ def _finite_positive(value: float) -> bool:
     return math.isfinite(value) and value > 0
 
 
-def _fraction(value: float | None) -> bool:
-    """In [0, 1), or None: a dropout or smoothing probability, a momentum."""
-    return value is None or 0 <= value < 1
-
-
 def _per_task(
     section: str, values: Any, ok: Callable[[Any], bool], message: str
 ) -> list[tuple[str, bool, str]]:
     """One range check per task of a PerTask* field, whose rules depend on the field."""
     return [(f"{section}.{task}", ok(getattr(values, task)), message) for task in TASKS]
-
-
-def _known_tasks(names: tuple[str, ...]) -> tuple[bool, str]:
-    unknown = sorted(set(names) - set(TASKS))
-    return not unknown, f"names unknown tasks {unknown}; tasks are {TASKS}"
-
-
-@dataclass(frozen=True)
-class PerTaskInt:
-    """An optional integer per task (None = no limit)."""
-
-    sst: int | None = None
-    para: int | None = None
-    sts: int | None = None
-
-    def __post_init__(self) -> None:
-        check_field_types(self, "")  # ranges depend on the field: its section checks them
-
-
-@dataclass(frozen=True)
-class PerTaskFloat:
-    """A float per task (defaults to 1.0, e.g. loss weights or subsample ratios)."""
-
-    sst: float = 1.0
-    para: float = 1.0
-    sts: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_field_types(self, "")
-
-
-@dataclass(frozen=True)
-class PerTaskFiles:
-    """Extra training files per task, in the same CSV format as the task's training file."""
-
-    sst: tuple[str, ...] = ()
-    para: tuple[str, ...] = ()
-    sts: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        check_field_types(self, "")
 
 
 @dataclass(frozen=True)
@@ -156,6 +125,13 @@ class ModelConfig:
     head_norm: HeadNorm = "none"
     head_activation: Activation = "gelu"
     head_dropout: float = 0.1
+    # Per task: the head's shape where it differs from head_* above, and the pair encoding of
+    # Quora / STS where it differs from pair_encoding (None = the shared setting).
+    sst_head: TaskHead = field(default_factory=TaskHead)
+    para_head: TaskHead = field(default_factory=TaskHead)
+    sts_head: TaskHead = field(default_factory=TaskHead)
+    para_pair_encoding: PairEncoding | None = None
+    sts_pair_encoding: PairEncoding | None = None
     mode: TrainMode = "finetune"
     # torch.compile the encoder's layers (GPU speed; the first steps pay the compile time).
     compile: bool = False
@@ -168,13 +144,33 @@ class ModelConfig:
         sizes = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
         check_ranges("model.", [
             *((name, _at_least(getattr(self, name), 1), "must be >= 1") for name in sizes),
-            ("hidden_dropout", _fraction(self.hidden_dropout), "must be in [0, 1)"),
-            ("attention_dropout", _fraction(self.attention_dropout), "must be in [0, 1)"),
+            ("hidden_dropout", fraction_or_none(self.hidden_dropout), "must be in [0, 1)"),
+            ("attention_dropout", fraction_or_none(self.attention_dropout), "must be in [0, 1)"),
             ("max_length", 8 <= self.max_length <= 512, "must be in [8, 512]"),
             ("head_layers", self.head_layers >= 1, "must be >= 1"),
             ("head_hidden", self.head_hidden >= 1, "must be >= 1"),
-            ("head_dropout", _fraction(self.head_dropout), "must be in [0, 1)"),
+            ("head_dropout", fraction_or_none(self.head_dropout), "must be in [0, 1)"),
+            *(check for task in TASKS
+              for check in getattr(self, f"{task}_head").range_checks(f"{task}_head.")),
         ])  # fmt: skip
+
+    def encoding_for(self, task: str) -> str:
+        """How `task`'s sentence pairs are encoded (SST has single sentences: `cross`)."""
+        if task == "sst":
+            return "cross"
+        own = self.para_pair_encoding if task == "para" else self.sts_pair_encoding
+        return own if own is not None else self.pair_encoding
+
+    def head_shape(self, task: str) -> HeadShape:
+        """`task`'s head: its own `<task>_head` values where set, else the global `head_*`."""
+        own: TaskHead = getattr(self, f"{task}_head")
+        return HeadShape(
+            layers=own.layers if own.layers is not None else self.head_layers,
+            hidden=own.hidden if own.hidden is not None else self.head_hidden,
+            dropout=own.dropout if own.dropout is not None else self.head_dropout,
+            activation=own.activation if own.activation is not None else self.head_activation,
+            norm=own.norm if own.norm is not None else self.head_norm,
+        )
 
 
 @dataclass(frozen=True)
@@ -224,7 +220,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW, linear warm-up/decay, clipping, epochs."""
+    """AdamW, warm-up then linear decay or a constant rate, clipping, epochs."""
 
     lr: float = 2e-5
     head_lr: float | None = None  # None = same as lr
@@ -232,6 +228,8 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     warmup_ratio: float = 0.1
+    # After warm-up: linear decay to 0 at the last step, or constant (several reports ran so).
+    lr_schedule: LrSchedule = "linear"
     grad_clip: float | None = 1.0
     epochs: int = 3
 
@@ -266,6 +264,10 @@ class ScheduleConfig:
     # round_robin: "cycle" interleaves tasks deterministically by the sampling probabilities
     # (uniform = strict alternation); "random" draws each step's task from them, seeded.
     draw: Literal["cycle", "random"] = "cycle"
+    # simultaneous: a task whose pass over its data ends before the epoch does is recycled
+    # (reshuffled, trained again) or dropped from the epoch's remaining steps.
+    exhausted: Exhausted = "recycle"
+    max_steps_per_epoch: int | None = None  # cap on any epoch's steps (None = the plan's own)
 
     def __post_init__(self) -> None:
         check_field_types(self, "schedule.")
@@ -274,8 +276,10 @@ class ScheduleConfig:
         check_ranges("schedule.", [
             ("temperature", self.temperature > 0, "must be > 0"),
             ("para_warmup_epochs", self.para_warmup_epochs >= 0, "must be >= 0"),
-            ("order", *_known_tasks(self.order)),
+            ("order", *known_tasks(self.order)),
             ("epoch_length", ok_length, "must be min, max, a task or a step count"),
+            ("max_steps_per_epoch", _at_least(self.max_steps_per_epoch, 1),
+             "must be >= 1 (or null for no cap)"),
         ])  # fmt: skip
 
 
@@ -308,8 +312,8 @@ class SmartConfig:
             ("noise_std", self.noise_std >= 0, "must be >= 0"),
             ("steps", self.steps >= 0, "must be >= 0"),
             ("bregman_mu", self.bregman_mu >= 0, "must be >= 0"),
-            ("bregman_beta", _fraction(self.bregman_beta), "must be in [0, 1)"),
-            ("tasks", *_known_tasks(self.tasks)),
+            ("bregman_beta", fraction_or_none(self.bregman_beta), "must be in [0, 1)"),
+            ("tasks", *known_tasks(self.tasks)),
         ])  # fmt: skip
 
 
@@ -333,13 +337,16 @@ class LossConfig:
     sts_loss: StsLoss = "mse"
     head_penalty: HeadPenalty = "none"
     head_penalty_coef: float = 0.0
+    head_penalty_tasks: tuple[str, ...] = TASKS  # whose heads the penalty applies to
 
     def __post_init__(self) -> None:
         check_field_types(self, "loss.")
         check_ranges("loss.", [
             *_per_task("task_weights", self.task_weights, lambda w: w >= 0, "must be >= 0"),
-            ("sst_label_smoothing", _fraction(self.sst_label_smoothing), "must be in [0, 1)"),
+            ("sst_label_smoothing", fraction_or_none(self.sst_label_smoothing),
+             "must be in [0, 1)"),
             ("head_penalty_coef", self.head_penalty_coef >= 0, "must be >= 0"),
+            ("head_penalty_tasks", *known_tasks(self.head_penalty_tasks)),
         ])  # fmt: skip
 
 
@@ -381,4 +388,3 @@ def config_field_types() -> dict[str, Any]:
 
     walk(TrainConfig, "")
     return out
-

@@ -143,6 +143,12 @@ def _order_and_length(cfg: TrainConfig) -> Iterator[InertSetting]:
         yield _inert(cfg, "schedule.order", kind, why)
     if s.kind in ("sequential", "epoch_round_robin") and _changed(cfg, "schedule.epoch_length"):
         yield _inert(cfg, "schedule.epoch_length", kind, "each task runs one full pass instead")
+    if s.exhausted == "drop" and s.kind != "simultaneous":
+        why = "only simultaneous steps train tasks whose data may run out mid-epoch"
+        yield _inert(cfg, "schedule.exhausted", kind, why)
+    elif s.exhausted == "drop" and s.epoch_length == "min":
+        why = "no task's data runs out before the shortest task's epoch ends"
+        yield _inert(cfg, "schedule.exhausted", ("schedule.epoch_length",), why)
     epochs = _multitask_epochs(cfg)
     if epochs <= 0 and s.para_warmup_epochs > 0:
         message = (
@@ -203,6 +209,9 @@ def _losses(cfg: TrainConfig) -> Iterator[InertSetting]:
     if loss.head_penalty == "none" and loss.head_penalty_coef > 0:
         why = "there is no penalty to scale"
         yield _inert(cfg, "loss.head_penalty_coef", ("loss.head_penalty",), why)
+    if loss.head_penalty == "none" and _changed(cfg, "loss.head_penalty_tasks"):
+        why = "there is no penalty to apply"
+        yield _inert(cfg, "loss.head_penalty_tasks", ("loss.head_penalty",), why)
     per_task = {"sst": ("sst_label_smoothing", "sst_class_weights"), "sts": ("sts_loss",)}
     for task, names in per_task.items():
         if getattr(loss.task_weights, task) == 0:
@@ -212,14 +221,53 @@ def _losses(cfg: TrainConfig) -> Iterator[InertSetting]:
                     yield _inert(cfg, f"loss.{name}", weight, f"the {task} loss is weighted by 0")
 
 
-def _model_and_data(cfg: TrainConfig) -> Iterator[InertSetting]:
-    """Hidden-layer options of the heads, the encoder's learning rate when it is frozen, and
-    the batch size when batches are built by token budget."""
-    if cfg.model.head_layers == 1:
-        for name in ("head_hidden", "head_norm", "head_activation"):
+def _heads(cfg: TrainConfig) -> Iterator[InertSetting]:
+    """Hidden-layer options of heads that are one linear layer (or no layer: a plain cosine
+    pair head), global head options every task overrides, and a shared pair encoding both
+    pair tasks override."""
+    model, hidden_options = cfg.model, ("hidden", "norm", "activation")
+    if all(model.head_shape(task).layers == 1 for task in TASKS):
+        for name in (f"head_{option}" for option in hidden_options):
             if _changed(cfg, f"model.{name}"):
                 why = "a one-layer head is a single linear layer"
-                yield _inert(cfg, f"model.{name}", ("model.head_layers",), why)
+                yield _inert(cfg, f"model.{name}", _head_layer_keys(cfg), why)
+    for option in ("layers", "dropout", *hidden_options):
+        overrides = tuple(f"model.{t}_head.{option}" for t in TASKS)
+        if _changed(cfg, f"model.head_{option}") and all(_changed(cfg, k) for k in overrides):
+            why = "every task's head sets its own"
+            yield _inert(cfg, f"model.head_{option}", overrides, why)
+    for task in TASKS:
+        own, prefix = getattr(model, f"{task}_head"), f"model.{task}_head"
+        no_mlp = task != "sst" and model.encoding_for(task) == "cosine"
+        options = ("layers", "dropout", *hidden_options) if no_mlp else hidden_options
+        if not no_mlp and model.head_shape(task).layers > 1:
+            continue
+        because = (_encoding_key(cfg, task),) if no_mlp else _head_layer_keys(cfg, task)
+        why = "a plain cosine pair head has no layers" if no_mlp else "its head is one layer"
+        for option in options:
+            if getattr(own, option) is not None:
+                yield _inert(cfg, f"{prefix}.{option}", because, why)
+    own_encodings = ("model.para_pair_encoding", "model.sts_pair_encoding")
+    if _changed(cfg, "model.pair_encoding") and all(_changed(cfg, k) for k in own_encodings):
+        yield _inert(cfg, "model.pair_encoding", own_encodings, "both pair tasks set their own")
+
+
+def _encoding_key(cfg: TrainConfig, task: str) -> str:
+    """The key that sets `task`'s pair encoding: its own, else the shared one."""
+    own = f"model.{task}_pair_encoding"
+    return own if config_value(cfg, own) is not None else "model.pair_encoding"
+
+
+def _head_layer_keys(cfg: TrainConfig, task: str | None = None) -> tuple[str, ...]:
+    """The keys that make a head (or every head) one layer: the global and any override."""
+    tasks = TASKS if task is None else (task,)
+    own = tuple(f"model.{t}_head.layers" for t in tasks if _changed(cfg, f"model.{t}_head.layers"))
+    return ("model.head_layers", *own)
+
+
+def _model_and_data(cfg: TrainConfig) -> Iterator[InertSetting]:
+    """The encoder's learning rate when it is frozen, and the batch size when batches are built
+    by token budget."""
     if cfg.model.mode == "frozen" and cfg.optim.head_lr is not None and _changed(cfg, "optim.lr"):
         why = "the frozen encoder is the only part trained at optim.lr"
         because = ("model.mode", "optim.head_lr")
@@ -235,6 +283,7 @@ RULES: tuple[Callable[[TrainConfig], Iterable[InertSetting]], ...] = (
     _order_and_length,
     _smart,
     _losses,
+    _heads,
     _model_and_data,
 )
 

@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 import pandas as pd
 
-from model.config import TASKS
+from model.config import CROSS_ENCODINGS, TASKS
 
 T = TypeVar("T")
 
@@ -292,7 +292,7 @@ def encode_task(
     tokenizer: Tokenizer,
     pair_encoding: str,
 ) -> EncodedTask:
-    """Tokenize examples; pairs become one sequence when pair_encoding == "cross", else two."""
+    """Tokenize examples; pairs become one sequence under a cross encoding, else two."""
     ids = [e.id for e in examples]
     labels_raw = [e.label for e in examples]
     labels: np.ndarray | None = None
@@ -307,7 +307,7 @@ def encode_task(
         raise ValueError(f"unknown task {task!r} (expected one of {', '.join(TASKS)})")
     first = [e.sentence1 for e in examples]  # type: ignore[union-attr]
     second = [e.sentence2 for e in examples]  # type: ignore[union-attr]
-    if pair_encoding == "cross":
+    if pair_encoding in CROSS_ENCODINGS:
         input_ids, types = tokenizer.encode_pairs(first, second)
         return EncodedTask(task, ids, labels, _as_arrays(input_ids), _as_arrays(types))
     ids_a, types_a = tokenizer.encode(first)

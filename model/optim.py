@@ -1,13 +1,14 @@
-"""The optimizer and learning-rate schedule `fit` trains with: AdamW and linear warm-up/decay."""
+"""The optimizer and learning-rate schedule `fit` trains with: AdamW, linear warm-up, then linear
+decay or a constant rate (`optim.lr_schedule`)."""
 
 from __future__ import annotations
 
 import torch
 
-from model.config import TrainConfig
+from model.config import LrSchedule, TrainConfig
 from model.heads import MultitaskBert
 
-__all__ = ["build_optimizer", "linear_warmup_decay"]
+__all__ = ["build_optimizer", "linear_warmup_decay", "warmup_then"]
 
 
 def build_optimizer(
@@ -44,11 +45,21 @@ def linear_warmup_decay(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over `warmup_ratio` of the steps, then linear decay to 0 at `total_steps`."""
+    return warmup_then(optimizer, total_steps, warmup_ratio, "linear")
+
+
+def warmup_then(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float, after: LrSchedule
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_ratio` of the steps (none at 0), then `after`: linear decay
+    to 0 at `total_steps`, or the configured rate held constant."""
     warmup = max(1, int(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if after == "constant":
+            return 1.0
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -6,6 +6,9 @@ run rebuilds exactly the plan it was interrupted in.
 
 Kinds:
 - `simultaneous`: every step trains one batch of every task (losses summed, or PCGrad-combined).
+  A task whose pass over its data ends before the epoch does is reshuffled and trained again
+  (`exhausted: recycle`) or leaves the epoch's remaining steps (`exhausted: drop`: every task
+  each step until the longest ends, as report 000 trained).
 - `round_robin`: every step trains one task's batch. `draw: cycle` interleaves the tasks
   deterministically in proportion to the sampling probabilities (uniform = strict alternation
   sst, para, sts, ...); `draw: random` draws each step's task independently from them.
@@ -101,7 +104,21 @@ def sample_task_order(
 
     `batch_counts` maps each trained task to its batches per pass over its data; its order is
     the order of tasks within a step / cycle. Random choices come from (seed, epoch) alone.
+    `schedule.max_steps_per_epoch` cuts every epoch's plan, warm-up epochs included, to its
+    first steps.
     """
+    plan = _uncapped_plan(schedule, batch_counts, epoch, total_epochs, seed)
+    cap = schedule.max_steps_per_epoch
+    return plan if cap is None else plan[:cap]
+
+
+def _uncapped_plan(
+    schedule: ScheduleConfig,
+    batch_counts: Mapping[str, int],
+    epoch: int,
+    total_epochs: int,
+    seed: int,
+) -> Plan:
     tasks = tuple(batch_counts)
     if not tasks:
         raise ValueError("sample_task_order: no tasks to train")
@@ -114,7 +131,11 @@ def sample_task_order(
 
     kind = schedule.kind
     if kind == "simultaneous":
-        return [tasks] * epoch_steps(batch_counts, schedule.epoch_length)
+        steps = epoch_steps(batch_counts, schedule.epoch_length)
+        if schedule.exhausted == "recycle":
+            return [tasks] * steps
+        live = [tuple(t for t in tasks if i < batch_counts[t]) for i in range(steps)]
+        return [step for step in live if step]
     if kind == "round_robin":
         steps = epoch_steps(batch_counts, schedule.epoch_length) * len(tasks)
         probs = task_probabilities(

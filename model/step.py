@@ -49,8 +49,10 @@ def compute_task_losses(ctx: StepContext, batches: dict[str, Batch]) -> dict[str
             penalty = smart_penalty(ctx.model, batch, embeddings, output, smart, ctx.bregman)
         if penalty is not None:
             loss = loss + penalty
-        head_penalty = head_weight_penalty(ctx.model.task_head(task), loss_cfg.head_penalty)
-        if head_penalty is not None and loss_cfg.head_penalty_coef > 0:
+        head_penalty = None
+        if task in loss_cfg.head_penalty_tasks and loss_cfg.head_penalty_coef > 0:
+            head_penalty = head_weight_penalty(ctx.model.task_head(task), loss_cfg.head_penalty)
+        if head_penalty is not None:
             loss = loss + loss_cfg.head_penalty_coef * head_penalty
         losses[task] = loss
     return losses

@@ -80,10 +80,9 @@ def load_task_data(cfg: TrainConfig, data_dir: Path, tokenizer_dir: Path) -> Tas
     data = TaskData(tokenizer=tokenizer)
     # Tokenized ids are cached per file when data.cache_dir is set (see model/token_cache.py).
     cache = TokenCache(Path(cfg.data.cache_dir), tokenizer) if cfg.data.cache_dir else None
-    encode = partial(
-        encode_subsample, tokenizer=tokenizer, pair_encoding=cfg.model.pair_encoding, cache=cache
-    )
     for i, task in enumerate(TASKS):
+        pairs = cfg.model.encoding_for(task)
+        encode = partial(encode_subsample, tokenizer=tokenizer, pair_encoding=pairs, cache=cache)
         train_files, held_out = _train_files(cfg, task, data_dir, SELECTION_SEED + i)
         data.train[task] = encode(
             task,

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from model.config import CROSS_ENCODINGS
 from model.data import EncodedTask, Examples, SentenceExample, encode_task, subsample
 from model.tokenizer import TextTokenizer
 
@@ -84,7 +85,7 @@ class TokenCache:
 
 def _encoding_kind(pair_encoding: str) -> str:
     # Every bi-encoder tokenizes the two sentences separately, identically.
-    return "cross" if pair_encoding == "cross" else "separate"
+    return "cross" if pair_encoding in CROSS_ENCODINGS else "separate"
 
 
 def _labels(task: str, examples: Examples) -> np.ndarray | None:

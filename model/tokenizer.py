@@ -7,18 +7,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from model.bert import BertConfig
+from model.config import CROSS_ENCODINGS
 from model.weights import WeightsError
 
 
 def check_tokenizer_fits(
-    cfg: BertConfig, tokenizer: TextTokenizer, pair_encoding: str, config_file: Path
+    cfg: BertConfig, tokenizer: TextTokenizer, pair_encodings: Iterable[str], config_file: Path
 ) -> None:
     """Fail before training if the tokenizer's ids, lengths or token types overflow `cfg`'s
     embedding tables (otherwise an IndexError at the first batch that reaches them)."""
@@ -34,7 +35,7 @@ def check_tokenizer_fits(
             f"model.max_length {tokenizer.max_length}; set model.max_length to at most "
             f"{cfg.max_position_embeddings}"
         )
-    if pair_encoding == "cross" and cfg.type_vocab_size < 2:
+    if set(pair_encodings) & set(CROSS_ENCODINGS) and cfg.type_vocab_size < 2:
         raise WeightsError(
             f"{config_file}: type_vocab_size {cfg.type_vocab_size} has no token type for the "
             "second sentence of a cross-encoded pair; set model.pair_encoding to a bi-encoder "

@@ -51,7 +51,7 @@ from model.evaluate import (
 )
 from model.heads import NUM_SENTIMENT_CLASSES, MultitaskBert
 from model.losses import sentiment_class_weights
-from model.optim import build_optimizer, linear_warmup_decay
+from model.optim import build_optimizer, warmup_then
 from model.progress import TrainingProgress
 from model.schedule import Plan, sample_task_order
 from model.smart import BregmanProximalPoint
@@ -129,9 +129,8 @@ def build_model(cfg: TrainConfig) -> tuple[MultitaskBert, Path]:
     )
     # Checked here, before the data is tokenized, rather than as an IndexError mid-epoch.
     tokenizer = load_tokenizer(model_dir, cfg.model.max_length)
-    check_tokenizer_fits(
-        bert_config, tokenizer, cfg.model.pair_encoding, model_dir / "config.json"
-    )
+    encodings = [cfg.model.encoding_for(task) for task in ("para", "sts")]
+    check_tokenizer_fits(bert_config, tokenizer, encodings, model_dir / "config.json")
     return MultitaskBert(encoder, cfg.model), model_dir
 
 
@@ -242,7 +241,8 @@ def _prepare(cfg: TrainConfig, data_dir: Path) -> _Run:
     plans = [plan_epoch(cfg, batches_per_task, epoch) for epoch in range(1, cfg.optim.epochs + 1)]
     optimizer = build_optimizer(model, cfg, device)
     total_steps = sum(len(plan) for plan in plans)
-    scheduler = linear_warmup_decay(optimizer, total_steps, cfg.optim.warmup_ratio)
+    optim = cfg.optim
+    scheduler = warmup_then(optimizer, total_steps, optim.warmup_ratio, optim.lr_schedule)
     class_weights = None
     if cfg.loss.sst_class_weights and "sst" in data.train:
         labels = torch.from_numpy(data.train["sst"].labels)

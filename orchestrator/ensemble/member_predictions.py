@@ -169,7 +169,8 @@ class _MemberRunner:
     def predict(self, split: str, task: str, indices: Sequence[int] | None) -> TaskPredictions:
         """The model's predictions of `split`/`task`'s rows at `indices` (None: every row)."""
         model, tokenizer, cfg = self.load()
-        encoded = self.inputs.encoded(split, task, tokenizer, cfg.model.pair_encoding, indices)
+        encoding = cfg.model.encoding_for(task)
+        encoded = self.inputs.encoded(split, task, tokenizer, encoding, indices)
         return predict_task(
             model,
             encoded,

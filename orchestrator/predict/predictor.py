@@ -76,9 +76,8 @@ class LoadedMember:
     cfg: TrainConfig
     tokenizer_key: str  # sha256 of the tokenizer's definition: members sharing it share encodings
 
-    @property
-    def encoding_key(self) -> tuple[str, str]:
-        return self.tokenizer_key, self.cfg.model.pair_encoding
+    def encoding_key(self, task: str) -> tuple[str, str]:
+        return self.tokenizer_key, self.cfg.model.encoding_for(task)
 
 
 class Predictor:
@@ -116,13 +115,12 @@ class Predictor:
         encoded: dict[tuple[str, str], EncodedTask] = {}
         per_member = []
         for member in self.members:
-            if member.encoding_key not in encoded:
-                encoded[member.encoding_key] = encode_task(
-                    task, examples, member.tokenizer, member.cfg.model.pair_encoding
-                )
+            key = member.encoding_key(task)
+            if key not in encoded:
+                encoded[key] = encode_task(task, examples, member.tokenizer, key[1])
             predictions = predict_task(
                 member.model,
-                encoded[member.encoding_key],
+                encoded[key],
                 batch_size=member.cfg.data.eval_batch_size,
                 device=self.device,
                 pad_id=member.tokenizer.pad_id,

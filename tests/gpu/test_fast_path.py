@@ -19,7 +19,7 @@ from model.config import TrainConfig, build_config
 from model.heads import MultitaskBert
 from model.packing import PackedTokens
 from model.step import StepContext, training_step
-from model.train import build_optimizer, linear_warmup_decay
+from model.optim import build_optimizer, linear_warmup_decay
 
 pytestmark = [
     pytest.mark.gpu,

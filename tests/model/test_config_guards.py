@@ -135,6 +135,30 @@ CASES: list[tuple[str, dict[str, Any], list[tuple[str, tuple[str, ...]]]]] = [
      [("optim.lr", ("model.mode", "optim.head_lr"))]),
     ("batch_size-token_budget", {"data.token_budget": 2048, "data.batch_size": 16},
      [("data.batch_size", ("data.token_budget",))]),
+    # The seed systems' switches.
+    ("exhausted-round_robin", {"schedule.exhausted": "drop", "schedule.kind": "round_robin"},
+     [("schedule.exhausted", KIND)]),
+    ("exhausted-min-epoch", {"schedule.exhausted": "drop", "schedule.epoch_length": "min"},
+     [("schedule.exhausted", ("schedule.epoch_length",))]),
+    ("head_penalty_tasks-without-penalty", {"loss.head_penalty_tasks": ["sts"]},
+     [("loss.head_penalty_tasks", ("loss.head_penalty",))]),
+    ("task-head-options-one-layer", {"model.sts_head.hidden": 64},
+     [("model.sts_head.hidden", ("model.head_layers",))]),
+    ("task-head-one-layer-override",
+     {"model.head_layers": 2, "model.sst_head.layers": 1, "model.sst_head.norm": "batch"},
+     [("model.sst_head.norm", ("model.head_layers", "model.sst_head.layers"))]),
+    ("task-head-plain-cosine",
+     {"model.sts_pair_encoding": "cosine", "model.sts_head.dropout": 0.2},
+     [("model.sts_head.dropout", ("model.sts_pair_encoding",))]),
+    ("global-head-option-every-task-overrides",
+     {"model.head_dropout": 0.3, "model.sst_head.dropout": 0.5, "model.para_head.dropout": 0.5,
+      "model.sts_head.dropout": 0.5},
+     [("model.head_dropout", ("model.sst_head.dropout", "model.para_head.dropout",
+                              "model.sts_head.dropout"))]),
+    ("pair_encoding-both-tasks-override",
+     {"model.pair_encoding": "sbert", "model.para_pair_encoding": "cross",
+      "model.sts_pair_encoding": "cosine"},
+     [("model.pair_encoding", ("model.para_pair_encoding", "model.sts_pair_encoding"))]),
 ]  # fmt: skip
 
 
@@ -173,6 +197,16 @@ ACTIVE: list[dict[str, Any]] = [
     {"loss.head_penalty": "l1", "loss.head_penalty_coef": 0.01},
     {"loss.task_weights.sts": 0.0, "loss.sst_label_smoothing": 0.1},
     {"model.head_layers": 2, "model.head_hidden": 64, "model.head_norm": "batch"},
+    {"schedule.exhausted": "drop"},
+    {"schedule.kind": "epoch_round_robin", "schedule.max_steps_per_epoch": 200},
+    {
+        "loss.head_penalty": "linf",
+        "loss.head_penalty_coef": 0.05,
+        "loss.head_penalty_tasks": ["sts"],
+    },
+    {"model.sts_head.layers": 2, "model.sts_head.hidden": 64, "model.head_dropout": 0.3},
+    {"model.sts_pair_encoding": "cross_cosine_mix", "model.sts_head.dropout": 0.2},
+    {"optim.lr_schedule": "constant", "optim.warmup_ratio": 0.0},
     {"model.mode": "frozen", "optim.lr": 5e-5},
     {"model.mode": "frozen", "optim.head_lr": 1e-3},
     {"data.token_budget": 2048},
@@ -254,13 +288,15 @@ def test_inert_schedule_settings_leave_every_plan_unchanged(case: Any) -> None:
 
 
 def test_head_mlp_options_do_not_change_a_one_layer_head() -> None:
-    plain = make_head(16, 5, ModelConfig())
+    plain = make_head(16, 5, ModelConfig().head_shape("sst"))
     tuned = make_head(
-        16, 5, ModelConfig(head_hidden=64, head_norm="layer", head_activation="relu")
+        16,
+        5,
+        ModelConfig(head_hidden=64, head_norm="layer", head_activation="relu").head_shape("sst"),
     )
     assert repr(plain) == repr(tuned)
-    assert repr(make_head(16, 5, ModelConfig(head_layers=2))) != repr(
-        make_head(16, 5, ModelConfig(head_layers=2, head_norm="layer"))
+    assert repr(make_head(16, 5, ModelConfig(head_layers=2).head_shape("sst"))) != repr(
+        make_head(16, 5, ModelConfig(head_layers=2, head_norm="layer").head_shape("sst"))
     )
 
 

@@ -517,14 +517,14 @@ def test_encoder_too_small_for_tokenizer_names_config_field(
     cfg = BertConfig.from_dict({**TINY, **change})
     config_file = tmp_path / "config.json"
     with pytest.raises(WeightsError, match=rf"^{config_file}: {needle}"):
-        check_tokenizer_fits(cfg, tok, encoding, config_file)
+        check_tokenizer_fits(cfg, tok, [encoding], config_file)
 
 
 def test_encoder_that_fits_passes_and_one_token_type_suffices_for_bi_encoders(tmp_path) -> None:
     tok = load_tokenizer(_vocab_dir(tmp_path), 32)
-    check_tokenizer_fits(BertConfig.from_dict(TINY), tok, "cross", tmp_path / "config.json")
+    check_tokenizer_fits(BertConfig.from_dict(TINY), tok, ["cross"], tmp_path / "config.json")
     one_type = BertConfig.from_dict({**TINY, "type_vocab_size": 1, "vocab_size": 6})
-    check_tokenizer_fits(one_type, tok, "bi_concat", tmp_path / "config.json")
+    check_tokenizer_fits(one_type, tok, ["bi_concat"], tmp_path / "config.json")
 
 
 def test_build_model_checks_sizes_before_any_data_is_read(tmp_path) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from model.batching import Batch
 from model.config import TrainConfig, merge
-from model.optim import build_optimizer, linear_warmup_decay
+from model.optim import build_optimizer, warmup_then
 from model.step import StepContext, training_step
 from model.train import build_model
 from tests.tiny_model import tiny_config
@@ -54,7 +54,7 @@ def make_context(cfg: TrainConfig, total_steps: int) -> StepContext:
     model, _ = build_model(cfg)
     model.train()
     optimizer = build_optimizer(model, cfg, torch.device("cpu"))
-    scheduler = linear_warmup_decay(optimizer, total_steps, cfg.optim.warmup_ratio)
+    scheduler = warmup_then(optimizer, total_steps, cfg.optim.warmup_ratio, cfg.optim.lr_schedule)
     return StepContext(model, optimizer, scheduler, cfg, torch.device("cpu"), None, None)
 
 
