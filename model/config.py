@@ -79,11 +79,11 @@ TrainMode = Literal["finetune", "frozen"]
 ScheduleKind = Literal["simultaneous", "round_robin", "sequential", "epoch_round_robin"]
 Sampling = Literal["proportional", "sqrt", "temperature", "uniform", "annealed"]
 Divergence = Literal["sym_kl", "kl", "kl_then_sym_kl"]
+SmartVariant = Literal["paper", "smart_pytorch"]
 StsLoss = Literal["mse", "cosine", "pearson"]
 HeadPenalty = Literal["none", "l1", "l2", "linf"]
 LrSchedule = Literal["linear", "constant"]
 Exhausted = Literal["recycle", "drop"]
-
 
 def _at_least(value: float | None, low: float) -> bool:
     """`value >= low`, or None (the key's "not set")."""
@@ -289,7 +289,8 @@ class SmartConfig:
 
     The paper's defaults are ε 1e-5, η 1e-3, σ 1e-5, K 1, L∞, symmetric KL, μ 1, β 0.99; we keep
     all of them except weight (λ_s) and bregman_mu (μ), which are 0 so SMART costs nothing unless
-    a config turns it on. See model/smart.py.
+    a config turns it on. variant smart_pytorch runs the smart-pytorch library's ascent instead
+    (unit per-token L∞ noise, epsilon only a stabiliser; library default 1e-6). See model/smart.py.
     """
 
     weight: float = 0.0  # lambda_s; 0 disables the adversarial term
@@ -302,6 +303,7 @@ class SmartConfig:
     bregman_mu: float = 0.0  # mu; 0 disables the proximal term (paper: 1)
     bregman_beta: float = 0.99  # momentum of the EMA copy
     tasks: tuple[str, ...] = TASKS  # tasks whose batches get the SMART terms
+    variant: SmartVariant = "paper"  # paper: Jiang et al.; smart_pytorch: archinetai's SMARTLoss
 
     def __post_init__(self) -> None:
         check_field_types(self, "smart.")

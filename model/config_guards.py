@@ -171,15 +171,25 @@ def _order_and_length(cfg: TrainConfig) -> Iterator[InertSetting]:
 
 def _smart(cfg: TrainConfig) -> Iterator[InertSetting]:
     """The adversarial term's knobs need smart.weight > 0 (and ascent steps); the proximal
-    term's need smart.bregman_mu > 0; both need tasks to apply to (model/smart.py)."""
+    term's need smart.bregman_mu > 0 and the paper variant; both need tasks (model/smart.py)."""
     s = cfg.smart
+    library = s.variant == "smart_pytorch"
     if s.weight == 0:
         for name in ("epsilon", "step_size", "noise_std", "steps", "norm"):
             if _changed(cfg, f"smart.{name}"):
                 why = "only SMART's adversarial term reads it"
                 yield _inert(cfg, f"smart.{name}", ("smart.weight",), why)
+        if _changed(cfg, "smart.variant") and s.bregman_mu == 0:  # else it drops the proximal term
+            why = "only SMART's adversarial term reads it"
+            yield _inert(cfg, "smart.variant", ("smart.weight",), why)
     elif s.steps == 0 and _changed(cfg, "smart.step_size"):
         yield _inert(cfg, "smart.step_size", ("smart.steps",), "no ascent step is taken")
+    if library and s.weight > 0 and _changed(cfg, "smart.norm"):
+        why = "smart_pytorch normalises each token's perturbation in L∞"
+        yield _inert(cfg, "smart.norm", ("smart.variant",), why)
+    if library and s.bregman_mu > 0:
+        why = "smart_pytorch has no proximal term"
+        yield _inert(cfg, "smart.bregman_mu", ("smart.variant",), why)
     if s.bregman_mu == 0 and _changed(cfg, "smart.bregman_beta"):
         why = "only the proximal term's EMA reads it"
         yield _inert(cfg, "smart.bregman_beta", ("smart.bregman_mu",), why)

@@ -10,6 +10,10 @@ per-example norm yet change nothing), so the result does not depend on how a bat
 Proximal term: an EMA copy θ̃ of the model (θ̃ <- β θ̃ + (1 − β) θ after every optimizer step) acts
 as the previous iterate; μ D(f(x; θ), f(x; θ̃)) on clean inputs keeps each update close to it.
 
+Variant smart_pytorch (smart.variant) is the ascent of the smart-pytorch library (archinetai's
+SMARTLoss), which two CS224N reports ran: δ ~ σ N(0, I), K steps δ <- s / (‖s‖∞ + ε) with
+s = δ + η g (g not normalised, ‖·‖∞ over each token's hidden vector), no ε-ball, no proximal term.
+
 Paper defaults: ε 1e-5, η 1e-3, σ 1e-5, K 1, μ 1, β 0.99, L∞ ball, symmetric KL. SmartConfig keeps
 those for ε, η, σ, K, β but defaults `weight` (λ_s) and `bregman_mu` (μ) to 0: SMART is off unless
 a config turns it on, and then costs nothing. SMART is a function of the model's split forward
@@ -40,6 +44,7 @@ __all__ = [
     "output_divergence",
     "smart_adversarial_loss",
     "smart_penalty",
+    "smart_pytorch_adversarial_loss",
 ]
 
 # How a task's output is read as a distribution: 5-way softmax (SST), one Bernoulli logit (Quora),
@@ -94,32 +99,16 @@ def smart_adversarial_loss(
     divergence backpropagates into the encoder (through the perturbed forward and the embeddings)
     and through `clean_output`.
     """
-    if cfg.steps < 0:
-        raise ValueError(f"smart.steps must be >= 0, got {cfg.steps}")
     masks = list(masks) if masks is not None else [None] * len(embeddings)
     deltas = [
-        _masked(
-            cfg.noise_std
-            * torch.randn(e.shape, generator=generator, device=e.device, dtype=torch.float32),
-            m,
-        )
-        for e, m in zip(embeddings, masks, strict=True)
+        _project(d, cfg.norm, cfg.epsilon) for d in _start_noise(embeddings, masks, cfg, generator)
     ]
-    deltas = [_project(d, cfg.norm, cfg.epsilon) for d in deltas]
     target = clean_output.detach()
-    ascent_symmetric = cfg.divergence == "sym_kl"
     for _ in range(cfg.steps):
         deltas = [d.requires_grad_() for d in deltas]
-        # Only δ needs a gradient here: the clean embeddings are constants for the ascent.
-        perturbed = forward(
-            tuple(e.detach() + d.to(e.dtype) for e, d in zip(embeddings, deltas, strict=True))
-        )
-        divergence = output_divergence(target, perturbed, kind, ascent_symmetric)
-        # allow_unused: an output may ignore one sequence (its δ then gets no push).
-        raw_grads = torch.autograd.grad(divergence, deltas, allow_unused=True)
-        grads = [
-            torch.zeros_like(d) if g is None else g for d, g in zip(deltas, raw_grads, strict=True)
-        ]
+        perturbed = _perturbed_forward(forward, embeddings, deltas, detach=True)
+        divergence = output_divergence(target, perturbed, kind, cfg.divergence == "sym_kl")
+        grads = _noise_grads(divergence, deltas)
         deltas = [
             _project(
                 _masked(d.detach() + cfg.step_size * _normalised(g, cfg.norm), m),
@@ -128,8 +117,92 @@ def smart_adversarial_loss(
             )
             for d, g, m in zip(deltas, grads, masks, strict=True)
         ]
-    perturbed = forward(tuple(e + d.to(e.dtype) for e, d in zip(embeddings, deltas, strict=True)))
+    perturbed = _perturbed_forward(forward, embeddings, deltas, detach=False)
     return output_divergence(clean_output, perturbed, kind, symmetric=cfg.divergence != "kl")
+
+
+def smart_pytorch_adversarial_loss(
+    forward: Callable[[tuple[Tensor, ...]], Tensor],
+    embeddings: Sequence[Tensor],
+    clean_output: Tensor,
+    kind: OutputKind,
+    cfg: SmartConfig,
+    masks: Sequence[Tensor | None] | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """smart-pytorch's SMARTLoss, with the arguments of `smart_adversarial_loss`.
+
+    δ = σ·N(0, I); then K times s = δ + η ∇_δ D(f(x), f(x + δ)) (KL(p_clean ‖ p_perturbed) as the
+    library's kl_loss(perturbed, clean)), δ <- s / (‖s‖∞ + ε) with the L∞ norm over the hidden
+    dimension of each token: each real token ends at L∞ ≈ 1 (ε only keeps the division finite),
+    there is no ε-ball and no gradient normalisation. Padding stays at 0: the per-token norm would
+    give each padding token unit noise, which a model that masks padding ignores anyway; masking
+    makes the result independent of the padding even for outputs that read padded positions.
+    Divergences are batch means; the library's sym_kl_loss sums over the batch, so a report's
+    weight λ with batch size B is smart.weight λ·B here.
+    """
+    masks = list(masks) if masks is not None else [None] * len(embeddings)
+    deltas = _start_noise(embeddings, masks, cfg, generator)
+    target = clean_output.detach()
+    for _ in range(cfg.steps):
+        deltas = [d.requires_grad_() for d in deltas]
+        perturbed = _perturbed_forward(forward, embeddings, deltas, detach=True)
+        # sym_kl climbs the symmetric KL itself (the library's sym_kl_loss as its loss_fn would
+        # push by KL's gradient alone); kl and kl_then_sym_kl are its kl_loss exactly.
+        divergence = output_divergence(target, perturbed, kind, cfg.divergence == "sym_kl")
+        grads = _noise_grads(divergence, deltas)
+        ascended = [
+            _masked(d.detach() + cfg.step_size * g, m)
+            for d, g, m in zip(deltas, grads, masks, strict=True)
+        ]
+        deltas = [s / (s.abs().amax(dim=-1, keepdim=True) + cfg.epsilon) for s in ascended]
+    perturbed = _perturbed_forward(forward, embeddings, deltas, detach=False)
+    if cfg.divergence == "kl" or kind == "regression":
+        return output_divergence(clean_output, perturbed, kind, symmetric=False)
+    # The library's sym_kl_loss detaches the target of each direction: KL(p_clean ‖ p_perturbed)
+    # reaches the perturbed forward, KL(p_perturbed ‖ p_clean) the clean output.
+    forth = output_divergence(clean_output.detach(), perturbed, kind, symmetric=False)
+    return forth + output_divergence(perturbed.detach(), clean_output, kind, symmetric=False)
+
+
+def _start_noise(
+    embeddings: Sequence[Tensor],
+    masks: Sequence[Tensor | None],
+    cfg: SmartConfig,
+    generator: torch.Generator | None,
+) -> list[Tensor]:
+    """σ N(0, I) per embedding sequence (fp32, drawn in order), zero at padding."""
+    if cfg.steps < 0:
+        raise ValueError(f"smart.steps must be >= 0, got {cfg.steps}")
+    return [
+        _masked(
+            cfg.noise_std
+            * torch.randn(e.shape, generator=generator, device=e.device, dtype=torch.float32),
+            m,
+        )
+        for e, m in zip(embeddings, masks, strict=True)
+    ]
+
+
+def _perturbed_forward(
+    forward: Callable[[tuple[Tensor, ...]], Tensor],
+    embeddings: Sequence[Tensor],
+    deltas: Sequence[Tensor],
+    detach: bool,
+) -> Tensor:
+    """f(x + δ); `detach` for an ascent step, where only δ needs a gradient."""
+    return forward(
+        tuple(
+            (e.detach() if detach else e) + d.to(e.dtype)
+            for e, d in zip(embeddings, deltas, strict=True)
+        )
+    )
+
+
+def _noise_grads(divergence: Tensor, deltas: Sequence[Tensor]) -> list[Tensor]:
+    """∂ divergence / ∂ δ per sequence; zero where the output ignores a sequence."""
+    raw = torch.autograd.grad(divergence, list(deltas), allow_unused=True)
+    return [torch.zeros_like(d) if g is None else g for d, g in zip(deltas, raw, strict=True)]
 
 
 def _per_example_norm(x: Tensor, norm: str) -> Tensor:
@@ -205,7 +278,8 @@ def smart_penalty(
     cfg: SmartConfig,
     bregman: BregmanProximalPoint | None = None,
 ) -> Tensor | None:
-    """λ_s × adversarial term + μ × proximal term for one task's batch, or None when both are off.
+    """λ_s × adversarial term (of smart.variant) + μ × proximal term (paper variant only) for one
+    task's batch, or None when both are off.
 
     `embeddings` = model.embed_inputs(batch) and `output` = model.head_outputs(batch, embeddings),
     the clean forward the task loss is computed from.
@@ -216,11 +290,14 @@ def smart_penalty(
     terms = []
     if cfg.weight > 0:
         masks = (batch.attention_mask, batch.attention_mask_b)[: len(embeddings)]
-        adversarial = smart_adversarial_loss(
+        library = cfg.variant == "smart_pytorch"
+        loss = smart_pytorch_adversarial_loss if library else smart_adversarial_loss
+        adversarial = loss(
             lambda e: model.head_outputs(batch, e), embeddings, output, kind, cfg, masks
         )
         terms.append(cfg.weight * adversarial)
-    if cfg.bregman_mu > 0 and bregman is not None:
+    # smart_pytorch has no proximal term (config_guards reports a bregman_mu > 0 with it as inert).
+    if cfg.bregman_mu > 0 and bregman is not None and cfg.variant == "paper":
         proximal = bregman.divergence(output, lambda m: m(batch), kind, cfg.divergence)
         terms.append(cfg.bregman_mu * proximal)
     return torch.stack(terms).sum() if terms else None

@@ -84,6 +84,7 @@ def test_unknown_key_suggests_the_close_one():
         ({"schedule": {"temperature": 0.0}}, "schedule.temperature"),
         ({"smart": {"bregman_beta": 2.0}}, "smart.bregman_beta"),
         ({"smart": {"epsilon": 0.0}}, "smart.epsilon"),
+        ({"smart": {"variant": "library"}}, "smart.variant"),
     ],
 )
 def test_ranges(values, needle):
