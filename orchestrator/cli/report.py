@@ -17,8 +17,17 @@ from orchestrator.cli.base import user_errors
     "--results-dir", type=click.Path(file_okay=False), default="results", show_default=True
 )
 @click.option("--no-mlflow", is_flag=True, help="Do not log the report to the sweep's parent run.")
+@click.option(
+    "--published",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A study only: YAML of published baseline and best rows per arm; writes published.md, "
+    "each arm's published Δ beside ours (see docs/studies.md).",
+)
 @user_errors
-def report(sweep_name: str | None, results_dir: str, no_mlflow: bool) -> None:
+def report(
+    sweep_name: str | None, results_dir: str, no_mlflow: bool, published: str | None
+) -> None:
     """Write results/SWEEP/: trials.parquet, ablation.md, importance.md and plots/ (default: the
     newest sweep), and log them to the sweep's parent MLflow run. For an ablation study:
     ablation.md/.parquet/.tex of its confirm runs, SST details and learning curves. After
@@ -27,6 +36,7 @@ def report(sweep_name: str | None, results_dir: str, no_mlflow: bool) -> None:
     \b
     Example:
       orchestrator report smart
+      orchestrator report seed_systems_cpu --published docs/seed_reports.yaml
     """
     from orchestrator.report.sweep_report import write_report
 
@@ -36,6 +46,10 @@ def report(sweep_name: str | None, results_dir: str, no_mlflow: bool) -> None:
         click.echo(f"note: {note}")
     for path in written.files:
         click.echo(f"  {path}")
+    if published is not None:
+        from orchestrator.report.published import write_published
+
+        click.echo(f"  {write_published(Path(results_dir) / written.sweep, Path(published))}")
 
 
 @click.command()

@@ -7,6 +7,7 @@ Modules:
 - `tradeoffs`: objectives and constraints of a stored sweep: feasible / Pareto columns and
   `objectives.md`.
 - `plots`: the PNG plots (history, parallel coordinates, axis effects, curves, Pareto front).
+- `published`: a study's paired arm differences beside a paper's published ones (published.md).
 
     from orchestrator.report import write_report
     written = write_report("smart", results_dir=Path("results"))

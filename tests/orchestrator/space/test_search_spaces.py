@@ -14,7 +14,13 @@ from orchestrator.space.schema import load_space
 REPO = Path(__file__).resolve().parents[3]
 SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
 EXPECTED = {"quickstart", "smart", "encoding", "schedule", "pcgrad", "regularization"}
-STUDIES = {"seeds", "ablation_quickstart"}
+STUDIES = {
+    "seeds",
+    "ablation_quickstart",
+    "seed_systems",
+    "seed_systems_minilm",
+    "seed_systems_cpu",
+}
 
 
 def test_the_expected_spaces_ship() -> None:

@@ -1,0 +1,168 @@
+"""A study's arm differences beside published ones: `orchestrator report STUDY --published F`.
+
+F (YAML) names, per arm, the published system it reproduces and two rows of its paper's table,
+the paper's baseline and its best system, each a score per task:
+
+    source: ../shared/seeds                      # where the papers are (quoted in the table)
+    arms:
+      smarter_000:
+        paper: "000 A SMARTer minBERT"
+        split: dev
+        baseline: {row: "Cross-Encoding (000:143)", sst: 0.480, para: 0.830, sts: 0.838}
+        best: {row: "Cross-Encoding + PCGrad + SMART 2 (000:146)", sst: 0.500, para: 0.825,
+               sts: 0.843}
+
+`beside_published` puts the paper's Δ (best − baseline) per task next to the study's paired Δ of
+that arm against the study's baseline (± 95% CI, n, p from `ablation.parquet`), and a verdict:
+`agrees` when our interval excludes 0 on the paper's side, `opposite` when it excludes 0 on the
+other side, `unresolved` when it holds 0 (or the paper's Δ is 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from model.atomic_write import write_text_atomic
+from model.config import ConfigError
+from model.evaluate import METRIC_NAMES
+
+TASKS = ("sst", "para", "sts")
+TASK_LABELS = {"sst": "SST acc", "para": "Quora acc", "sts": "STS r"}
+
+
+class PublishedError(ConfigError):
+    """The published-numbers file is unreadable or a field is missing or wrong."""
+
+
+@dataclass(frozen=True)
+class PublishedRow:
+    row: str  # how the paper names the row, with where to find it
+    scores: Mapping[str, float]  # task -> score
+
+
+@dataclass(frozen=True)
+class PublishedArm:
+    arm: str
+    paper: str
+    split: str
+    baseline: PublishedRow
+    best: PublishedRow
+
+    def delta(self, task: str) -> float:
+        return self.best.scores[task] - self.baseline.scores[task]
+
+
+def load_published(path: Path) -> tuple[str, list[PublishedArm]]:
+    """(source, arms) from the YAML file; a bad field is a PublishedError naming it."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise PublishedError(f"{path}: cannot read it ({err})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("arms"), dict) or not raw["arms"]:
+        raise PublishedError(f"{path}: expected a mapping with a non-empty 'arms' mapping")
+    arms = [_arm(path, name, spec) for name, spec in raw["arms"].items()]
+    return str(raw.get("source", "")), arms
+
+
+def _arm(path: Path, name: str, spec: Any) -> PublishedArm:
+    where = f"{path}: arms.{name}"
+    if not isinstance(spec, dict):
+        raise PublishedError(f"{where}: expected a mapping")
+    for key in ("paper", "split", "baseline", "best"):
+        if key not in spec:
+            raise PublishedError(f"{where}.{key}: missing")
+    rows = {key: _row(f"{where}.{key}", spec[key]) for key in ("baseline", "best")}
+    return PublishedArm(name, str(spec["paper"]), str(spec["split"]), **rows)
+
+
+def _row(where: str, spec: Any) -> PublishedRow:
+    if not isinstance(spec, dict) or "row" not in spec:
+        raise PublishedError(f"{where}: expected a mapping with 'row' and a score per task")
+    scores = {}
+    for task in TASKS:
+        value = spec.get(task)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value):
+            raise PublishedError(f"{where}.{task}: expected a number, got {value!r}")
+        scores[task] = float(value)
+    return PublishedRow(str(spec["row"]), scores)
+
+
+def verdict(paper: float, ours: float, half: float) -> str:
+    """Whether our paired Δ (mean ± half-width) supports the paper's Δ's direction."""
+    if not (math.isfinite(ours) and math.isfinite(half)) or paper == 0:
+        return "unresolved"
+    low, high = ours - half, ours + half
+    if low > 0 or high < 0:
+        return "agrees" if (low > 0) == (paper > 0) else "opposite"
+    return "unresolved"
+
+
+def beside_published(table: pd.DataFrame, arms: list[PublishedArm]) -> pd.DataFrame:
+    """One row per (published arm, task): the paper's Δ and ours, from `ablation.parquet`."""
+    by_arm = {str(row["arm"]): row for _, row in table.iterrows()}
+    rows = []
+    for arm in arms:
+        ours = by_arm.get(arm.arm)
+        for task in TASKS:
+            metric = METRIC_NAMES[task]
+            mean = float(ours[f"Δ {metric}"]) if ours is not None else math.nan
+            half = float(ours[f"Δ {metric} ±"]) if ours is not None else math.nan
+            p = float(ours[f"Δ {metric} p"]) if ours is not None else math.nan
+            n = int(ours[f"Δ {metric} pairs"]) if ours is not None else 0
+            rows.append({
+                "arm": arm.arm, "paper": arm.paper, "task": task,
+                "paper Δ": arm.delta(task), "paper baseline": arm.baseline.row,
+                "paper best": arm.best.row, "our Δ": mean, "our Δ ±": half, "p": p, "n": n,
+                "verdict": verdict(arm.delta(task), mean, half),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def published_markdown(beside: pd.DataFrame, source: str, study: str) -> str:
+    """The table as markdown, one line per arm and task, then which rows each Δ comes from."""
+    lines = [
+        "| arm | paper | task | paper Δ | our Δ (95% CI) | n | p | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in beside.iterrows():
+        ours = "–" if not math.isfinite(r["our Δ"]) else f"{r['our Δ']:+.4f}"
+        if math.isfinite(r["our Δ ±"]):
+            ours += f" ± {r['our Δ ±']:.4f}"
+        p = f"{r['p']:.3f}" if math.isfinite(r["p"]) else "–"
+        lines.append(
+            f"| {r['arm']} | {r['paper']} | {TASK_LABELS[r['task']]} | {r['paper Δ']:+.3f} | "
+            f"{ours} | {r['n']} | {p} | {r['verdict']} |"
+        )
+    firsts = beside.drop_duplicates("arm").iterrows()
+    cited = [f"- {r['arm']}: {r['paper best']} − {r['paper baseline']}" for _, r in firsts]
+    note = (
+        f"Paper Δ: the published best row minus the published baseline row ({source}). Our Δ: "
+        f"study `{study}`'s mean paired difference of the arm to its baseline over n seeds, its "
+        "95% t-interval and paired t-test p. verdict: agrees / opposite when our interval "
+        "excludes 0 on the paper's side / the other side, else unresolved."
+    )
+    return "\n".join([*lines, "", note, "", "Rows compared:", *cited, ""])
+
+
+def write_published(sweep_dir: Path, published: Path) -> Path:
+    """`published.md` in a study's report folder, from its `ablation.parquet` and `published`."""
+    source, arms = load_published(published)
+    table_file = sweep_dir / "ablation.parquet"
+    if not table_file.is_file():
+        raise PublishedError(f"{sweep_dir}: no ablation.parquet; --published needs a study")
+    table = pd.read_parquet(table_file)
+    unknown = sorted({arm.arm for arm in arms} - set(table["arm"]))
+    if unknown:
+        raise PublishedError(f"{published}: {unknown} are not arms of study {sweep_dir.name}")
+    out = sweep_dir / "published.md"
+    markdown = published_markdown(beside_published(table, arms), source, sweep_dir.name)
+    write_text_atomic(out, markdown)
+    return out
