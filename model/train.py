@@ -252,10 +252,9 @@ def _prepare(cfg: TrainConfig, data_dir: Path) -> _Run:
 
 
 def _warn_if_smart_below_bf16(cfg: TrainConfig, amp_dtype: torch.dtype | None) -> None:
-    s = cfg.smart  # smart_pytorch perturbs by ~1 per token: only the paper's ball is tiny
+    s = cfg.smart  # smart_pytorch's perturbation is ~1 per token: only the paper's ball is tiny
     if s.weight > 0 and s.variant == "paper" and amp_dtype is torch.bfloat16 and s.epsilon < 1e-2:
-        # Measured on an H100: bf16 rounding alone moves bert-base outputs by ~3e-3, so a smaller
-        # adversarial ball regularises rounding noise rather than the perturbation.
+        # bf16 rounding alone moved bert-base outputs by ~3e-3 on an H100: more than the ball.
         warnings.warn(
             f"smart.epsilon={cfg.smart.epsilon:g} is below bf16's resolution of the outputs; "
             "use precision: fp32 with SMART at the paper's settings",
