@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 from model.atomic_write import write_text_atomic
-from model.config import ConfigError
+from model.config import ConfigError, is_finite_number
 from model.evaluate import METRIC_NAMES
 
 TASKS = ("sst", "para", "sts")
@@ -88,8 +88,7 @@ def _row(where: str, spec: Any) -> PublishedRow:
     scores = {}
     for task in TASKS:
         value = spec.get(task)
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or not math.isfinite(value):
+        if not isinstance(value, (int, float)) or not is_finite_number(value):
             raise PublishedError(f"{where}.{task}: expected a number, got {value!r}")
         scores[task] = float(value)
     return PublishedRow(str(spec["row"]), scores)

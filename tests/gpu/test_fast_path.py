@@ -17,9 +17,9 @@ from model.batching import Batch
 from model.bert import BertConfig, BertModel, compile_encoder
 from model.config import TrainConfig, build_config
 from model.heads import MultitaskBert
+from model.optim import build_optimizer, linear_warmup_decay
 from model.packing import PackedTokens
 from model.step import StepContext, training_step
-from model.optim import build_optimizer, linear_warmup_decay
 
 pytestmark = [
     pytest.mark.gpu,

@@ -59,7 +59,8 @@ def test_bert_base_and_minilm_files_differ_in_the_encoder_and_head_widths_only()
     assert bert_base.model.name == "bert-base-uncased" and minilm_base.model.name == "minilm"
     # MiniLM reads its mean-pooled sentence vector where bert-base reads its pooler.
     as_minilm = replace(bert_base.model, name="minilm", pooling="mean")
-    assert bert_base.model.pooling == "pooler" and replace(bert_base, model=as_minilm) == minilm_base
+    assert bert_base.model.pooling == "pooler"
+    assert replace(bert_base, model=as_minilm) == minilm_base
 
 
 def test_cpu_arms_are_the_minilm_arms_with_the_documented_changes() -> None:
