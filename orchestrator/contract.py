@@ -101,6 +101,9 @@ SWEEP_RUN_TAG = "sweep_run_id"  # on an ensemble run: the parent run of the swee
 STUDY_ARMS_PARAM = "study.arms"
 STUDY_BASELINE_PARAM = "study.baseline"
 STUDY_SEEDS_PARAM = "study.seeds"
+# ... its correction across arms (holm / bh) and, when set, its equivalence margin on its metric.
+STUDY_CORRECTION_PARAM = "study.correction"
+STUDY_EQUIVALENCE_PARAM = "study.equivalence"
 # `sweep --extend N`: each extension is a parent run of its own, tagged with the first parent run
 # (the sweep's) it extends and its number; its trial runs carry the extension's directory.
 EXTENDS_RUN_TAG = "extends_run_id"
@@ -122,6 +125,12 @@ RANKED_BY_TAG = "ensemble.metric"  # the metric the members were ranked on
 def arm_metric(arm: str, metric: str) -> str:
     """The parent run's metric holding an arm's mean over seeds: `arm/smart/dev/overall`."""
     return f"arm/{arm}/{metric}"
+
+
+def arm_verdict_tag(arm: str) -> str:
+    """The parent run's tag holding an arm's verdict on the study's metric: `arm/smart/verdict`
+    (beside `arm_metric`s such as `arm/smart/dev/overall/p_adj`)."""
+    return f"arm/{arm}/verdict"
 
 
 def extension_dir(number: int) -> str:

@@ -1,6 +1,9 @@
 """The statistics of a sweep's report: a mean's t-interval, a Welch interval of a difference,
 trials grouped by their value (or value bin) of one swept axis, and the epoch every trial reached.
-`report/tables.py` and `report/plots.py` share them.
+`report/tables.py` and `report/plots.py` share them. A study's corrected tests too: Holm / BH
+adjusted p-values, paired t-tests and TOST over many arms at once, and the paired t-test's power
+(the minimum detectable effect, the seeds a given effect needs); `ablation/verdicts.py` and
+`ablation/racing.py` share those.
 
 Pure numpy / scipy / pandas on the `trials.parquet` frame: no tracking store, no framework.
 """
@@ -14,11 +17,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 MAX_LEVELS = 6  # a numeric axis with more distinct values than this is binned
 MIN_PER_BIN = 3  # trials per bin of a binned axis: a row of one trial has no interval
 MAX_BINS = 4
+CORRECTIONS: tuple[str, ...] = ("holm", "bh")  # Holm (family-wise), Benjamini-Hochberg (FDR)
+POWER = 0.8  # the power of a minimum detectable effect and of `seeds_for_power`
+MAX_POWER_SEEDS = 1000  # `seeds_for_power` looks no further (inf beyond)
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, int]:
@@ -45,6 +51,99 @@ def paired_difference(
     if n >= 2 and np.ptp(a - b) > 1e-12:
         p_value = float(stats.ttest_rel(a, b).pvalue)
     return mean, half, p_value, n
+
+
+def adjust_pvalues(p_values: Any, method: str = "holm") -> np.ndarray:
+    """Holm (step-down, family-wise error) or Benjamini-Hochberg (step-up, false discovery rate)
+    adjusted p-values along the last axis. NaN (no test) stays NaN and is not in the family."""
+    if method not in CORRECTIONS:
+        raise ValueError(f"correction: expected one of {', '.join(CORRECTIONS)}, got {method!r}")
+    p = np.asarray(p_values, dtype=np.float64)
+    order = np.argsort(np.where(np.isnan(p), np.inf, p), axis=-1, kind="stable")  # NaN last
+    ranked = np.take_along_axis(p, order, axis=-1)
+    family = np.isfinite(p).sum(axis=-1, keepdims=True)  # m: the tests that were run
+    rank = np.arange(1, p.shape[-1] + 1)
+    if method == "holm":  # max over j <= i of (m - j + 1) p_(j)
+        adjusted = np.fmax.accumulate((family - rank + 1) * ranked, axis=-1)
+    else:  # min over j >= i of m / j p_(j)
+        scaled = np.flip(family / rank * ranked, axis=-1)
+        adjusted = np.flip(np.fmin.accumulate(scaled, axis=-1), axis=-1)
+    adjusted = np.where(np.isnan(ranked), np.nan, np.minimum(adjusted, 1.0))
+    out = np.empty_like(adjusted)
+    np.put_along_axis(out, order, adjusted, axis=-1)
+    return out
+
+
+def paired_t_tests(diffs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, SD (ddof 1) and the two-sided one-sample t-test's p-value (H0: mean 0) of paired
+    differences along the last axis, n of them per row. p is NaN below two pairs or when every
+    difference is equal (as in `paired_difference`)."""
+    d = np.asarray(diffs, dtype=np.float64)
+    n = d.shape[-1]
+    mean = d.mean(axis=-1) if n else np.full(d.shape[:-1], np.nan)
+    sd = d.std(axis=-1, ddof=1) if n >= 2 else np.full(d.shape[:-1], np.nan)
+    tested = (np.ptp(d, axis=-1) > 1e-12) if n >= 2 else np.zeros(d.shape[:-1], dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = mean / (sd / math.sqrt(max(n, 1)))
+        p = 2 * stats.t.sf(np.abs(t), max(n - 1, 1))
+    return mean, sd, np.where(tested, p, np.nan)
+
+
+def tost_pvalues(diffs: Any, margin: float) -> np.ndarray:
+    """Two one-sided paired t-tests of equivalence within ±margin along the last axis: the larger
+    p of H0 `mean <= -margin` (vs greater) and H0 `mean >= +margin` (vs less). NaN as in
+    `paired_t_tests`."""
+    d = np.asarray(diffs, dtype=np.float64)
+    n = d.shape[-1]
+    mean, sd, p = paired_t_tests(d)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = sd / math.sqrt(max(n, 1))
+        lower = stats.t.sf((mean + margin) / se, max(n - 1, 1))
+        upper = stats.t.cdf((mean - margin) / se, max(n - 1, 1))
+    return np.where(np.isnan(p), np.nan, np.maximum(lower, upper))
+
+
+def _power_at(noncentrality: Any, df: Any, alpha: float) -> Any:
+    """The two-sided t-test's power at a noncentrality parameter (noncentral t, both tails). The
+    far tail as P(T > c | -nc), not P(T < -c | nc): scipy's cdf there is NaN at some points."""
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    far = np.nan_to_num(stats.nct.sf(critical, df, -np.asarray(noncentrality)), nan=0.0)
+    return stats.nct.sf(critical, df, noncentrality) + far
+
+
+def paired_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """The power of a two-sided paired t-test at level alpha with n pairs whose differences
+    have mean `effect` and SD `sd` (noncentrality effect / sd · √n, n - 1 degrees of freedom)."""
+    if n < 2 or not sd > 0 or not math.isfinite(effect):
+        return math.nan
+    return float(_power_at(effect / sd * math.sqrt(n), n - 1, alpha))
+
+
+def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = POWER) -> float:
+    """The smallest |mean difference| a two-sided paired t-test at level alpha detects with the
+    given power, from n pairs with differences of SD `sd` (NaN below two pairs or no spread)."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    high = 1.0
+    while _power_at(high, n - 1, alpha) < power:  # bracket the noncentrality, then solve
+        high *= 2
+    noncentrality = optimize.brentq(
+        lambda nc: _power_at(nc, n - 1, alpha) - power, 0.0, high, xtol=1e-10
+    )
+    return float(noncentrality * sd / math.sqrt(n))
+
+
+def seeds_for_power(effect: float, sd: float, alpha: float = 0.05, power: float = POWER) -> float:
+    """The fewest pairs (>= 2) with which a two-sided paired t-test at level alpha detects a mean
+    difference `effect` given differences of SD `sd`, with the given power; inf beyond
+    MAX_POWER_SEEDS or for no effect, NaN without a spread."""
+    if not sd > 0 or not math.isfinite(effect):
+        return math.nan
+    if effect == 0:
+        return math.inf
+    n = np.arange(2, MAX_POWER_SEEDS + 1)
+    reached = np.flatnonzero(_power_at(abs(effect) / sd * np.sqrt(n), n - 1, alpha) >= power)
+    return float(n[reached[0]]) if len(reached) else math.inf
 
 
 def delta_ci(

@@ -4,6 +4,9 @@ Modules:
 - `phases`: the study's phases as sweeps (tune each arm, then confirm every arm on every seed).
 - `study_run`: `run_ablation_study`, the phases through the sweep lifecycle, one parent run.
 - `arm_table`: the table: each arm's mean ± CI per metric and its paired difference to baseline.
+- `verdicts`: corrected tests per arm (Holm / BH, TOST with a margin), power, and the verdict.
+- `racing`: the racing rule: after each round of seeds, which arms stop (better, worse,
+  equivalent, at max) under a boundary that accounts for the repeated looks, and the next round.
 - `sst_details`: the best arm's SST per-class scores and confusion matrix.
 - `study_report`: the study's stored confirm runs as `ablation.md`, `.tex`, `.parquet` and curves.
 

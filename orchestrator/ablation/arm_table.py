@@ -26,6 +26,7 @@ LABELS = {
     OVERALL: "overall",
 }
 CONFIDENCE = 0.95
+CORRECTION_LABELS = {"holm": "Holm", "bh": "BH"}  # stats.CORRECTIONS as a table shows them
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,19 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
     return Interval(*mean_ci(values, confidence))
 
 
+def shared_seed_scores(
+    arm: dict[int, float], baseline: dict[int, float]
+) -> tuple[list[float], list[float]]:
+    """Two arms' scores over the seeds both have a finite score for, in seed order: the pairs."""
+    seeds = sorted(s for s in set(arm) & set(baseline) if math.isfinite(arm[s] - baseline[s]))
+    return [arm[s] for s in seeds], [baseline[s] for s in seeds]
+
+
 def paired_delta(
     arm: dict[int, float], baseline: dict[int, float], confidence: float = CONFIDENCE
 ) -> PairedDelta:
     """The paired difference of two arms' scores keyed by seed, over the seeds both have."""
-    seeds = sorted(s for s in set(arm) & set(baseline) if math.isfinite(arm[s] - baseline[s]))
-    a, b = [arm[s] for s in seeds], [baseline[s] for s in seeds]
-    return PairedDelta(*paired_difference(a, b, confidence))
+    return PairedDelta(*paired_difference(*shared_seed_scores(arm, baseline), confidence))
 
 
 def ablation_table(runs: pd.DataFrame, baseline: str, arm_order: Sequence[str]) -> pd.DataFrame:
@@ -75,11 +82,11 @@ def ablation_table(runs: pd.DataFrame, baseline: str, arm_order: Sequence[str]) 
             continue
         row: dict[str, object] = {"arm": arm, "seeds": group["seed"].nunique()}
         for metric in TABLE_METRICS:
-            interval = t_interval(list(_by_seed(group, metric).values()))
+            interval = t_interval(list(scores_by_seed(group, metric).values()))
             row.update({metric: interval.mean, f"{metric} ±": interval.half_width})
             row[f"{metric} n"] = interval.n
             if base is not None:
-                delta = paired_delta(_by_seed(group, metric), _by_seed(base, metric))
+                delta = paired_delta(scores_by_seed(group, metric), scores_by_seed(base, metric))
                 row.update({f"Δ {metric}": delta.mean, f"Δ {metric} ±": delta.half_width})
                 row.update({f"Δ {metric} p": delta.p_value, f"Δ {metric} pairs": delta.pairs})
         wall = float(group["wall_s"].mean())
@@ -88,7 +95,7 @@ def ablation_table(runs: pd.DataFrame, baseline: str, arm_order: Sequence[str]) 
     return pd.DataFrame(rows)
 
 
-def _by_seed(group: pd.DataFrame, metric: str) -> dict[int, float]:
+def scores_by_seed(group: pd.DataFrame, metric: str) -> dict[int, float]:
     """An arm's score per seed; repeated runs of one seed are averaged, so they count once."""
     means = group.groupby("seed")[metric].mean()
     return {int(seed): float(value) for seed, value in means.items()}
@@ -129,29 +136,45 @@ def arm_table_markdown(table: pd.DataFrame, baseline: str, *, split: str = "dev"
     return "\n".join([*lines, "", note, ""])
 
 
-def arm_table_latex(table: pd.DataFrame, baseline: str, *, split: str = "dev") -> str:
-    """A booktabs `table` of scores (mean ± CI) and Δ overall with its p-value."""
-    cols = "l" + "c" * (len(TABLE_METRICS) + 1)
-    head = " & ".join(["Arm", *(LABELS[m] for m in TABLE_METRICS), r"$\Delta$ overall"])
+def arm_table_latex(
+    table: pd.DataFrame,
+    baseline: str,
+    *,
+    split: str = "dev",
+    metric: str = OVERALL,
+    correction: str = "holm",
+) -> str:
+    """A booktabs `table` of scores (mean ± CI), Δ `metric` with its p-value and, when the table
+    has them (`verdicts.with_verdicts`), each arm's verdict with its corrected p-value."""
+    verdicts = "verdict" in table.columns
+    label = CORRECTION_LABELS.get(correction, correction)
+    cols = "l" + "c" * (len(TABLE_METRICS) + 1) + ("l" if verdicts else "")
+    head = ["Arm", *(LABELS[m] for m in TABLE_METRICS), rf"$\Delta$ {LABELS[metric]}"]
     lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{cols}}}", r"\toprule"]
-    lines += [head + r" \\", r"\midrule"]
+    lines += [" & ".join(head + (["Verdict"] if verdicts else [])) + r" \\", r"\midrule"]
     for _, row in table.iterrows():
         cells = [str(row["arm"]).replace("_", r"\_")]
-        for metric in TABLE_METRICS:
-            mean, half = row[metric], row[f"{metric} ±"]
+        for m in TABLE_METRICS:
+            mean, half = row[m], row[f"{m} ±"]
             cells.append(f"${mean:.3f}" + (rf" \pm {half:.3f}$" if math.isfinite(half) else "$"))
-        delta = row.get(f"Δ {OVERALL}", math.nan)
+        delta = row.get(f"Δ {metric}", math.nan)
         if row["arm"] == baseline or not math.isfinite(delta):
             cells.append("--")
         else:
-            p = row[f"Δ {OVERALL} p"]
+            p = row[f"Δ {metric} p"]
             cells.append(f"${delta:+.3f}$" + (f" ($p={p:.2f}$)" if math.isfinite(p) else ""))
+        if verdicts:  # with the adjusted p that decided it (TOST's for `equivalent`)
+            adjusted = row["verdict p"]
+            shown = f" ($p_{{\\mathrm{{{label}}}}}={adjusted:.2f}$)"
+            shown = shown if math.isfinite(adjusted) else ""
+            cells.append("--" if not row["verdict"] else row["verdict"] + shown)
         lines.append(" & ".join(cells) + r" \\")
     seeds = int(table["seeds"].max()) if len(table) else 0
     escaped = baseline.replace("_", r"\_")
     caption = (
         f"Ablation on {split}: mean $\\pm$ 95\\% CI over {seeds} seeds; "
-        f"$\\Delta$ is the paired difference to {escaped}."
+        f"$\\Delta$ is the paired difference to {escaped}"
+        + (f"; verdicts from {label}-adjusted paired t-tests." if verdicts else ".")
     )
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}", ""]
     return "\n".join(lines)

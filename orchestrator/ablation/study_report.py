@@ -25,13 +25,24 @@ from orchestrator.ablation.arm_table import (
     t_interval,
 )
 from orchestrator.ablation.sst_details import DETAIL_KEYS, SstDetails, sst_details, sst_markdown
+from orchestrator.ablation.verdicts import (
+    VerdictRule,
+    table_metric,
+    verdict_metrics,
+    verdict_tags,
+    verdicts_markdown,
+    with_verdicts,
+)
 from orchestrator.contract import (
     ARM_PARAM,
     PHASE_PARAM,
     SEED_PARAM,
     STUDY_ARMS_PARAM,
     STUDY_BASELINE_PARAM,
+    STUDY_CORRECTION_PARAM,
+    STUDY_EQUIVALENCE_PARAM,
     STUDY_SEEDS_PARAM,
+    SWEEP_METRIC_PARAM,
     arm_metric,
     best_key,
 )
@@ -43,11 +54,13 @@ SELECTION_PARAM = "data.selection"  # > 0: the trainer picked each run's best ep
 
 @dataclass(frozen=True)
 class StudyInfo:
-    """What the study's parent run says: its arms in file order, the baseline, the seeds."""
+    """What the study's parent run says: its arms in file order, the baseline, the seeds, and
+    how the report judges the arms (its metric, correction and equivalence margin)."""
 
     arms: tuple[str, ...]
     baseline: str
     seeds: tuple[int, ...]
+    rule: VerdictRule = field(default_factory=VerdictRule)  # on the study's metric, on dev
 
 
 def study_info(parent_params: Mapping[str, str]) -> StudyInfo | None:
@@ -58,10 +71,16 @@ def study_info(parent_params: Mapping[str, str]) -> StudyInfo | None:
     try:
         arms = tuple(str(a) for a in json.loads(raw))
         seeds = tuple(int(s) for s in json.loads(parent_params.get(STUDY_SEEDS_PARAM) or "[]"))
-    except (ValueError, TypeError) as err:
+        margin = parent_params.get(STUDY_EQUIVALENCE_PARAM)
+        rule = VerdictRule(
+            correction=parent_params.get(STUDY_CORRECTION_PARAM) or "holm",
+            equivalence=float(margin) if margin else None,
+            metric=table_metric(parent_params.get(SWEEP_METRIC_PARAM) or OVERALL),
+        )
+    except (ValueError, TypeError, ConfigError) as err:
         raise ConfigError(f"the study's parent run has unreadable params: {err}") from None
     baseline = parent_params.get(STUDY_BASELINE_PARAM) or (arms[0] if arms else "")
-    return StudyInfo(arms, baseline, seeds)
+    return StudyInfo(arms, baseline, seeds, rule)
 
 
 def phase_runs(trials: Sequence[StoredRun], phase: str) -> list[StoredRun]:
@@ -221,6 +240,7 @@ class StudyReport:
     curves: dict[str, pd.DataFrame]
     sst: SstDetails | None
     notes: list[str] = field(default_factory=list)  # coverage and seed problems, for the CLI
+    tags: dict[str, str] = field(default_factory=dict)  # the parent run's: each arm's verdict
 
 
 def arm_metrics(table: pd.DataFrame) -> dict[str, float]:
@@ -248,9 +268,15 @@ def build_study_report(
         table, latex, metrics = pd.DataFrame(), "", {}
         body = ["No confirm run has completed yet: no table.", ""]
     else:
-        table = ablation_table(done, info.baseline, info.arms)
-        latex, metrics = arm_table_latex(table, info.baseline, split=split), arm_metrics(table)
+        rule = info.rule
+        table = with_verdicts(ablation_table(done, info.baseline, info.arms), done, info.baseline,
+                              rule)  # fmt: skip
+        latex = arm_table_latex(
+            table, info.baseline, split=split, metric=rule.metric, correction=rule.correction
+        )
+        metrics = arm_metrics(table) | verdict_metrics(table, info.baseline)
         body = [arm_table_markdown(table, info.baseline, split=split)]
+        body += verdicts_markdown(table, info.baseline, rule)
     best = str(table.loc[table[OVERALL].idxmax(), "arm"]) if len(table) else None
     sst = sst_details(done, best) if best else None
     coverage, seeds = coverage_notes(runs, info), seed_notes(runs, info)
@@ -262,7 +288,8 @@ def build_study_report(
     lines += [*body, *sst_markdown(sst), *curves_markdown(info.arms)]
     curves = learning_curves(done, histories, info.arms)
     notes = [f"not completed: {n}" for n in coverage] + [f"seeds not shared: {n}" for n in seeds]
-    return StudyReport(table, "\n".join(lines), latex, metrics, curves, sst, notes)
+    tags = verdict_tags(table, info.baseline)
+    return StudyReport(table, "\n".join(lines), latex, metrics, curves, sst, notes, tags)
 
 
 def _header(

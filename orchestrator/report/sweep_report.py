@@ -186,7 +186,7 @@ def write_report(
         log_run_artifacts(uri, stored.parent.run_id, tables, "report")
         log_run_artifacts(uri, stored.parent.run_id, [layout.root / "plots"], "report")
         if report.study is not None and report.study.metrics:
-            log_run_metrics(uri, stored.parent.run_id, report.study.metrics)
+            log_run_metrics(uri, stored.parent.run_id, report.study.metrics, report.study.tags)
     notes = list(report.study.notes) if report.study else []
     notes += quora_runs_notes(
         run.params.get(PARA_TRAIN_PARAM) for run in stored.trials if _ended(run)

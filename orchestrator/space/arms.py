@@ -7,6 +7,8 @@
     baseline: baseline         # default: the first arm
     seeds: 3                   # every arm runs on the same seeds: 0, 1, 2 (or a list [0, 7, 42])
     confirm_epochs: 2          # phase 2's budget per run (default: the base config's epochs)
+    equivalence: 0.005         # optional: |Δ| on the study's metric that does not matter (TOST)
+    correction: holm           # across arms: holm (family-wise, default) or bh (FDR)
 
 Every arm runs on every seed, so arm differences are paired by seed. With a `space:` too, phase 1
 tunes those knobs inside each arm (`num_samples` trials per arm) and phase 2 re-runs each arm's
@@ -16,6 +18,7 @@ Ray, Optuna or MLflow.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +26,10 @@ from typing import Any
 from model.config import ConfigError, TrainConfig, config_field_types, flatten
 from orchestrator.config import apply_params
 
-STUDY_KEYS = ("arms", "baseline", "seeds", "confirm_epochs")
+STUDY_KEYS = ("arms", "baseline", "seeds", "confirm_epochs", "equivalence", "correction")
+# The report's corrections across arms: stats.CORRECTIONS, spelled here too so that loading a
+# space imports no scipy (a test keeps the two equal).
+CORRECTIONS: tuple[str, ...] = ("holm", "bh")
 # Keys an arm may not change: the study sets them the same for every arm, or comparisons break.
 STUDY_OWNED = {
     "seed": "the study sets the seed of every run: use seeds:",
@@ -53,12 +59,15 @@ class Arm:
 
 @dataclass(frozen=True)
 class StudySpec:
-    """Validated arms, the baseline arm's name, the shared seeds and phase 2's epochs."""
+    """Validated arms, the baseline arm's name, the shared seeds, phase 2's epochs, and how the
+    report judges the arms: the correction across them and an optional equivalence margin."""
 
     arms: tuple[Arm, ...]
     baseline: str
     seeds: tuple[int, ...]
     confirm_epochs: int
+    correction: str = "holm"
+    equivalence: float | None = None
 
     def __post_init__(self) -> None:
         names = [arm.name for arm in self.arms]
@@ -70,6 +79,10 @@ class StudySpec:
             raise ConfigError(f"seeds: expected distinct seeds, got {list(self.seeds)}")
         if self.confirm_epochs < 1:
             raise ConfigError(f"confirm_epochs: expected >= 1, got {self.confirm_epochs}")
+        if self.correction not in CORRECTIONS:
+            raise ConfigError(f"correction: expected one of {CORRECTIONS}, got {self.correction}")
+        if self.equivalence is not None and not self.equivalence > 0:
+            raise ConfigError(f"equivalence: expected a margin > 0, got {self.equivalence}")
 
     def arm(self, name: str) -> Arm:
         return next(arm for arm in self.arms if arm.name == name)
@@ -99,7 +112,21 @@ def parse_study(
     epochs = raw.get("confirm_epochs", _fixed_epochs(raw, base))
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise fail("confirm_epochs", f"phase 2 needs an integer budget >= 1, got {epochs!r}")
-    return StudySpec(tuple(arms), baseline, seeds, epochs)
+    correction = raw.get("correction", "holm")
+    if correction not in CORRECTIONS:
+        raise fail("correction", f"expected holm or bh, got {correction!r}")
+    return StudySpec(tuple(arms), baseline, seeds, epochs, correction, _equivalence(raw, fail))
+
+
+def _equivalence(raw: Mapping[str, Any], fail: Fail) -> float | None:
+    """The equivalence margin on the study's metric: a number > 0, or None when not given."""
+    margin = raw.get("equivalence")
+    if margin is None:
+        return None
+    number = isinstance(margin, (int, float)) and not isinstance(margin, bool)
+    if not number or not math.isfinite(margin) or margin <= 0:
+        raise fail("equivalence", f"expected a margin > 0 on the study's metric, got {margin!r}")
+    return float(margin)
 
 
 def _parse_arms(raw: Any, base: TrainConfig, space_keys: set[str], fail: Fail) -> list[Arm]:

@@ -20,6 +20,8 @@ from orchestrator.contract import (
     STATE_TAG,
     STUDY_ARMS_PARAM,
     STUDY_BASELINE_PARAM,
+    STUDY_CORRECTION_PARAM,
+    STUDY_EQUIVALENCE_PARAM,
     STUDY_SEEDS_PARAM,
     SWEEP_GPU_PARAM,
     SWEEP_METRIC_PARAM,
@@ -144,6 +146,9 @@ def _sweep_params(space: SearchSpace) -> dict[str, Any]:
         params[STUDY_ARMS_PARAM] = json.dumps([arm.name for arm in space.study.arms])
         params[STUDY_BASELINE_PARAM] = space.study.baseline
         params[STUDY_SEEDS_PARAM] = json.dumps(list(space.study.seeds))
+        params[STUDY_CORRECTION_PARAM] = space.study.correction
+        if space.study.equivalence is not None:
+            params[STUDY_EQUIVALENCE_PARAM] = space.study.equivalence
     return params
 
 

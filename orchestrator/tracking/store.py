@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, ViewType
+from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
 from model.config import ConfigError
@@ -246,10 +246,16 @@ def log_run_artifacts(uri: str, run_id: str, paths: Iterable[Path], artifact_pat
             with_retries(partial(client.log_artifact, run_id, str(path), artifact_path))
 
 
-def log_run_metrics(uri: str, run_id: str, metrics: Mapping[str, float]) -> None:
-    """Log final metrics on a run at step 0 (the report: each arm's means on a study's parent)."""
+def log_run_metrics(
+    uri: str, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None
+) -> None:
+    """Log final metrics on a run at step 0, and set tags (the report: each arm's means, stats
+    and verdict on a study's parent)."""
     client = tracking_client(uri)
     now = int(time.time() * 1000)
     rows = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
     for start in range(0, len(rows), 1000):  # MLflow takes at most 1000 metrics per batch
         with_retries(partial(client.log_batch, run_id, metrics=rows[start : start + 1000]))
+    if tags:
+        labels = [RunTag(k, str(v)) for k, v in tags.items()]
+        with_retries(partial(client.log_batch, run_id, tags=labels))

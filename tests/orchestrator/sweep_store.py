@@ -167,6 +167,7 @@ def fake_study(
     seeds: Sequence[int],
     searched: Sequence[str] = (),
     base: TrainConfig | None = None,
+    study_params: Mapping[str, str] | None = None,
 ) -> dict[tuple[str, str, int], str]:
     """Log an ablation study as the contract says the study driver does (a parent run with the
     `study.*` params, a trial run per arm × seed with params arm / phase / seed, per-epoch and
@@ -185,6 +186,7 @@ def fake_study(
             STUDY_ARMS_PARAM: json.dumps(list(arms)),
             STUDY_BASELINE_PARAM: arms[0],
             STUDY_SEEDS_PARAM: json.dumps(list(seeds)),
+            **(study_params or {}),
         },
         tags={},
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 from matplotlib.image import imread
 from mlflow import MlflowClient
 
+from model.config import ConfigError
 from model.evaluate import DEV_METRICS, OVERALL, sst_detail_metrics
 from orchestrator.ablation.arm_table import TABLE_METRICS, ablation_table
 from orchestrator.ablation.sst_details import CONFUSION_KEYS
@@ -27,8 +29,16 @@ from orchestrator.ablation.study_report import (
     seed_sets,
     study_info,
 )
+from orchestrator.ablation.verdicts import VerdictRule, with_verdicts
 from orchestrator.cli import main
-from orchestrator.contract import CONFIRM_PHASE, TUNE_PHASE, arm_metric
+from orchestrator.contract import (
+    CONFIRM_PHASE,
+    STUDY_CORRECTION_PARAM,
+    STUDY_EQUIVALENCE_PARAM,
+    TUNE_PHASE,
+    arm_metric,
+    arm_verdict_tag,
+)
 from orchestrator.report.sweep_report import write_report
 from orchestrator.tracking.store import read_sweep
 from tests.orchestrator.sweep_store import FakeStudyRun, fake_study
@@ -74,20 +84,21 @@ def results(tmp_path: Path, blank_store: Path) -> Path:
     return tmp_path / "results"
 
 
-def _study(results: Path, runs: list[FakeStudyRun], name: str = "abl", **kwargs) -> str:
+def _study(results: Path, runs: list[FakeStudyRun], name: str = "abl", **kwargs: Any) -> str:
     uri = f"sqlite:///{results}/mlflow.db"
     fake_study(uri, name, runs, arms=ARMS, seeds=SEEDS, **kwargs)
     return uri
 
 
-def _expected_table(runs: list[FakeStudyRun]) -> pd.DataFrame:
-    """`ablation_table` on the very numbers the fake study logged."""
+def _expected_table(runs: list[FakeStudyRun], rule: VerdictRule | None = None) -> pd.DataFrame:
+    """`ablation_table` and its verdicts on the very numbers the fake study logged."""
     rows = [
         {"arm": r.arm, "seed": r.seed, "wall_s": r.wall_s, **r.best}
         for r in runs
         if r.phase == CONFIRM_PHASE and r.state == "completed"
     ]
-    return ablation_table(pd.DataFrame(rows), "baseline", ARMS)
+    table = ablation_table(pd.DataFrame(rows), "baseline", ARMS)
+    return with_verdicts(table, pd.DataFrame(rows), "baseline", rule or VerdictRule())
 
 
 @pytest.fixture(autouse=True)
@@ -137,6 +148,43 @@ def test_report_on_a_study_writes_the_table_of_its_confirm_runs(results: Path) -
     assert {"report/ablation.md", "report/ablation.parquet", "report/ablation.tex"} <= listed
     plots = {a.path for a in client.list_artifacts(stored.parent.run_id, "report/plots")}
     assert plots == {"report/plots/learning_curves.png", "report/plots/sst_confusion.png"}
+
+
+def test_the_study_params_set_the_verdicts_their_columns_and_the_parent_runs_record(
+    results: Path,
+) -> None:
+    runs = [_run(arm, seed) for arm in ARMS for seed in SEEDS]
+    params = {STUDY_CORRECTION_PARAM: "bh", STUDY_EQUIVALENCE_PARAM: "0.02"}
+    uri = _study(results, runs, study_params=params)
+    write_report("abl", results_dir=results)
+    out = results / "abl"
+    rule = VerdictRule(correction="bh", equivalence=0.02)
+    expected = _expected_table(runs, rule)
+    table = pd.read_parquet(out / "ablation.parquet")
+    pd.testing.assert_frame_equal(table, expected, check_exact=False, rtol=1e-9, atol=1e-12)
+    assert {"verdict", "verdict p", f"Δ {OVERALL} p adj", f"Δ {OVERALL} p equiv adj",
+            f"Δ {OVERALL} MDE80", f"Δ {OVERALL} seeds needed"} <= set(table.columns)  # fmt: skip
+    markdown = (out / "ablation.md").read_text()
+    assert "## Verdicts against `baseline`" in markdown
+    assert "| p (BH) | p equiv. (BH) |" in markdown
+    assert "equivalent: TOST within ±0.02, BH-adjusted too" in markdown
+    assert "verdicts from BH-adjusted" in (out / "ablation.tex").read_text()
+
+    stored = read_sweep(uri, "abl")
+    assert stored is not None
+    info = study_info(stored.parent.params)
+    assert info is not None and info.rule == VerdictRule(correction="bh", equivalence=0.02)
+    for arm, row in expected.set_index("arm").drop("baseline").iterrows():
+        assert stored.parent.tags[arm_verdict_tag(str(arm))] == row["verdict"]
+        key = arm_metric(str(arm), f"{OVERALL}/p_adj")
+        assert stored.parent.metrics[key] == pytest.approx(row[f"Δ {OVERALL} p adj"])
+    assert arm_metric("baseline", f"{OVERALL}/p_adj") not in stored.parent.metrics
+
+
+def test_unreadable_study_params_name_the_problem() -> None:
+    params = {"study.arms": '["a", "b"]', STUDY_CORRECTION_PARAM: "sidak"}
+    with pytest.raises(ConfigError, match="unreadable params: correction: expected"):
+        study_info(params)
 
 
 def test_the_best_arms_sst_details_and_every_arms_learning_curve(results: Path) -> None:

@@ -42,6 +42,14 @@ def test_named_baseline_seed_list_and_section_overrides():
     assert spec.arm("b").describe() == "base config"
 
 
+def test_equivalence_and_correction_default_to_none_and_holm():
+    spec = study({"arms": {"a": {}, "b": {}}})
+    assert spec is not None and spec.equivalence is None and spec.correction == "holm"
+    spec = study({"arms": {"a": {}, "b": {}}, "equivalence": 0.005, "correction": "bh"})
+    assert spec is not None and spec.equivalence == 0.005 and spec.correction == "bh"
+    assert study({"arms": {"a": {}}, "equivalence": 1}).equivalence == 1.0  # an int is a number
+
+
 def test_no_arms_is_no_study():
     assert study({"num_samples": 3}) is None
 
@@ -65,6 +73,14 @@ def test_no_arms_is_no_study():
         ({"arms": {"a": {}}, "confirm_epochs": 0}, (), "confirm_epochs"),
         ({"arms": {"a b": {}}}, (), "arms.a b"),
         ({"seeds": 3}, (), "seeds"),
+        ({"arms": {"a": {}}, "equivalence": 0}, (), "equivalence"),
+        ({"arms": {"a": {}}, "equivalence": -0.005}, (), "equivalence"),
+        ({"arms": {"a": {}}, "equivalence": "0.005"}, (), "equivalence"),
+        ({"arms": {"a": {}}, "equivalence": True}, (), "equivalence"),
+        ({"arms": {"a": {}}, "equivalence": float("inf")}, (), "equivalence"),
+        ({"arms": {"a": {}}, "correction": "bonferroni"}, (), "correction"),
+        ({"equivalence": 0.005}, (), "equivalence"),
+        ({"correction": "bh"}, (), "correction"),
     ],
 )
 def test_bad_study_is_an_error_naming_the_key(raw, space_keys, key):

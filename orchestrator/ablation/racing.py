@@ -1,0 +1,176 @@
+"""The racing rule of a study: after each round of seeds, which arms stop, and why.
+
+A race runs every arm on `min_seeds` seeds, then adds `step` seeds per round to the arms still
+unresolved, up to `max_seeds`; the baseline runs every seed any arm runs, so every difference
+stays paired (`next_round`). After each round (a look) every arm still racing is judged as
+`verdicts.py` judges a table: a paired t-test against the baseline and, with an equivalence
+margin, two one-sided tests (TOST), each family corrected across the arms. An arm stops
+`stop-better`, `stop-worse` or `stop-equivalent` when its verdict is resolved, `stop-max` when it
+is still unresolved at `max_seeds`, and otherwise continues.
+
+Looking again after every round must not inflate the error rate. The boundary here is Bonferroni
+over the planned looks with a linear spending schedule: look k, at n_k seeds, tests at level
+α_k = α · (n_k − n_{k−1}) / max_seeds (n_0 = 0), the increments of the Lan–DeMets power-family
+spending function α·t at information t = n / max_seeds (ρ = 1, between Pocock's and
+O'Brien–Fleming's), used as plain per-look levels with no credit for the correlation between
+looks. The α_k sum to α, so by the union bound the chance of any false verdict over all looks is at
+most α whatever the dependence between looks. That is why this and not a group-sequential boundary
+proper: Pocock / O'Brien–Fleming boundaries and their spending-function versions assume normal
+statistics with known variance and independent increments, while a race's t-statistics have 2 to
+~11 degrees of freedom. The price is power at the last look (α_K < α); `bench/racing.py` measures
+it against the fixed `max_seeds` design.
+
+Across arms at each look: Holm (or BH) over the arms not yet stopped better / worse; those were
+rejections, so they leave the family as in Holm's step-down (for the first false rejection, every
+earlier one was true), while arms stopped as equivalent stay in it with p = 1. The TOST family
+likewise: arms stopped as equivalent leave it, the others stay with p = 1. A first false verdict at
+look k then needs some true null's p <= α_k / (number of true nulls): probability <= α_k, and the
+sum over looks <= α. With `bh` each look controls the false discovery rate instead (and, when no
+arm differs, the family-wise rate, by the same sum). Pure numpy / scipy: no Ray, no MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model.config import ConfigError
+from orchestrator.ablation.verdicts import (
+    ALPHA,
+    BETTER,
+    EQUIVALENT,
+    WORSE,
+    classify_differences,
+)
+from orchestrator.stats import CORRECTIONS, adjust_pvalues, paired_t_tests, tost_pvalues
+
+CONTINUE = "continue"
+STOP_BETTER, STOP_WORSE = "stop-better", "stop-worse"
+STOP_EQUIVALENT, STOP_MAX = "stop-equivalent", "stop-max"
+DECISIONS: tuple[str, ...] = (STOP_BETTER, STOP_WORSE, STOP_EQUIVALENT, CONTINUE, STOP_MAX)
+STOP_VERDICTS = {STOP_BETTER: BETTER, STOP_WORSE: WORSE, STOP_EQUIVALENT: EQUIVALENT}
+
+
+@dataclass(frozen=True)
+class RacingDesign:
+    """A race: seeds per arm from `min_seeds` to `max_seeds` in rounds of `step`, the overall
+    error rate α, the correction across arms and an optional equivalence margin."""
+
+    min_seeds: int = 3
+    max_seeds: int = 12
+    step: int = 3
+    alpha: float = ALPHA
+    correction: str = "holm"
+    equivalence: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.min_seeds <= self.max_seeds:
+            raise ConfigError(
+                f"seeds: expected 2 <= min <= max, got min {self.min_seeds}, max {self.max_seeds}"
+            )
+        if self.step < 1:
+            raise ConfigError(f"step: expected >= 1 seed per round, got {self.step}")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"alpha: expected 0 < alpha < 1, got {self.alpha}")
+        if self.correction not in CORRECTIONS:
+            raise ConfigError(f"correction: expected one of {', '.join(CORRECTIONS)}")
+        if self.equivalence is not None and not self.equivalence > 0:
+            raise ConfigError(f"equivalence: expected a margin > 0, got {self.equivalence}")
+
+    @property
+    def looks(self) -> tuple[int, ...]:
+        """Seeds per arm at each look: min, min + step, ..., and max last."""
+        return (*range(self.min_seeds, self.max_seeds, self.step), self.max_seeds)
+
+    def look_alpha(self, look: int) -> float:
+        """The level of look `look` (1-based): α · (n_k − n_{k−1}) / max_seeds, n_0 = 0."""
+        seeds = (0, *self.looks)
+        return self.alpha * (seeds[look] - seeds[look - 1]) / self.max_seeds
+
+    def next_look(self, seeds: int) -> int | None:
+        """The seeds of the first look after `seeds` (None at or past max_seeds)."""
+        return next((n for n in self.looks if n > seeds), None)
+
+
+def judge_look(diffs: Any, state: Any, look: int, design: RacingDesign) -> np.ndarray:
+    """The decisions of one look for many races at once. `diffs` [..., arms, n_k]: each arm's
+    paired differences over the look's n_k seeds (rows of stopped arms are ignored); `state`
+    [..., arms]: CONTINUE for an arm still racing, else how it stopped. Returns the new state."""
+    d = np.asarray(diffs, dtype=np.float64)
+    state = np.asarray(state, dtype=object)
+    if d.shape[-1] != design.looks[look - 1]:
+        raise ValueError(f"look {look} judges {design.looks[look - 1]} seeds, got {d.shape[-1]}")
+    running = state == CONTINUE
+    mean, _, p = paired_t_tests(d)
+    rejected = (state == STOP_BETTER) | (state == STOP_WORSE)
+    adjusted = adjust_pvalues(_family(p, running, rejected), design.correction)
+    adjusted_equivalent = np.full(adjusted.shape, np.nan)
+    if design.equivalence is not None:
+        p_equivalent = tost_pvalues(d, design.equivalence)
+        family = _family(p_equivalent, running, state == STOP_EQUIVALENT)
+        adjusted_equivalent = adjust_pvalues(family, design.correction)
+    verdict = classify_differences(mean, adjusted, adjusted_equivalent, design.look_alpha(look))
+    unresolved = STOP_MAX if look == len(design.looks) else CONTINUE
+    decided = np.select(
+        [verdict == BETTER, verdict == WORSE, verdict == EQUIVALENT],
+        [STOP_BETTER, STOP_WORSE, STOP_EQUIVALENT],
+        unresolved,
+    )
+    return np.where(running, decided, state)
+
+
+def _family(p: np.ndarray, running: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """A look's p-values for one family: running arms' own (NaN, no test yet, as 1), NaN for the
+    arms that left the family (not counted), 1 for the other stopped arms (counted)."""
+    return np.where(running, np.nan_to_num(p, nan=1.0), np.where(left, np.nan, 1.0))
+
+
+def decide(
+    diffs: Mapping[str, Sequence[float]],
+    look: int,
+    design: RacingDesign,
+    stopped: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The decision at look `look` (1-based) for each arm still racing. `diffs`: each such arm's
+    paired differences to the baseline in the order its seeds ran (the first n_k count);
+    `stopped`: each arm that stopped at an earlier look, and how."""
+    stopped = dict(stopped or {})
+    if not 1 <= look <= len(design.looks):
+        raise ValueError(f"look: expected 1-{len(design.looks)}, got {look}")
+    n = design.looks[look - 1]
+    for arm, values in diffs.items():
+        if arm in stopped:
+            raise ValueError(f"{arm}: has stopped ({stopped[arm]}), it cannot race on")
+        if len(values) < n:
+            raise ValueError(f"{arm}: {len(values)} paired seeds, look {look} needs {n}")
+    if any(how not in DECISIONS or how == CONTINUE for how in stopped.values()):
+        raise ValueError(f"stopped: expected decisions among {DECISIONS[:3]}, got {stopped}")
+    arms = [*diffs, *stopped]
+    matrix = np.zeros((len(arms), n))
+    for i, arm in enumerate(diffs):
+        matrix[i] = np.asarray(diffs[arm], dtype=np.float64)[:n]
+    state = np.array([CONTINUE] * len(diffs) + list(stopped.values()), dtype=object)
+    decided = judge_look(matrix, state, look, design)[: len(diffs)]
+    return {arm: str(how) for arm, how in zip(diffs, decided, strict=True)}
+
+
+def next_round(
+    decisions: Mapping[str, str], seeds_run: Mapping[str, int], baseline: str, design: RacingDesign
+) -> dict[str, int]:
+    """How many seeds each arm runs next: every arm that continues goes up to the next look's
+    count, the baseline up to the most seeds any arm will then have run; arms that stopped run
+    none. {} when no arm continues. `seeds_run` counts each arm's paired seeds so far (a missing
+    arm: none)."""
+    targets: dict[str, int] = {}
+    for arm, how in decisions.items():
+        target = design.next_look(seeds_run.get(arm, 0)) if how == CONTINUE else None
+        if target is not None:
+            targets[arm] = target
+    if not targets:
+        return {}
+    plan = {arm: target - seeds_run.get(arm, 0) for arm, target in targets.items()}
+    base = max(targets.values()) - seeds_run.get(baseline, 0)
+    return plan | ({baseline: base} if base > 0 else {})
