@@ -13,9 +13,10 @@ the paper's baseline and its best system, each a score per task:
                sts: 0.843}
 
 `beside_published` puts the paper's Δ (best − baseline) per task next to the study's paired Δ of
-that arm against the study's baseline (± 95% CI, n, p from `ablation.parquet`), and a verdict:
-`agrees` when our interval excludes 0 on the paper's side, `opposite` when it excludes 0 on the
-other side, `unresolved` when it holds 0 (or the paper's Δ is 0).
+that arm against the study's baseline (± 95% CI, n, p and the p adjusted across the study's arms,
+from `ablation.parquet`), and a verdict: `agrees` when our difference is significant after the
+adjustment with the paper's sign, `opposite` when with the other sign, else `unresolved` (and
+when the paper's Δ is 0).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from model.evaluate import METRIC_NAMES
 
 TASKS = ("sst", "para", "sts")
 TASK_LABELS = {"sst": "SST acc", "para": "Quora acc", "sts": "STS r"}
+ALPHA = 0.05
 
 
 class PublishedError(ConfigError):
@@ -94,14 +96,18 @@ def _row(where: str, spec: Any) -> PublishedRow:
     return PublishedRow(str(spec["row"]), scores)
 
 
-def verdict(paper: float, ours: float, half: float) -> str:
-    """Whether our paired Δ (mean ± half-width) supports the paper's Δ's direction."""
-    if not (math.isfinite(ours) and math.isfinite(half)) or paper == 0:
+def verdict(paper: float, ours: float, half: float, p_adjusted: float = math.nan) -> str:
+    """Whether our paired Δ supports the paper's Δ's direction. Significant: the study's
+    multiplicity-adjusted p (when it has one) is at most ALPHA, else its interval holds no 0."""
+    if not math.isfinite(ours) or paper == 0:
         return "unresolved"
-    low, high = ours - half, ours + half
-    if low > 0 or high < 0:
-        return "agrees" if (low > 0) == (paper > 0) else "opposite"
-    return "unresolved"
+    if math.isfinite(p_adjusted):
+        significant = p_adjusted <= ALPHA
+    else:
+        significant = math.isfinite(half) and abs(ours) > half
+    if not significant or ours == 0:
+        return "unresolved"
+    return "agrees" if (ours > 0) == (paper > 0) else "opposite"
 
 
 def beside_published(table: pd.DataFrame, arms: list[PublishedArm]) -> pd.DataFrame:
@@ -112,41 +118,50 @@ def beside_published(table: pd.DataFrame, arms: list[PublishedArm]) -> pd.DataFr
         ours = by_arm.get(arm.arm)
         for task in TASKS:
             metric = METRIC_NAMES[task]
-            mean = float(ours[f"Δ {metric}"]) if ours is not None else math.nan
-            half = float(ours[f"Δ {metric} ±"]) if ours is not None else math.nan
-            p = float(ours[f"Δ {metric} p"]) if ours is not None else math.nan
+            mean, half, p, p_adj = (
+                _number(ours, f"Δ {metric}{suffix}") for suffix in ("", " ±", " p", " p adj")
+            )
             n = int(ours[f"Δ {metric} pairs"]) if ours is not None else 0
             rows.append({
                 "arm": arm.arm, "paper": arm.paper, "task": task,
                 "paper Δ": arm.delta(task), "paper baseline": arm.baseline.row,
-                "paper best": arm.best.row, "our Δ": mean, "our Δ ±": half, "p": p, "n": n,
-                "verdict": verdict(arm.delta(task), mean, half),
+                "paper best": arm.best.row, "our Δ": mean, "our Δ ±": half, "p": p,
+                "p adj": p_adj, "n": n, "verdict": verdict(arm.delta(task), mean, half, p_adj),
             })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _number(row: pd.Series | None, column: str) -> float:
+    """A number of the study's row, NaN when the row or the column (an older table) is absent."""
+    if row is None or column not in row.index:
+        return math.nan
+    return float(row[column])
 
 
 def published_markdown(beside: pd.DataFrame, source: str, study: str) -> str:
     """The table as markdown, one line per arm and task, then which rows each Δ comes from."""
     lines = [
-        "| arm | paper | task | paper Δ | our Δ (95% CI) | n | p | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        "| arm | paper | task | paper Δ | our Δ (95% CI) | n | p | p (Holm) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in beside.iterrows():
         ours = "–" if not math.isfinite(r["our Δ"]) else f"{r['our Δ']:+.4f}"
         if math.isfinite(r["our Δ ±"]):
             ours += f" ± {r['our Δ ±']:.4f}"
-        p = f"{r['p']:.3f}" if math.isfinite(r["p"]) else "–"
+        p, p_adj = (f"{r[c]:.3f}" if math.isfinite(r[c]) else "–" for c in ("p", "p adj"))
         lines.append(
             f"| {r['arm']} | {r['paper']} | {TASK_LABELS[r['task']]} | {r['paper Δ']:+.3f} | "
-            f"{ours} | {r['n']} | {p} | {r['verdict']} |"
+            f"{ours} | {r['n']} | {p} | {p_adj} | {r['verdict']} |"
         )
     firsts = beside.drop_duplicates("arm").iterrows()
     cited = [f"- {r['arm']}: {r['paper best']} − {r['paper baseline']}" for _, r in firsts]
     note = (
         f"Paper Δ: the published best row minus the published baseline row ({source}). Our Δ: "
         f"study `{study}`'s mean paired difference of the arm to its baseline over n seeds, its "
-        "95% t-interval and paired t-test p. verdict: agrees / opposite when our interval "
-        "excludes 0 on the paper's side / the other side, else unresolved."
+        "95% t-interval, the paired t-test's p and that p adjusted across the study's arms "
+        "(the study's correction, Holm by default). verdict: agrees / opposite when the "
+        "adjusted p is at most 0.05 and our Δ has the paper's sign / the other sign, else "
+        "unresolved."
     )
     return "\n".join([*lines, "", note, "", "Rows compared:", *cited, ""])
 

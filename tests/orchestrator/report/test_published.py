@@ -61,21 +61,36 @@ def test_our_delta_is_the_paired_difference_and_the_paper_delta_best_minus_basel
     verdicts = beside.set_index("task")["verdict"].to_dict()
     # SST: both up; Quora: both down (ours by 0.05 on every seed); STS: the paper's Δ is 0.
     assert verdicts == {"sst": "agrees", "para": "agrees", "sts": "unresolved"}
+    assert math.isnan(sst["p adj"])  # a table without the study's adjusted p (an older report)
+
+
+def test_the_adjusted_p_decides_when_the_study_table_has_it(tmp_path):
+    spec = tmp_path / "published.yaml"
+    spec.write_text(PUBLISHED)
+    _, arms = load_published(spec)
+    table = ablation_table(_runs(), "baseline", ["baseline", "smart"])
+    table["Δ dev/sst_acc p adj"] = [math.nan, 0.2]  # many arms: no longer significant
+    sst = beside_published(table, arms).set_index("task").loc["sst"]
+    assert sst["p adj"] == 0.2 and sst["verdict"] == "unresolved"
+    table["Δ dev/sst_acc p adj"] = [math.nan, 0.01]
+    assert beside_published(table, arms).set_index("task").loc["sst", "verdict"] == "agrees"
 
 
 @pytest.mark.parametrize(
-    ("paper", "ours", "half", "expected"),
+    ("paper", "ours", "half", "p_adj", "expected"),
     [
-        (0.1, 0.05, 0.01, "agrees"),
-        (-0.1, -0.05, 0.01, "agrees"),
-        (0.1, -0.05, 0.01, "opposite"),
-        (0.1, 0.05, 0.06, "unresolved"),
-        (0.1, 0.05, math.nan, "unresolved"),
-        (0.0, 0.05, 0.01, "unresolved"),
+        (0.1, 0.05, 0.01, math.nan, "agrees"),
+        (-0.1, -0.05, 0.01, math.nan, "agrees"),
+        (0.1, -0.05, 0.01, math.nan, "opposite"),
+        (0.1, 0.05, 0.06, math.nan, "unresolved"),
+        (0.1, 0.05, math.nan, math.nan, "unresolved"),
+        (0.0, 0.05, 0.01, math.nan, "unresolved"),
+        (0.1, 0.05, 0.01, 0.06, "unresolved"),  # the interval alone would say agrees
+        (0.1, -0.05, 0.06, 0.04, "opposite"),  # the adjusted p decides, not the interval
     ],
 )
-def test_verdict(paper: float, ours: float, half: float, expected: str) -> None:
-    assert verdict(paper, ours, half) == expected
+def test_verdict(paper: float, ours: float, half: float, p_adj: float, expected: str) -> None:
+    assert verdict(paper, ours, half, p_adj) == expected
 
 
 @pytest.mark.parametrize(
