@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from model.config_mapping import (
     ConfigError,
+    NewFieldsDefault,
     build_config,
     check_field_types,
     check_ranges,
@@ -103,7 +104,7 @@ def _per_task(
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(NewFieldsDefault):
     """Encoder choice, task heads and how sentence pairs are encoded."""
 
     # `minilm` (packaged all-MiniLM-L6-v2), `bert-base-uncased` (local HF cache) or a directory.
@@ -174,7 +175,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(NewFieldsDefault):
     """Where the CS224N files are and how they are batched."""
 
     data_dir: str | None = None  # else $ORCHESTRATOR_DATA_DIR, else ./data
@@ -219,7 +220,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(NewFieldsDefault):
     """AdamW, warm-up then linear decay or a constant rate, clipping, epochs."""
 
     lr: float = 2e-5
@@ -250,7 +251,7 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(NewFieldsDefault):
     """Which task each step trains and how often (see model/schedule.py)."""
 
     kind: ScheduleKind = "simultaneous"
@@ -284,7 +285,7 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
-class SmartConfig:
+class SmartConfig(NewFieldsDefault):
     """SMART adversarial regularizer + Bregman proximal point (Jiang et al. 2020); off by default.
 
     The paper's defaults are ε 1e-5, η 1e-3, σ 1e-5, K 1, L∞, symmetric KL, μ 1, β 0.99; we keep
@@ -320,7 +321,7 @@ class SmartConfig:
 
 
 @dataclass(frozen=True)
-class PCGradConfig:
+class PCGradConfig(NewFieldsDefault):
     """Projecting conflicting gradients (Yu et al. 2020); off by default."""
 
     enabled: bool = False
@@ -330,7 +331,7 @@ class PCGradConfig:
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(NewFieldsDefault):
     """Task losses, their weights and head regularizers."""
 
     task_weights: PerTaskFloat = field(default_factory=PerTaskFloat)
@@ -353,7 +354,7 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(NewFieldsDefault):
     """Everything one training run needs; built once from YAML / overrides / a Ray trial dict."""
 
     model: ModelConfig = field(default_factory=ModelConfig)

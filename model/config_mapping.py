@@ -40,6 +40,20 @@ def build_config(cls: type[T], values: Mapping[str, Any] | None, prefix: str = "
     return cls(**kwargs)
 
 
+class NewFieldsDefault:
+    """Mixin of the config dataclasses: a config pickled before a field was added (a sweep's Ray
+    state read by `--resume`, an old registered model) unpickles with that field's default, not
+    without the attribute."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for spec in dataclasses.fields(self):  # type: ignore[arg-type]
+            if spec.name not in state:
+                factory = spec.default_factory
+                missing = factory() if factory is not dataclasses.MISSING else spec.default
+                state[spec.name] = missing
+        self.__dict__.update(state)  # frozen: pickle's own way in, as without __setstate__
+
+
 def check_field_types(config: Any, prefix: str) -> None:
     """Check every field of a frozen dataclass against its type hint, normalising in place what
     `build_config` would (int -> float, list -> tuple, a mapping -> its section dataclass)."""

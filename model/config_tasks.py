@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from model.config_mapping import check_field_types
+from model.config_mapping import NewFieldsDefault, check_field_types
 
 TASKS: tuple[str, ...] = ("sst", "para", "sts")
 
@@ -29,7 +29,7 @@ def known_tasks(names: tuple[str, ...]) -> tuple[bool, str]:
 
 
 @dataclass(frozen=True)
-class PerTaskInt:
+class PerTaskInt(NewFieldsDefault):
     """An optional integer per task (None = no limit)."""
 
     sst: int | None = None
@@ -41,7 +41,7 @@ class PerTaskInt:
 
 
 @dataclass(frozen=True)
-class PerTaskFloat:
+class PerTaskFloat(NewFieldsDefault):
     """A float per task (defaults to 1.0, e.g. loss weights or subsample ratios)."""
 
     sst: float = 1.0
@@ -53,7 +53,7 @@ class PerTaskFloat:
 
 
 @dataclass(frozen=True)
-class PerTaskFiles:
+class PerTaskFiles(NewFieldsDefault):
     """Extra training files per task, in the same CSV format as the task's training file."""
 
     sst: tuple[str, ...] = ()
@@ -65,7 +65,7 @@ class PerTaskFiles:
 
 
 @dataclass(frozen=True)
-class TaskHead:
+class TaskHead(NewFieldsDefault):
     """One task head's shape where it differs from `model.head_*` (None = the global value)."""
 
     layers: int | None = None

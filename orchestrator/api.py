@@ -131,8 +131,9 @@ def load_trials(sweep: str | None = None, *, results_dir: str | os.PathLike[str]
 def load_ablation_table(
     study: str | None = None, *, results_dir: str | os.PathLike[str] = "results"
 ) -> pd.DataFrame:
-    """A study's ablation table: one row per arm, each metric's mean ± CI over seeds and its
-    paired difference to the baseline (the table of ablation.md). ValueError for a plain sweep.
+    """A study's ablation table: one row per arm, each metric's mean ± CI over seeds, its
+    paired difference to the baseline, the corrected tests and the verdict (the tables of
+    ablation.md). ValueError for a plain sweep.
 
     >>> orchestrator.load_ablation_table("seeds")[["arm", "dev/overall"]]
     """

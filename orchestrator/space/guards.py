@@ -29,9 +29,13 @@ def check_space_settings(
 ) -> None:
     """Warn about inert settings of the base config and fixed values; raise `fail(...)` for an
     arm that sets an inert key."""
+    params = list(params)
     fixed = {p.key: p.value for p in params if p.kind == "fixed" and not p.when}
     from_base = {s.key for s in inert_settings(base)}
-    with_fixed = inert_settings(apply_params(base, fixed))
+    # A fixed value is judged beside one value of each searched key (not the base's): a fixed
+    # smart.epsilon is live when smart.weight is searched over [1, 5] though the base's is 0.
+    searched = {p.key: _some_value(p) for p in params if p.searched and not p.when}
+    with_fixed = inert_settings(apply_params(base, {**searched, **fixed}))
     for setting in with_fixed:
         if setting.key in fixed:
             warn_inert_settings([setting], f"{source}: space.{setting.key}: ", stacklevel=4)
@@ -45,6 +49,14 @@ def check_space_settings(
         own = [s for s in inert_settings(apply_params(base, values)) if s.key in arm.params]
         if own:
             raise fail(f"arms.{arm.name}.{own[0].key}", f"{own[0].message}; the arm tests nothing")
+
+
+def _some_value(param: Param) -> Any:
+    """A value the sampler may draw for `param`: its first choice, else its range's low end."""
+    if param.kind == "choice":
+        return param.choices[0]
+    assert param.low is not None  # a range always has its bounds (params.py)
+    return int(param.low) if param.kind == "int" else param.low
 
 
 def warn_sampled_settings(

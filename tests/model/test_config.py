@@ -9,6 +9,7 @@ from model.config import (
     LossConfig,
     OptimConfig,
     PerTaskFloat,
+    TaskHead,
     TrainConfig,
     build_config,
     config_field_types,
@@ -121,3 +122,26 @@ def test_field_types_cover_every_leaf():
     types = config_field_types()
     assert "smart.weight" in types and "data.max_examples.sst" in types
     assert set(flatten(config_to_dict(TrainConfig()))) == set(types)
+
+
+def test_a_config_pickled_before_a_field_existed_unpickles_with_its_default() -> None:
+    """A sweep's Ray state (or an old registered model) holds configs pickled by older code."""
+    import copyreg
+    import pickle
+
+    cfg = build_config(TrainConfig, {"model": {"sts_head": {"layers": 2}}, "optim": {"lr": 3e-5}})
+    state = {k: v for k, v in cfg.model.__dict__.items() if k != "sst_head"}
+    old_model = copyreg._reconstructor, (type(cfg.model), object, None), state  # an older pickle
+    restored = pickle.loads(pickle.dumps(_Reduced(old_model)))
+    assert restored.sst_head == TaskHead() and restored.sts_head == TaskHead(layers=2)
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+
+
+class _Reduced:
+    """Pickles as the given (callable, args, state): a stand-in for an object saved earlier."""
+
+    def __init__(self, reduced: tuple) -> None:
+        self.reduced = reduced
+
+    def __reduce__(self) -> tuple:
+        return self.reduced
