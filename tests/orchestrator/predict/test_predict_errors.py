@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.model.damaged_weights import flip_exponent_bit
 from tests.orchestrator.predict_store import (
     build_ensemble,
     copied_ensemble,
@@ -19,6 +20,7 @@ from tests.orchestrator.predict_store import (
     one_line_error,
     trial_checkpoint,
 )
+from tests.orchestrator.sweep_store import save_untrained_checkpoint, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +166,18 @@ def test_an_ensemble_rewrite_that_fails_midway_leaves_no_manifest(
     )
     monkeypatch.undo()
     assert (build_ensemble(store, "--top", "2") / "manifest.json").is_file()
+
+
+def test_a_checkpoint_with_a_flipped_bit_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """Its config.json's sha256 of the weights catches what would predict garbage (every SST
+    `prob_0` 0.0) with exit 0."""
+    checkpoint = save_untrained_checkpoint(tmp_path / "best", tiny_config(seed=0))
+    flip_exponent_bit(checkpoint)
+    out = tmp_path / "out.csv"
+    line = one_line_error(
+        *invoke("predict", "--checkpoint", str(checkpoint), "--out", str(out), "-",
+                stdin="a fine film\nflat and dull\n")
+    )  # fmt: skip
+    assert line.startswith(f"Error: {checkpoint / 'model.safetensors'}: sha256 ")
+    assert "differs from the" in line and "recorded in config.json at save" in line
+    assert not out.exists()
