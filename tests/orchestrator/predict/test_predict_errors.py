@@ -122,6 +122,13 @@ def test_bad_models(store: Path, tmp_path: Path) -> None:
             ("--task", "sts"),
             "line 1: a header ('sentence1', 'sentence2') without an 'id' column",
         ),
+        (
+            '\tid\tsentence\n0\tt1\tFine .\n1\tt2\t"Open .\n2\tt3\tFlat .\n3\tt4\tA "so" film .\n',
+            (),
+            "row 2 (line 3): a '\"' opens a quoted field that runs over 2 line end(s)",
+        ),
+        ("a fine film\x0c\nflat\n", (), "line 1: a form feed (U+000C); the text must be plain"),
+        ("a fine film\nflat\x00\n", (), "line 2: a NUL byte (U+0000); the text must be plain"),
     ],
 )
 def test_bad_inputs_leave_an_existing_output_alone(
