@@ -234,8 +234,11 @@ def load_weights(checkpoint: Path, model: MultitaskBert) -> None:
 
 def weights_sha256(path: Path) -> str:
     """sha256 (hex) of a weights file, as config.json records it."""
+    digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _check_weights_digest(checkpoint: Path, weights: Path) -> None:
