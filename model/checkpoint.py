@@ -2,7 +2,8 @@
 
 Layout (shared with the sweep and ensemble commands):
   model.safetensors    every parameter and buffer of MultitaskBert
-  config.json          {"bert": BertConfig, "train_config": TrainConfig, "tokenizer": reference}
+  config.json          {"bert": BertConfig, "train_config": TrainConfig, "tokenizer": reference,
+                        "weights_sha256": sha256 of model.safetensors, checked at every load}
   tokenizer files      copied from the model directory, so a checkpoint predicts on its own
   metrics.json         metrics of the epoch it holds (dev, SST details, selection split)
   optimizer.pt         optional: optimizer, LR schedule and RNG state (loaded weights_only=True)
@@ -13,6 +14,7 @@ The two optional files are one `ResumeState`, written and read only here.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -48,6 +50,9 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 OPTIMIZER_FILE = "optimizer.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
+# config.json's record of model.safetensors' sha256 (hex), written at save and checked at load:
+# a flipped bit in a weight otherwise loads and predicts garbage without a word.
+WEIGHTS_DIGEST_KEY = "weights_sha256"
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,7 @@ def save_checkpoint(
             "bert": model.encoder.config.to_dict(),
             "train_config": config_to_dict(cfg),
             "tokenizer": str(tokenizer_dir),
+            WEIGHTS_DIGEST_KEY: weights_sha256(tmp / WEIGHTS_FILE),
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -202,10 +208,13 @@ def load_checkpoint_model(checkpoint: Path) -> tuple[MultitaskBert, TextTokenize
 
 
 def load_weights(checkpoint: Path, model: MultitaskBert) -> None:
-    """Load a checkpoint's model.safetensors into `model`, strictly (every key, every shape)."""
+    """Load a checkpoint's model.safetensors into `model`, strictly (every key, every shape),
+    after checking it against the sha256 its config.json recorded; a NaN or inf weight is an
+    error too (a checkpoint saved from a diverged run, or written with a bad digest)."""
     weights = Path(checkpoint) / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{checkpoint}: missing {WEIGHTS_FILE}")
+    _check_weights_digest(Path(checkpoint), weights)
     try:
         state = load_file(str(weights))
     except (OSError, SafetensorError) as err:  # e.g. a truncated file
@@ -213,10 +222,48 @@ def load_weights(checkpoint: Path, model: MultitaskBert) -> None:
     mismatch = shape_mismatch(model.state_dict(), state)
     if mismatch:
         raise CheckpointError(f"{weights}: does not match {CONFIG_FILE}: {mismatch}")
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{weights}: {key} holds {bad} non-finite values (NaN or inf)")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:  # missing or unexpected keys, listed after a header line
         raise CheckpointError(f"{weights}: {' '.join(str(err).split())}") from err
+
+
+def weights_sha256(path: Path) -> str:
+    """sha256 (hex) of a weights file, as config.json records it."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_weights_digest(checkpoint: Path, weights: Path) -> None:
+    """CheckpointError naming `weights` when it differs from the sha256 config.json recorded.
+
+    Checkpoints written before the digest existed have no entry (or no config.json beside a
+    bare weights file): they load unchecked, without a warning, as they always did."""
+    if not (checkpoint / CONFIG_FILE).is_file():
+        return
+    expected = _read_config_json(checkpoint).get(WEIGHTS_DIGEST_KEY)
+    if expected is None:
+        return
+    if not isinstance(expected, str) or len(expected) != 64:
+        raise CheckpointError(
+            f"{checkpoint / CONFIG_FILE}: '{WEIGHTS_DIGEST_KEY}' is not a sha256 ({expected!r})"
+        )
+    try:
+        actual = weights_sha256(weights)
+    except OSError as err:
+        raise CheckpointError(f"{weights}: cannot read weights ({err.strerror})") from err
+    if actual != expected.lower():
+        raise CheckpointError(
+            f"{weights}: sha256 {actual} differs from the {expected} recorded in {CONFIG_FILE} "
+            "at save: the file changed or is corrupt (copy the checkpoint again, or retrain)"
+        )
 
 
 def load_resume_state(checkpoint: Path) -> ResumeState:

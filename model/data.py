@@ -3,8 +3,10 @@
 The data directory itself (where it is, file checks) lives in model/data_dir.py; batching the
 tokenized tasks in model/batching.py.
 
-Files are read by column name (the SST test header is `0\\t\\tid\\tsentence`), and rows with an
-unusable label are skipped with one warning.
+Files are read by model/tsv_reader.py (one row per line) and by column name (the SST test header
+is `0\\t\\tid\\tsentence`). Rows with an empty label are skipped with one warning (two rows of
+quora-dev.csv have none); a label outside its task's range means a wrong or corrupt file and is
+an error naming the row.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import numpy as np
 import pandas as pd
 
 from model.config import CROSS_ENCODINGS, TASKS
+
+# DataError's home is model.tsv_reader (the reader raises it); importers of it here keep working.
+from model.tsv_reader import DataError as DataError
+from model.tsv_reader import read_table
 
 T = TypeVar("T")
 
@@ -35,10 +41,6 @@ _LABEL_RULES: dict[str, tuple[bool, float, float]] = {
     "para": (True, 0, 1),
     "sts": (False, 0.0, 5.0),
 }
-
-
-class DataError(ValueError):
-    """A data file is missing or malformed; the message names the file (and row / column)."""
 
 
 class Tokenizer(Protocol):
@@ -76,16 +78,6 @@ Examples = Sequence[SentenceExample | PairExample]
 # Reading files
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found")
-    try:
-        # dtype=str + keep_default_na=False: labels stay text ("" for empty) and are parsed below.
-        return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"{path}: cannot parse as tab-separated CSV: {err}") from err
-
-
 def _require_columns(path: Path, frame: pd.DataFrame, columns: Iterable[str]) -> None:
     for column in columns:
         if column not in frame.columns:
@@ -111,7 +103,7 @@ def read_task_file(
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r} (expected one of {', '.join(TASKS)})")
     path = Path(path)
-    frame = _read_table(path)
+    frame = read_table(path)
     label_column = LABEL_COLUMNS[task]
     if labelled is None:
         labelled = label_column in frame.columns
@@ -149,18 +141,38 @@ def _unique_ids(path: Path, frame: pd.DataFrame) -> pd.Series:
 def _read_labels(
     task: str, path: Path, frame: pd.DataFrame, ids: pd.Series
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The label column parsed, and the mask of rows to keep; skipped rows warn once."""
+    """The label column parsed, and the mask of rows to keep: rows without a label are skipped
+    with one warning; a label that is no valid value of the task is a DataError naming its row
+    (a wrong or corrupt file, which training would otherwise fit minus those rows)."""
     label_column = LABEL_COLUMNS[task]
     _require_columns(path, frame, (label_column,))
-    labels, keep = _parse_labels(task, frame[label_column])
-    skipped = np.flatnonzero(~keep)
+    raw = frame[label_column].str.strip()
+    labels, valid = _parse_labels(task, raw)
+    missing = (raw == "").to_numpy()
+    wrong = np.flatnonzero(~valid & ~missing)
+    if len(wrong):
+        row = int(wrong[0])
+        raise DataError(
+            f"{path}: row {row + 1}: '{label_column}' label {raw.iloc[row]!r} (id "
+            f"{ids.iloc[row]}) is not {_label_range(task)}; {len(wrong)} such row(s): a "
+            "wrong or corrupt file?"
+        )
+    skipped = np.flatnonzero(missing)
     if len(skipped):
         warnings.warn(
-            f"{path}: skipped {len(skipped)} rows with a missing or invalid "
-            f"'{label_column}' label (ids {_some_ids(ids, skipped)})",
+            f"{path}: skipped {len(skipped)} rows with a missing '{label_column}' label (ids "
+            f"{_some_ids(ids, skipped)})",
             stacklevel=3,  # the caller of read_task_file
         )
-    return labels, keep
+    return labels, valid
+
+
+def _label_range(kind: str) -> str:
+    """`an integer from 0 to 4`, `0 or 1`, `a number from 0 to 5`: a task's valid labels."""
+    integer, low, high = _LABEL_RULES[kind]
+    if integer and high - low == 1:
+        return f"{low:g} or {high:g}"
+    return f"{'an integer' if integer else 'a number'} from {low:g} to {high:g}"
 
 
 def _check_empty_texts(

@@ -20,9 +20,9 @@ from model.data import (
     SENTENCE_COLUMNS,
     DataError,
     _parse_labels,
-    _read_table,
     _require_columns,
 )
+from model.tsv_reader import read_table
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def _check_file(data_dir: Path, known: KnownFile) -> FileCheck:
     rows: int | None = None
     labels_ok: bool | None = None
     try:
-        frame = _read_table(path)
+        frame = read_table(path)
         rows = len(frame)
         # cfimdb has SST's layout; every file is read by these column names.
         _require_columns(path, frame, ("id", *SENTENCE_COLUMNS.get(known.task, ("sentence",))))

@@ -3,7 +3,9 @@
 Each file comes from `<base URL>/<name>` (the handout's `data/` folder at a pinned commit, or a
 mirror), streams into a temp file beside its destination, is checked against the checksum
 model/data_dir.py knows for it (sha256, else git blob id) and only then renamed into place: an
-interrupted or corrupted download leaves no file. A file already present and correct is skipped.
+interrupted or corrupted download leaves no file, and a fetch that fails before its first file
+leaves no directory it created. Files downloaded and verified before a failure are kept (a
+second fetch skips them). A file already present and correct is skipped.
 """
 
 from __future__ import annotations
@@ -146,13 +148,39 @@ def fetch_data(
     progress: FetchProgress | None = None,
 ) -> list[Fetched]:
     """Download every handout file missing or wrong in `dest` (created if needed); a file
-    present with the right checksum is kept. Raises FetchError on the first file that fails."""
+    present with the right checksum is kept. Raises FetchError on the first file that fails,
+    leaving no directory it created empty."""
     dest = Path(dest)
+    check_destination(dest)
+    created = [d for d in (dest, *dest.absolute().parents) if not d.exists()]
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise FetchError(f"{dest}: cannot create the data directory ({err.strerror})") from None
-    shown = progress or LineProgress(lambda line: None)
+    try:
+        return _fetch_all(dest, base_url, timeout, progress or LineProgress(lambda line: None))
+    except BaseException:  # a failed download, Ctrl-C, SIGTERM: no empty directory stays
+        for directory in created:  # the deepest first; rmdir removes only an empty one
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def check_destination(dest: Path) -> None:
+    """FetchError when `dest` is a file (or under one), before anything is fetched."""
+    for existing in (dest, *dest.absolute().parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise FetchError(
+                    f"{dest}: {existing} is a file, not a directory; name a directory to fetch "
+                    "the CS224N files into"
+                )
+            return
+
+
+def _fetch_all(dest: Path, base_url: str, timeout: float, shown: FetchProgress) -> list[Fetched]:
     done: list[Fetched] = []
     for known in handout_files():
         target = dest / known.name
@@ -216,6 +244,11 @@ def _opened(url: str, timeout: float) -> Iterator[BinaryIO]:
         raise FetchError(f"{url}: {err.reason}") from None
     except TimeoutError:
         raise _stalled(url, timeout) from None
+    except http.client.HTTPException as err:  # e.g. BadStatusLine: the server speaks no HTTP
+        answer = " ".join(repr(str(err))[:80].split())
+        raise FetchError(
+            f"{url}: the server's answer is not HTTP ({type(err).__name__}: {answer}); check --url"
+        ) from None
     except (OSError, ValueError) as err:
         raise FetchError(f"{url}: {err}") from None
     with response:
@@ -231,6 +264,11 @@ def _copy(
             chunk = response.read(CHUNK_BYTES)
         except TimeoutError:
             raise _stalled(url, timeout) from None
+        except http.client.IncompleteRead as err:
+            # The bytes of this read that did arrive are in `partial`, not yet counted in `size`
+            # (a chunked answer broken off inside the first read would say "after 0 bytes").
+            size += len(err.partial)
+            raise FetchError(f"{url}: download broke off after {size} bytes ({err!r})") from None
         except (OSError, http.client.HTTPException) as err:
             raise FetchError(f"{url}: download broke off after {size} bytes ({err!r})") from None
         if not chunk:

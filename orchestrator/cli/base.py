@@ -62,9 +62,10 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 
 class CommandGroup(click.Group):
-    """The `orchestrator` group: every warning prints as one `warning: ...` line, and a command
-    stopped by Ctrl-C (SIGTERM) exits 130 (143) once its own cleanup ran, where click would
-    print `Aborted!` and exit 1."""
+    """The `orchestrator` group: every warning prints as one `warning: ...` line, a value an
+    option's type refuses is a one-line error (exit 2), and a command stopped by Ctrl-C
+    (SIGTERM) exits 130 (143) once its own cleanup ran, where click would print `Aborted!` and
+    exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         show_warnings_as_lines()
@@ -72,6 +73,13 @@ class CommandGroup(click.Group):
         previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
         try:
             return super().invoke(ctx)
+        except click.BadParameter as err:
+            # A value click's own types refuse (`--extend 0`, a file where a directory goes):
+            # the project's one line, not click's usage block above it. A missing argument
+            # keeps the usage block, which shows what to type.
+            if isinstance(err, click.MissingParameter):
+                raise
+            raise UserInputError(" ".join(err.format_message().split())) from err
         except KeyboardInterrupt as err:
             # The blank line on a terminal closes its `^C` echo; the reason, when one is given
             # (a sweep says how to resume), follows.

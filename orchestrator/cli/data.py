@@ -33,7 +33,7 @@ def data_check(directory: str | None, as_json: bool) -> None:
 
 
 @data.command("fetch")
-@click.argument("directory", type=click.Path(file_okay=False), required=False)
+@click.argument("directory", type=click.Path(), required=False)
 @click.option(
     "--url",
     "base_url",
@@ -62,11 +62,18 @@ def data_fetch(directory: str | None, base_url: str | None, timeout: float) -> N
       orchestrator data fetch
       orchestrator data fetch /scratch/cs224n --url https://mirror.example.org/cs224n/data
     """
-    from orchestrator.data_fetch import DEFAULT_BASE_URL, BarProgress, LineProgress, fetch_data
+    from orchestrator.data_fetch import (
+        DEFAULT_BASE_URL,
+        BarProgress,
+        LineProgress,
+        check_destination,
+        fetch_data,
+    )
 
     if base_url is not None and not base_url.startswith(("http://", "https://", "file:")):
         raise UserInputError(f"--url {base_url}: expected an http://, https:// or file: URL")
     path = Path(directory) if directory else default_data_dir()
+    check_destination(path)  # a file there: one line before anything is printed or fetched
     url = base_url or DEFAULT_BASE_URL
     click.echo(f"fetching the CS224N data into {path} from {url}")
     if sys.stderr.isatty():

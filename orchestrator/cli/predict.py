@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     help="The input's task, when its columns or lines do not say (two sentences per line).",
 )  # fmt: skip
 @click.option(
-    "--out", type=click.Path(dir_okay=False), default=None,
+    "--out", type=click.Path(), default=None,
     help="Output file, written atomically (default: standard output).",
 )  # fmt: skip
 @click.option(
@@ -133,5 +133,5 @@ def _check_out(out: Path) -> None:
     from orchestrator.cluster import check_creatable
 
     if out.is_dir():
-        raise UserInputError(f"--out {out}: is a directory")
+        raise UserInputError(f"--out {out}: is a directory; --out names the file to write")
     check_creatable(out.absolute().parent, f"--out {out}")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 @click.option("--resume", is_flag=True, help="Continue a sweep whose driver died.")
 @click.option(
     "--extend",
-    type=click.IntRange(min=1),
+    type=int,
     default=None,
     metavar="N",
     help="Run N more configs of a finished or stopped sweep (same study, results, experiment);"
@@ -59,6 +59,8 @@ def sweep(
     from orchestrator.cluster import check_creatable, local_results_dir, parse_address
     from orchestrator.space.schema import check_name, load_space
 
+    if extend is not None and extend < 1:
+        raise UserInputError(f"--extend {extend}: expected N >= 1, the number of configs to add")
     address = parse_address(address)
     space = load_space(space_file)
     if num_samples is not None:

@@ -20,7 +20,7 @@ from orchestrator.cli.base import data_dir_option, resolve_data_dir, user_errors
     help="Override a config key, e.g. --set optim.lr=3e-5 (repeatable).",
 )
 @data_dir_option
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output directory.")
+@click.option("--out", type=click.Path(), default=None, help="Output directory.")
 @user_errors
 def train(config: str, overrides: tuple[str, ...], data_dir: str | None, out: str | None) -> None:
     """Train one multitask minBERT from CONFIG (YAML), without Ray.

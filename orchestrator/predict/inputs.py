@@ -1,9 +1,11 @@
 """What `orchestrator predict` reads: a CS224N-format CSV of any task, or plain text.
 
 A CSV (tab-separated, a header naming `id`) is read by `model.data.read_task_file`, the reader
-`ensemble` and `train` use, and as they read it: a file with a label column loses the rows whose
-label is unusable (with a warning naming them; e.g. two broken rows of quora-dev.csv), so its
-predictions are those of the prediction files. Its task comes from the columns: `sentence` is SST;
+`ensemble` and `train` use, and as they read it: one row per line (a quote cannot merge rows), a
+file with a label column loses the rows without a label (with a warning naming them; e.g. two
+broken rows of quora-dev.csv) and refuses one with a label out of range, so its predictions are
+those of the prediction files. A NUL or a line-breaking control character (form feed) in any
+input is an error naming its line. Its task comes from the columns: `sentence` is SST;
 `sentence1` + `sentence2` are Quora with an `is_duplicate` column, STS with `similarity`, and
 need `--task` without either. Plain text holds one sentence per line (SST) or two TAB-separated
 sentences per line (Quora, STS: `--task` says which); its ids are the line numbers, and blank
@@ -31,6 +33,7 @@ from model.data import (
     SentenceExample,
     read_task_file,
 )
+from model.tsv_reader import check_text_characters
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -81,9 +84,13 @@ def read_predict_input(
         raise DataError(f"{source}: not UTF-8 text (byte {err.start})") from None
     if not text.strip():
         raise DataError(f"{source}: empty input (no sentences to predict)")
-    first_line = text.splitlines()[0]
+    first_line = text.split("\n", 1)[0].rstrip("\r")
     header = [name.strip() for name in first_line.split("\t")]
-    if ID_COLUMN_NAME in header and len(header) > 1:
+    is_csv = ID_COLUMN_NAME in header and len(header) > 1
+    # A NUL or a form feed would be predicted without a word (the tokenizer drops it), and a
+    # form feed splits a line for `splitlines` but not for the CSV reader.
+    check_text_characters(text, source, header=is_csv)
+    if is_csv:
         return _read_csv(text, source, header, task, None if source == STDIN_NAME else Path(path))
     check_not_a_header(first_line, source)
     return parse_text(text, source, task)

@@ -2,7 +2,10 @@
 one checkpoint) loaded from the model's own artifacts, answering DataFrames of sentences.
 
 `mlflow.pyfunc.load_model(uri).predict(frame)` and `mlflow models serve` return exactly what
-`Predictor.predict_frame(frame)` (`orchestrator predict`) does on the same rows.
+`Predictor.predict_frame(frame)` (`orchestrator predict`) does on the same rows. Rows it cannot
+predict (an unknown task, a repeated id) raise an MlflowException with the project's one-line
+message and INVALID_PARAMETER_VALUE: the way MLflow's scoring server passes a model's own message
+to the client (HTTP 400); any other exception becomes its generic "unexpected error" message.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-from model.config import TASKS
+from model.config import TASKS, ConfigError
+from model.data import DataError
 from orchestrator.predict.predictor import (
     ID_COLUMN,
     PREDICTION_COLUMN,
@@ -62,7 +68,11 @@ class PredictorModel(PythonModel):
         `task`, `prediction` and the class probabilities out, rows in input order."""
         if self._predictor is None:
             raise RuntimeError("PredictorModel.predict before load_context")
-        return self._predictor.predict_frame(model_input)
+        try:
+            return self._predictor.predict_frame(model_input)
+        except (ConfigError, DataError) as err:  # PredictError is a ConfigError
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise MlflowException(message, error_code=INVALID_PARAMETER_VALUE) from err
 
 
 def output_column_names() -> list[str]:

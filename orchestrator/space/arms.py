@@ -137,7 +137,24 @@ def _parse_arms(raw: Any, base: TrainConfig, space_keys: set[str], fail: Fail) -
         if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
             raise fail(f"arms.{name}", "an arm name is letters, digits, '_' or '-'")
         arms.append(Arm(name, _parse_overrides(name, overrides, base, space_keys, fail)))
+    _check_distinct(arms, base, fail)
     return arms
+
+
+def _check_distinct(arms: list[Arm], base: TrainConfig, fail: Fail) -> None:
+    """Two arms that build the same config are one variant under two names: its runs would be
+    compared with themselves (a zero difference reported as a finding)."""
+    built: list[tuple[Arm, TrainConfig]] = []
+    for arm in arms:
+        config = apply_params(base, arm.params)
+        same = next((other for other, seen in built if seen == config), None)
+        if same is not None:
+            raise fail(
+                f"arms.{arm.name}",
+                f"the same settings as arm '{same.name}' ({same.describe()}; {arm.describe()}): "
+                "one variant under two names; drop one, or change what it overrides",
+            )
+        built.append((arm, config))
 
 
 def _parse_overrides(

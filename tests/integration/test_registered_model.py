@@ -261,3 +261,25 @@ def test_served_model_answers_invocations_with_the_predictors_predictions(
                                                                         "sentence2"]]  # fmt: skip
     got_one = _invoke(served, one.reset_index(drop=True))
     assert list(got_one["id"]) == [str(i + 1) for i in range(len(one))]
+
+
+def test_served_model_answers_a_row_it_cannot_predict_with_400_and_the_projects_message(
+    registered: dict[str, Any], served: str
+) -> None:
+    """Before: MLflow's generic "Encountered an unexpected error while evaluating the model"
+    with the project's message only inside the stack trace."""
+    frame = registered["frame"].head(2).copy()
+    frame.loc[1, "task"] = "nli"
+    body = json.dumps({"dataframe_split": frame.to_dict(orient="split", index=False)}).encode()
+    request = urllib.request.Request(
+        f"{served}/invocations", data=body, headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=120)
+    assert caught.value.code == 400
+    answer = json.loads(caught.value.read())
+    assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert answer["message"].endswith(
+        "Error: row 2: unknown task 'nli' (expected one of sst, para, sts)"
+    )
+    assert "unexpected error" not in answer["message"]

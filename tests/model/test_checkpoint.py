@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from model.checkpoint import (
+    WEIGHTS_DIGEST_KEY,
     CheckpointError,
     ResumeState,
     TrainerState,
@@ -19,6 +21,7 @@ from model.checkpoint import (
     save_checkpoint,
 )
 from model.train import build_model, seed_everything
+from tests.model.damaged_weights import HEAD_WEIGHT, flip_exponent_bit
 from tests.model.tiny_training import synthetic_batches
 from tests.tiny_model import tiny_config
 
@@ -108,6 +111,16 @@ CORRUPTIONS = {
         "tokenizer_config.json",
         "expected a JSON object, got list",
     ),
+    "flipped exponent bit in a head weight": (
+        flip_exponent_bit,
+        "model.safetensors",
+        "differs from the",
+    ),
+    "digest is no sha256": (
+        edit_config(lambda raw: raw.update({WEIGHTS_DIGEST_KEY: "abc"})),
+        "config.json",
+        "'weights_sha256' is not a sha256 ('abc')",
+    ),
     "shapes differ from config": (
         edit_config(lambda raw: raw["bert"].update(hidden_size=64)),
         "model.safetensors",
@@ -135,6 +148,34 @@ def test_malformed_checkpoint_is_a_checkpoint_error_naming_the_file(
 def test_intact_checkpoint_loads(saved: Path) -> None:
     model, tokenizer, cfg = load_checkpoint_model(saved)
     assert model.encoder.config.hidden_size == 32 and tokenizer.max_length == cfg.model.max_length
+
+
+def test_the_weights_digest_is_the_files_sha256_and_old_checkpoints_without_it_load(
+    saved: Path, tmp_path: Path
+) -> None:
+    recorded = json.loads((saved / "config.json").read_text())[WEIGHTS_DIGEST_KEY]
+    assert recorded == hashlib.sha256((saved / "model.safetensors").read_bytes()).hexdigest()
+    # A checkpoint written before the digest existed: no entry, loaded unchecked (so even the
+    # flipped bit loads, as it did before the digest; only the digest can catch it).
+    old = shutil.copytree(saved, tmp_path / "old")
+    edit_config(lambda raw: raw.pop(WEIGHTS_DIGEST_KEY))(old)
+    flip_exponent_bit(old)
+    model, _, _ = load_checkpoint_model(old)
+    assert model.sst_head[1].weight.abs().max().item() > 1e30
+
+
+def test_a_non_finite_weight_is_a_checkpoint_error_naming_file_and_key(tmp_path: Path) -> None:
+    cfg = tiny_config()
+    model, model_dir = build_model(cfg)
+    with torch.no_grad():
+        model.sst_head[1].weight[0, 0] = float("nan")
+        model.sst_head[1].weight[1, 2] = float("inf")
+    checkpoint = save_checkpoint(tmp_path / "best", model, cfg, model_dir, {})
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint_model(checkpoint)  # the digest matches: the values themselves are bad
+    assert str(caught.value) == (
+        f"{checkpoint / 'model.safetensors'}: {HEAD_WEIGHT} holds 2 non-finite values (NaN or inf)"
+    )
 
 
 def test_resume_state_round_trips_and_a_checkpoint_without_it_cannot_resume(

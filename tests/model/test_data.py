@@ -163,28 +163,46 @@ def test_missing_file_names_the_path(tmp_path):
     assert str(path) in str(info.value)
 
 
-def test_invalid_and_out_of_range_labels_are_skipped_and_counted_once(tmp_path):
-    rows = [
-        "\tid\tsentence\tsentiment",
-        "0\ta\tfine .\t4",
-        "1\tb\ttoo high .\t5",
-        "2\tc\tx\tbad",
-        "3\td\thalf .\t2.5",
-        "4\te\tok .\t0",
-        "5\tf\tempty .\t",
-    ]
-    path = write_tsv(tmp_path / "sst.csv", "\n".join(rows) + "\n")
-    with pytest.warns(UserWarning, match=r"sst\.csv: skipped 4 rows") as record:
+def test_missing_labels_are_skipped_and_counted_once(tmp_path):
+    rows = ["\tid\tsentence\tsentiment", "0\ta\tfine .\t4", "1\tb\tno label .\t", "2\tc\tok .\t0"]
+    path = write_tsv(tmp_path / "sst.csv", "\n".join(rows) + "\n3\td\tblank .\t \n")
+    with pytest.warns(UserWarning) as record:
         examples = read_task_file("sst", path)
-    assert len(record) == 1
-    assert [(e.id, e.label) for e in examples] == [("a", 4), ("e", 0)]
+    assert [str(w.message) for w in record] == [
+        f"{path}: skipped 2 rows with a missing 'sentiment' label (ids b, d)"
+    ]
+    assert [(e.id, e.label) for e in examples] == [("a", 4), ("c", 0)]
 
 
-def test_para_labels_outside_zero_one_are_skipped(tmp_path):
-    text = "\tid\tsentence1\tsentence2\tis_duplicate\n0\ta\tx\ty\t1.0\n1\tb\tx\ty\t2.0\n"
-    with pytest.warns(UserWarning, match="skipped 1 rows"):
-        examples = read_task_file("para", write_tsv(tmp_path / "q.csv", text))
-    assert examples == [PairExample("a", "x", "y", 1.0)]
+@pytest.mark.parametrize(
+    ("task", "header", "label", "expected"),
+    [
+        ("sst", "sentence\tsentiment", "7", "an integer from 0 to 4"),
+        ("sst", "sentence\tsentiment", "2.5", "an integer from 0 to 4"),
+        ("sst", "sentence\tsentiment", "bad", "an integer from 0 to 4"),
+        ("sst", "sentence\tsentiment", "-1", "an integer from 0 to 4"),
+        ("sts", "sentence1\tsentence2\tsimilarity", "9.5", "a number from 0 to 5"),
+        ("sts", "sentence1\tsentence2\tsimilarity", "nan", "a number from 0 to 5"),
+        ("para", "sentence1\tsentence2\tis_duplicate", "2.0", "0 or 1"),
+    ],
+)
+def test_a_label_outside_its_tasks_range_is_an_error_naming_file_and_row(
+    tmp_path, task, header, label, expected
+):
+    """A wrong or corrupt file: training on it minus those rows (the old skipped-rows warning)
+    would hide that."""
+    texts = "x\t" * header.count("\t")
+    rows = [f"\tid\t{header}", f"0\ta\t{texts}1", "1\tb\t" + texts, f"2\tc\t{texts}{label}"]
+    path = write_tsv(tmp_path / "train.csv", "\n".join(rows) + f"\n3\td\t{texts}{label}\n")
+    column = header.split("\t")[-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # raised before any skipped-rows warning
+        with pytest.raises(DataError) as caught:
+            read_task_file(task, path)
+    assert str(caught.value) == (
+        f"{path}: row 3: '{column}' label '{label}' (id c) is not {expected}; 2 such row(s): a "
+        "wrong or corrupt file?"
+    )
 
 
 def test_empty_id_is_an_error_naming_the_row(tmp_path):
@@ -203,7 +221,7 @@ def test_duplicate_id_is_an_error_naming_both_rows(tmp_path):
     ("text", "reason"),
     [
         ("\tid\tsentence\tsentiment\n", "no rows"),
-        ("\tid\tsentence\tsentiment\n0\ta\tx\t7\n1\tb\t\t2\n", "every row lacks a label"),
+        ("\tid\tsentence\tsentiment\n0\ta\tx\t\n1\tb\t\t2\n", "every row lacks a label"),
     ],
 )
 def test_a_file_without_one_usable_example_is_an_error(tmp_path, text, reason):

@@ -198,8 +198,13 @@ def test_a_missing_file_on_the_mirror_is_a_one_line_http_error(tmp_path, mirror)
 
 def test_a_directory_that_cannot_be_created_is_a_one_line_error(tmp_path, mirror):
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(FetchError, match=r"a-file/data: cannot create the data directory \("):
-        fetch_data(tmp_path / "a-file" / "data", base_url=mirror.base_url)
+    dest = tmp_path / "a-file" / "data"
+    with pytest.raises(FetchError) as caught:
+        fetch_data(dest, base_url=mirror.base_url)
+    assert str(caught.value) == (
+        f"{dest}: {tmp_path / 'a-file'} is a file, not a directory; name a directory to fetch "
+        "the CS224N files into"
+    )
     assert mirror.requests == []
 
 

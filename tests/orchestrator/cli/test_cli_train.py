@@ -96,6 +96,31 @@ def test_header_only_training_file_is_a_one_line_error(tmp_path, data_dir, tiny_
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "label", "expected"),
+    [("ids-sst-train.csv", "7", "an integer from 0 to 4"),
+     ("sts-train.csv", "9.5", "a number from 0 to 5")],
+)  # fmt: skip
+def test_a_training_label_out_of_range_exits_2_naming_file_and_row(
+    tmp_path, data_dir, tiny_config_dict, name, label, expected
+):
+    """Before: trained without those rows, with a `skipped rows` warning, exit 0."""
+
+    def set_second_label(copy):
+        lines = (copy / name).read_text().split("\n")
+        fields = lines[2].split("\t")
+        lines[2] = "\t".join([*fields[:-1], label])
+        (copy / name).write_text("\n".join(lines))
+
+    result, out = train_on_edited_data(tmp_path, data_dir, tiny_config_dict, set_second_label)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if not line.startswith("warning: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"Error: {tmp_path / 'data' / name}: row 2: ")
+    assert f"label '{label}' (id " in errors[0]
+    assert f"is not {expected}; 1 such row(s)" in errors[0]
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("flag", ["--out", "data.cache_dir"])
 def test_an_output_path_under_a_file_fails_before_training(tmp_path, data_dir, tiny_config_dict,
                                                           flag):

@@ -59,9 +59,48 @@ def test_a_labelled_row_without_a_usable_label_is_skipped_with_a_warning(tmp_pat
     read = read_predict_input(write(tmp_path, "in.csv", SST_CSV + "2\ta3\tNo label .\t\n"))
     assert [e.id for e in read.examples] == ["a1", "a2"]
     assert read.warnings == [
-        f"{tmp_path / 'in.csv'}: skipped 1 rows with a missing or invalid 'sentiment' label "
-        "(ids a3)"
+        f"{tmp_path / 'in.csv'}: skipped 1 rows with a missing 'sentiment' label (ids a3)"
     ]
+    with pytest.raises(DataError, match=r"in7\.csv: row 3: 'sentiment' label '7' \(id a3\)"):
+        read_predict_input(write(tmp_path, "in7.csv", SST_CSV + "2\ta3\tToo high .\t7\n"))
+
+
+def test_an_sst_csv_whose_second_row_opens_a_quote_is_an_error_not_fewer_rows(
+    tmp_path: Path,
+) -> None:
+    """Before: the quote swallowed rows 3-4 into row 2, and 3 predictions came out of 5 rows."""
+    rows = ["0\tt1\tFine .", '1\tt2\t"Unclosed .', "2\tt3\tFlat .", '3\tt4\tA "so" film .',
+            "4\tt5\tGood ."]  # fmt: skip
+    path = write(tmp_path, "test.csv", "\tid\tsentence\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError) as err:
+        read_predict_input(path)
+    assert str(err.value).startswith(
+        f"{path}: row 2 (line 3): a '\"' opens a quoted field that runs over 2 line end(s), "
+        "merging lines 3-5 into one row (3 rows read from 5 lines); "
+    )
+    with pytest.raises(DataError, match=r"^<stdin>: row 2 \(line 3\): a '\"' opens"):
+        read_predict_input("-", stdin=io.BytesIO(path.read_bytes()))
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("a fine film\nflat\x00 and dull\n", "line 2: a NUL byte (U+0000)"),
+        ("a fine film\x0cflat and dull\n", "line 1: a form feed (U+000C)"),
+        ("fine\tfilm\nflat\tdull\x0c\n", "line 2: a form feed (U+000C)"),
+        ("\tid\tsentence\n0\tt1\tFine\x00 .\n", "row 1 (line 2): a NUL byte (U+0000) in column "
+         "'sentence'"),
+    ],
+)  # fmt: skip
+def test_a_nul_or_form_feed_in_an_input_is_an_error_naming_its_line(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    """Before: predicted without a word (the tokenizer drops both; a form feed also split one
+    line of text into two sentences)."""
+    path = write(tmp_path, "in.txt", text)
+    with pytest.raises(DataError) as err:
+        read_predict_input(path, "para" if "\tdull" in text else None)
+    assert str(err.value).startswith(f"{path}: {where}; the text must be plain text")
 
 
 def test_pairs_without_a_label_column_need_task(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.model.damaged_weights import flip_exponent_bit
 from tests.orchestrator.predict_store import (
     build_ensemble,
     copied_ensemble,
@@ -19,6 +20,7 @@ from tests.orchestrator.predict_store import (
     one_line_error,
     trial_checkpoint,
 )
+from tests.orchestrator.sweep_store import save_untrained_checkpoint, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +122,13 @@ def test_bad_models(store: Path, tmp_path: Path) -> None:
             ("--task", "sts"),
             "line 1: a header ('sentence1', 'sentence2') without an 'id' column",
         ),
+        (
+            '\tid\tsentence\n0\tt1\tFine .\n1\tt2\t"Open .\n2\tt3\tFlat .\n3\tt4\tA "so" film .\n',
+            (),
+            "row 2 (line 3): a '\"' opens a quoted field that runs over 2 line end(s)",
+        ),
+        ("a fine film\x0c\nflat\n", (), "line 1: a form feed (U+000C); the text must be plain"),
+        ("a fine film\nflat\x00\n", (), "line 2: a NUL byte (U+0000); the text must be plain"),
     ],
 )
 def test_bad_inputs_leave_an_existing_output_alone(
@@ -164,3 +173,18 @@ def test_an_ensemble_rewrite_that_fails_midway_leaves_no_manifest(
     )
     monkeypatch.undo()
     assert (build_ensemble(store, "--top", "2") / "manifest.json").is_file()
+
+
+def test_a_checkpoint_with_a_flipped_bit_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """Its config.json's sha256 of the weights catches what would predict garbage (every SST
+    `prob_0` 0.0) with exit 0."""
+    checkpoint = save_untrained_checkpoint(tmp_path / "best", tiny_config(seed=0))
+    flip_exponent_bit(checkpoint)
+    out = tmp_path / "out.csv"
+    line = one_line_error(
+        *invoke("predict", "--checkpoint", str(checkpoint), "--out", str(out), "-",
+                stdin="a fine film\nflat and dull\n")
+    )  # fmt: skip
+    assert line.startswith(f"Error: {checkpoint / 'model.safetensors'}: sha256 ")
+    assert "differs from the" in line and "recorded in config.json at save" in line
+    assert not out.exists()

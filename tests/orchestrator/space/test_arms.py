@@ -90,6 +90,28 @@ def test_bad_study_is_an_error_naming_the_key(raw, space_keys, key):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("arms", "message"),
+    [
+        (
+            {"base": {}, "smart": {"smart.weight": 1.0}, "smart2": {"smart": {"weight": 1.0}}},
+            "space.yaml: arms.smart2: the same settings as arm 'smart' (smart.weight=1.0; "
+            "smart.weight=1.0): one variant under two names; drop one, or change what it "
+            "overrides",
+        ),
+        (  # an override that sets the base config's own value changes nothing
+            {"base": {}, "same": {"smart.weight": TrainConfig().smart.weight}},
+            "space.yaml: arms.same: the same settings as arm 'base' (base config; "
+            f"smart.weight={TrainConfig().smart.weight}): one variant under two names; ",
+        ),
+    ],
+)
+def test_two_arms_with_the_same_settings_are_an_error_naming_both(arms, message):
+    with pytest.raises(ConfigError) as err:
+        study({"arms": arms})
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
 def test_confirm_epochs_default_to_a_fixed_epochs_of_the_space():
     spec = study({"arms": {"a": {}}, "space": {"optim.epochs": 2}})
     assert spec is not None and spec.confirm_epochs == 2

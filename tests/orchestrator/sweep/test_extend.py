@@ -275,7 +275,7 @@ def write_space_file(tmp_path: Path, **changes: Any) -> Path:
             "Error: --extend: cannot be combined with --num",
         ),
         (["--extend", "2"], "Error: {results}/early/sweep.json: no sweep 'early' to extend"),
-        (["--extend", "0"], "Usage:"),
+        (["--extend", "0"], "Error: --extend 0: expected N >= 1, the number of configs to add"),
     ],
 )
 def test_cli_extend_errors_are_one_line_exit_2_and_write_nothing(
@@ -288,8 +288,7 @@ def test_cli_extend_errors_are_one_line_exit_2_and_write_nothing(
     result = CliRunner().invoke(main, [*argv, *args])
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
-    if start != "Usage:":
-        assert len(lines) == 1 and lines[0].startswith(start.format(results=results.resolve()))
+    assert len(lines) == 1 and lines[0].startswith(start.format(results=results.resolve()))
     assert not results.exists()
 
 
