@@ -1,14 +1,17 @@
-"""Reading a CS224N file: tab-separated, one row per line, standard CSV quoting inside a line.
+"""Reading a CS224N file: tab-separated, one row per line, standard CSV quoting.
 
-pandas (like the csv module) lets a quoted field run over line ends. No row of a CS224N file does
-that, so when one does, a stray `"` opened a field that never closed, and every line up to the
-next `"` was merged into one row without a word: `read_table` refuses such a file, naming the
-row and saying how many rows came from how many lines. It also refuses the characters that make
-a row's number depend on the reader: NUL (a binary or corrupt file) and the ones some readers
-take for a line end and others do not (Python's `str.splitlines` splits on a form feed, pandas
-on a lone carriage return). Other control characters pass: the course's own files carry a few
-(DC2 for an apostrophe in sts-train.csv, DEL in two quora-dev.csv rows), and the tokenizer
-drops them.
+pandas (like the csv module) lets a quoted field run over line ends. A stray `"` that opens a
+field nobody closes then merges every line up to the next `"` into one row without a word; the
+merged field holds the tabs of the rows it swallowed, which no sentence of a CS224N file holds.
+`read_table` refuses such a file, naming the row and saying how many rows came from how many
+lines. A quoted sentence with a line break but no tab is one row, and read as one (the files this
+project was built on have none; the full quora-train.csv could not be checked here).
+
+It also refuses the characters that make a row's number depend on the reader: NUL (a binary or
+corrupt file) and the ones some readers take for a line end and others do not (Python's
+`str.splitlines` splits on a form feed, pandas on a lone carriage return). Other control
+characters pass: the course's own files carry a few (DC2 for an apostrophe in sts-train.csv, DEL
+in two quora-dev.csv rows), and the tokenizer drops them.
 """
 
 from __future__ import annotations
@@ -91,10 +94,12 @@ def check_text_characters(text: str, source: str, *, header: bool = True) -> Non
 
 
 def _check_one_row_per_line(path: Path, text: str, frame: pd.DataFrame) -> None:
-    """DataError when a quoted field of `frame` runs over a line end (merged rows)."""
+    """DataError when a quoted field of `frame` runs over a line end and holds a tab: the
+    columns of the rows it merged."""
     merged = pd.Series(False, index=frame.index)
     for column in frame.columns:
-        merged |= frame[column].str.contains("\n", regex=False)
+        values = frame[column]
+        merged |= values.str.contains("\n", regex=False) & values.str.contains("\t", regex=False)
     if not merged.any():
         return
     row = int(merged.to_numpy().argmax())

@@ -43,6 +43,14 @@ def test_a_stray_quote_that_would_swallow_rows_is_an_error_naming_the_row(tmp_pa
     )
 
 
+def test_a_quoted_sentence_with_a_line_break_is_one_row(tmp_path: Path) -> None:
+    """No tab inside the quotes: a sentence that holds a line break, not swallowed rows."""
+    path = write(tmp_path, SST + '0\ta\t"Two\nlines ."\t3\n1\tb\tFlat .\t1\n')
+    frame = read_table(path)
+    assert list(frame["sentence"]) == ["Two\nlines .", "Flat ."]
+    assert list(frame["sentiment"]) == ["3", "1"]
+
+
 def test_a_quote_that_nothing_closes_is_an_error_naming_it(tmp_path: Path) -> None:
     path = write(tmp_path, SST + '0\ta\tFine .\t3\n1\tb\t"Unclosed .\t2\n2\tc\tFlat .\t1\n')
     with pytest.raises(DataError) as caught:
