@@ -117,7 +117,7 @@ def eval_path(
     model, tokenizer, cfg = load_checkpoint_model(checkpoint)
     model.to(device).eval()
     amp = autocast_dtype(cfg, device)
-    encoded = {t: encode_task(t, rows[t], tokenizer, cfg.model.pair_encoding) for t in TASKS}
+    encoded = {t: encode_task(t, rows[t], tokenizer, cfg.model.encoding_for(t)) for t in TASKS}
 
     def run(task: str) -> Callable[[], TaskPredictions]:
         return lambda: predict_task(
@@ -270,7 +270,7 @@ def load_sbert(max_length: int, device: torch.device) -> Any:
 def our_token_ids(member: LoadedMember, task: str, examples: Examples) -> TokenIds:
     """The token ids our predict path feeds the encoder (encode_task's), one list per sentence
     of a row: one for SST and bi-encoded pairs' two, one (joined) for cross-encoded pairs."""
-    encoded = encode_task(task, examples, member.tokenizer, member.cfg.model.pair_encoding)
+    encoded = encode_task(task, examples, member.tokenizer, member.cfg.model.encoding_for(task))
     if encoded.input_ids_b is None:
         return (encoded.input_ids,)
     return (encoded.input_ids, encoded.input_ids_b)
@@ -314,7 +314,7 @@ def check_same_inputs(
             raise SystemExit(
                 f"{task}: sentence-transformers tokenizes otherwise than ours at {where} (max "
                 f"length {theirs.max_seq_length} vs {member.tokenizer.max_length}, pair "
-                f"encoding {member.cfg.model.pair_encoding})"
+                f"encoding {member.cfg.model.encoding_for(task)})"
             )
     examples = rows["sst"][:EMBEDDING_CHECK_ROWS]
     diff = embedding_difference(member, theirs, examples, device)
@@ -334,7 +334,7 @@ def embedding_difference(
 ) -> float:
     """max |ours - theirs| of unit sentence vectors in fp32: our encoder's pooled vectors,
     normalized as their Normalize module does, against their encode."""
-    encoded = encode_task("sst", examples, member.tokenizer, member.cfg.model.pair_encoding)
+    encoded = encode_task("sst", examples, member.tokenizer, "cross")  # single sentences
     batch = collate(encoded, np.arange(len(encoded)), member.tokenizer.pad_id).to(device)
     with torch.inference_mode():
         (vectors,) = member.model.sentence_vectors(batch, member.model.embed_inputs(batch))

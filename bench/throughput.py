@@ -145,7 +145,8 @@ def full_training_lengths(cfg: TrainConfig, data_dir: Path, model_dir: Path) -> 
     for task in TASKS:
         path = resolve_data_path(data_dir, task_file(cfg, task, "train"))
         examples = read_task_file(task, path)
-        lengths[task] = encode_task(task, examples, tokenizer, cfg.model.pair_encoding).lengths
+        encoded = encode_task(task, examples, tokenizer, cfg.model.encoding_for(task))
+        lengths[task] = encoded.lengths
     return lengths
 
 

@@ -38,7 +38,8 @@ def check_tokenizer_fits(
     if set(pair_encodings) & set(CROSS_ENCODINGS) and cfg.type_vocab_size < 2:
         raise WeightsError(
             f"{config_file}: type_vocab_size {cfg.type_vocab_size} has no token type for the "
-            "second sentence of a cross-encoded pair; set model.pair_encoding to a bi-encoder "
+            "second sentence of a cross-encoded pair; set model.pair_encoding (and any "
+            "model.para_pair_encoding / model.sts_pair_encoding) to a bi-encoder "
             "(bi_concat, sbert, cosine or cosine_mix)"
         )
 

@@ -278,7 +278,7 @@ def _start(run: _Run, resume_from: Path | None) -> TrainerState:
             if task in run.streams:
                 run.streams[task].passes = passes
         state = resume.progress
-    if cfg.smart.bregman_mu > 0:
+    if cfg.smart.bregman_mu > 0 and cfg.smart.variant == "paper":  # smart_pytorch has no μ term
         ctx.bregman = BregmanProximalPoint(ctx.model, cfg.smart.bregman_beta)
         if resume is not None:
             if resume.bregman_ema is None:

@@ -104,10 +104,13 @@ def _check_one_row_per_line(path: Path, text: str, frame: pd.DataFrame) -> None:
         return
     row = int(merged.to_numpy().argmax())
     lines = _data_lines(text)
+    # Earlier rows may hold a quoted line break of their own: count their lines too.
+    earlier = sum(str(v).count("\n") for v in frame.iloc[:row].to_numpy().ravel())
+    first = lines[min(row + earlier, len(lines) - 1)]
     spanned = sum(str(value).count("\n") for value in frame.iloc[row])
     raise DataError(
-        f"{path}: row {row + 1} (line {lines[row]}): a '\"' opens a quoted field that runs "
-        f"over {spanned} line end(s), merging lines {lines[row]}-{lines[row] + spanned} into "
+        f"{path}: row {row + 1} (line {first}): a '\"' opens a quoted field that runs "
+        f"over {spanned} line end(s), merging lines {first}-{first + spanned} into "
         f"one row ({len(frame)} rows read from {len(lines)} lines); CS224N files hold one row "
         "per line: close the quote, or double a quote inside a quoted field"
     )

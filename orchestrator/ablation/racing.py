@@ -13,12 +13,13 @@ over the planned looks with a linear spending schedule: look k, at n_k seeds, te
 α_k = α · (n_k − n_{k−1}) / max_seeds (n_0 = 0), the increments of the Lan–DeMets power-family
 spending function α·t at information t = n / max_seeds (ρ = 1, between Pocock's and
 O'Brien–Fleming's), used as plain per-look levels with no credit for the correlation between
-looks. The α_k sum to α, so by the union bound the chance of any false verdict over all looks is at
-most α whatever the dependence between looks. That is why this and not a group-sequential boundary
-proper: Pocock / O'Brien–Fleming boundaries and their spending-function versions assume normal
-statistics with known variance and independent increments, while a race's t-statistics have 2 to
-~11 degrees of freedom. The price is power at the last look (α_K < α); `bench/racing.py` measures
-it against the fixed `max_seeds` design.
+looks. The α_k sum to α, so by the union bound the chance of any false verdict of one family over
+all looks is at most α whatever the dependence between looks (with an equivalence margin there
+are two families, the difference tests and the TOST tests, each held to α: 2α for both together).
+That is why this and not a group-sequential boundary proper: Pocock / O'Brien–Fleming boundaries
+and their spending-function versions assume normal statistics with known variance and independent
+increments, while a race's t-statistics have 2 to ~11 degrees of freedom. The price is power at
+the last look (α_K < α); `bench/racing.py` measures it against the fixed `max_seeds` design.
 
 Across arms at each look: Holm (or BH) over the arms not yet stopped better / worse; those were
 rejections, so they leave the family as in Holm's step-down (for the first false rejection, every

@@ -1,7 +1,7 @@
 """What `orchestrator predict` reads: a CS224N-format CSV of any task, or plain text.
 
 A CSV (tab-separated, a header naming `id`) is read by `model.data.read_task_file`, the reader
-`ensemble` and `train` use, and as they read it: one row per line (a quote cannot merge rows), a
+`ensemble` and `train` use, and as they read it: a stray quote cannot merge rows, a
 file with a label column loses the rows without a label (with a warning naming them; e.g. two
 broken rows of quora-dev.csv) and refuses one with a label out of range, so its predictions are
 those of the prediction files. A NUL or a line-breaking control character (form feed) in any

@@ -121,7 +121,8 @@ def beside_published(table: pd.DataFrame, arms: list[PublishedArm]) -> pd.DataFr
             mean, half, p, p_adj = (
                 _number(ours, f"Δ {metric}{suffix}") for suffix in ("", " ±", " p", " p adj")
             )
-            n = int(ours[f"Δ {metric} pairs"]) if ours is not None else 0
+            pairs = _number(ours, f"Δ {metric} pairs")
+            n = int(pairs) if math.isfinite(pairs) else 0
             rows.append({
                 "arm": arm.arm, "paper": arm.paper, "task": task,
                 "paper Δ": arm.delta(task), "paper baseline": arm.baseline.row,
@@ -141,7 +142,7 @@ def _number(row: pd.Series | None, column: str) -> float:
 def published_markdown(beside: pd.DataFrame, source: str, study: str) -> str:
     """The table as markdown, one line per arm and task, then which rows each Δ comes from."""
     lines = [
-        "| arm | paper | task | paper Δ | our Δ (95% CI) | n | p | p (Holm) | verdict |",
+        "| arm | paper | task | paper Δ | our Δ (95% CI) | n | p | p (adj.) | verdict |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in beside.iterrows():
@@ -159,9 +160,9 @@ def published_markdown(beside: pd.DataFrame, source: str, study: str) -> str:
         f"Paper Δ: the published best row minus the published baseline row ({source}). Our Δ: "
         f"study `{study}`'s mean paired difference of the arm to its baseline over n seeds, its "
         "95% t-interval, the paired t-test's p and that p adjusted across the study's arms "
-        "(the study's correction, Holm by default). verdict: agrees / opposite when the "
-        "adjusted p is at most 0.05 and our Δ has the paper's sign / the other sign, else "
-        "unresolved."
+        "(by the study's `correction:`, Holm unless it says bh). verdict: agrees / opposite "
+        "when the adjusted p is at most 0.05 and our Δ has the paper's sign / the other sign, "
+        "else unresolved."
     )
     return "\n".join([*lines, "", note, "", "Rows compared:", *cited, ""])
 
@@ -173,6 +174,11 @@ def write_published(sweep_dir: Path, published: Path) -> Path:
     if not table_file.is_file():
         raise PublishedError(f"{sweep_dir}: no ablation.parquet; --published needs a study")
     table = pd.read_parquet(table_file)
+    if "arm" not in table.columns or f"Δ {METRIC_NAMES['sst']}" not in table.columns:
+        raise PublishedError(
+            f"{table_file}: no paired differences yet (no finished run of an arm and of the "
+            "baseline); rerun the report when the study's runs have finished"
+        )
     unknown = sorted({arm.arm for arm in arms} - set(table["arm"]))
     if unknown:
         raise PublishedError(f"{published}: {unknown} are not arms of study {sweep_dir.name}")

@@ -32,11 +32,7 @@ def check_space_settings(
     params = list(params)
     fixed = {p.key: p.value for p in params if p.kind == "fixed" and not p.when}
     from_base = {s.key for s in inert_settings(base)}
-    # A fixed value is judged beside one value of each searched key (not the base's): a fixed
-    # smart.epsilon is live when smart.weight is searched over [1, 5] though the base's is 0.
-    searched = {p.key: _some_value(p) for p in params if p.searched and not p.when}
-    with_fixed = inert_settings(apply_params(base, {**searched, **fixed}))
-    for setting in with_fixed:
+    for setting in _inert_whatever_is_drawn(base, fixed, params):
         if setting.key in fixed:
             warn_inert_settings([setting], f"{source}: space.{setting.key}: ", stacklevel=4)
         elif setting.key in from_base:
@@ -46,17 +42,40 @@ def check_space_settings(
     for arm in study.arms:
         # At phase 2's budget: its runs alone enter the ablation table.
         values = {**fixed, **arm.params, "optim.epochs": study.confirm_epochs}
-        own = [s for s in inert_settings(apply_params(base, values)) if s.key in arm.params]
+        inert = _inert_whatever_is_drawn(base, values, params)
+        own = [s for s in inert if s.key in arm.params]
         if own:
             raise fail(f"arms.{arm.name}.{own[0].key}", f"{own[0].message}; the arm tests nothing")
 
 
-def _some_value(param: Param) -> Any:
-    """A value the sampler may draw for `param`: its first choice, else its range's low end."""
+def _inert_whatever_is_drawn(
+    base: TrainConfig, values: Mapping[str, Any], params: list[Param]
+) -> list[InertSetting]:
+    """The inert settings of `base` with `values` that stay inert whichever value the searched
+    keys take: each searched key tried at each of its choices (or both bounds), one key at a
+    time with the others at their first value. A fixed smart.epsilon is live when smart.weight
+    is searched over [1, 5], though the base's weight is 0."""
+    searched = [p for p in params if p.searched and not p.when]
+    first = {p.key: _drawable(p)[0] for p in searched}
+    found = inert_settings(apply_params(base, {**first, **values}))
+    for param in searched:
+        for value in _drawable(param)[1:]:
+            try:
+                config = apply_params(base, {**first, param.key: value, **values})
+            except ConfigError:  # this combination cannot be drawn with these values
+                continue
+            keys = {s.key for s in inert_settings(config)}
+            found = [s for s in found if s.key in keys]
+    return found
+
+
+def _drawable(param: Param) -> list[Any]:
+    """Values the sampler may draw for a searched `param`: its choices, or its range's bounds."""
     if param.kind == "choice":
-        return param.choices[0]
-    assert param.low is not None  # a range always has its bounds (params.py)
-    return int(param.low) if param.kind == "int" else param.low
+        return list(param.choices)
+    assert param.low is not None and param.high is not None  # a range has both (params.py)
+    bounds = [param.low, param.high]
+    return [int(b) for b in bounds] if param.kind == "int" else bounds
 
 
 def warn_sampled_settings(

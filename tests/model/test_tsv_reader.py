@@ -51,6 +51,13 @@ def test_a_quoted_sentence_with_a_line_break_is_one_row(tmp_path: Path) -> None:
     assert list(frame["sentiment"]) == ["3", "1"]
 
 
+def test_a_merged_row_after_a_two_line_sentence_names_its_own_line(tmp_path: Path) -> None:
+    rows = ['0\ta\t"Two\nlines ."\t3', '1\tb\t"Unclosed .\t2', "2\tc\tFlat .\t1", '3\td\t"x" .\t0']
+    path = write(tmp_path, SST + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"row 2 \(line 4\): .* merging lines 4-6 into one row"):
+        read_table(path)
+
+
 def test_a_quote_that_nothing_closes_is_an_error_naming_it(tmp_path: Path) -> None:
     path = write(tmp_path, SST + '0\ta\tFine .\t3\n1\tb\t"Unclosed .\t2\n2\tc\tFlat .\t1\n')
     with pytest.raises(DataError) as caught:

@@ -142,3 +142,11 @@ def test_a_sweep_without_a_study_table_is_refused(tmp_path: Path) -> None:
     spec.write_text(PUBLISHED)
     with pytest.raises(PublishedError, match=r"no ablation\.parquet; --published needs a study"):
         write_published(tmp_path, spec)
+    pd.DataFrame().to_parquet(tmp_path / "ablation.parquet")  # the report before any run ended
+    with pytest.raises(PublishedError, match="no paired differences yet"):
+        write_published(tmp_path, spec)
+    runs = _runs()
+    only_smart = ablation_table(runs[runs["arm"] == "smart"], "baseline", ["baseline", "smart"])
+    only_smart.to_parquet(tmp_path / "ablation.parquet")  # the baseline has no run: no Δ
+    with pytest.raises(PublishedError, match="no paired differences yet"):
+        write_published(tmp_path, spec)

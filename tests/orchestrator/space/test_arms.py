@@ -43,9 +43,11 @@ def test_named_baseline_seed_list_and_section_overrides():
 
 
 def test_equivalence_and_correction_default_to_none_and_holm():
-    spec = study({"arms": {"a": {}, "b": {}}})
+    spec = study({"arms": {"a": {}, "b": {"smart.weight": 1.0}}})
     assert spec is not None and spec.equivalence is None and spec.correction == "holm"
-    spec = study({"arms": {"a": {}, "b": {}}, "equivalence": 0.005, "correction": "bh"})
+    spec = study(
+        {"arms": {"a": {}, "b": {"smart.weight": 1.0}}, "equivalence": 0.005, "correction": "bh"}
+    )
     assert spec is not None and spec.equivalence == 0.005 and spec.correction == "bh"
     assert study({"arms": {"a": {}}, "equivalence": 1}).equivalence == 1.0  # an int is a number
 

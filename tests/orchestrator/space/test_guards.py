@@ -142,3 +142,28 @@ def test_dry_run_warns_about_sampled_inert_settings(
         "warning: demo schedule.sampling=sqrt: schedule.sampling: sqrt has no effect with "
         "schedule.kind: simultaneous (only round_robin draws tasks)\n"
     ) in result.output
+
+
+@pytest.mark.parametrize(
+    ("searched", "fixed", "warned"),
+    [
+        # Live for some drawn value: no warning.
+        ({"smart.weight": {"choice": [0.0, 1.0]}}, {"smart.epsilon": 1e-6}, []),
+        ({"smart.weight": {"float": [0.0, 5.0]}}, {"smart.epsilon": 1e-6}, []),
+        ({"schedule.kind": {"choice": ["round_robin", "simultaneous"]}},
+         {"schedule.exhausted": "drop"}, []),
+        # Inert whatever is drawn: warned.
+        ({"optim.lr": {"float": [1e-5, 1e-3]}}, {"smart.epsilon": 1e-6}, ["smart.epsilon"]),
+        ({"schedule.kind": {"choice": ["round_robin", "sequential"]}},
+         {"schedule.exhausted": "drop"}, ["schedule.exhausted"]),
+    ],
+)  # fmt: skip
+def test_a_fixed_value_is_warned_only_when_inert_whatever_the_sampler_draws(
+    searched: dict, fixed: dict, warned: list[str]
+) -> None:
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        parse_space(space(space={**searched, **fixed}), source="s.yaml")
+    assert [m.split(":")[1].strip() for m in inert_warnings(record)] == [
+        f"space.{key}" for key in warned
+    ]

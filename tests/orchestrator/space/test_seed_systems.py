@@ -75,10 +75,10 @@ def test_cpu_arms_are_the_minilm_arms_with_the_documented_changes() -> None:
 
 
 def _tiny(cfg):
-    """The arm's config on a tiny random encoder (MiniLM's tokenizer), one step per epoch."""
+    """The arm's config on a tiny random encoder (MiniLM's tokenizer), three steps an epoch."""
     tiny = merge(config_to_dict(cfg), {"model": TINY_ARCHITECTURE, "device": "cpu"})
     tiny = merge(tiny, {"precision": "fp32", "optim": {"epochs": 2}, "data": {"selection": 0.1}})
-    tiny = merge(tiny, {"schedule": {"max_steps_per_epoch": 1}})
+    tiny = merge(tiny, {"schedule": {"max_steps_per_epoch": 3}})  # round robin: each task once
     return build_config(type(cfg), tiny)
 
 
@@ -90,7 +90,7 @@ def tiny_data(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("arm", ARMS)
-def test_each_cpu_arm_passes_the_guards_and_trains_a_step(arm, tiny_data, tmp_path) -> None:
+def test_each_cpu_arm_passes_the_guards_and_trains_every_head(arm, tiny_data, tmp_path) -> None:
     from model.checkpoint import load_checkpoint_model
     from model.train import build_model, fit, seed_everything
 
@@ -100,13 +100,16 @@ def test_each_cpu_arm_passes_the_guards_and_trains_a_step(arm, tiny_data, tmp_pa
     result = fit(_tiny(cfg), data_dir=tiny_data, out_dir=tmp_path, prediction_splits=())
     assert [h["epoch"] for h in result.history] == [1.0, 2.0]
     assert all(math.isfinite(h["train/loss"]) and h["train/loss"] > 0 for h in result.history)
-    trained, _, saved = load_checkpoint_model(result.best_checkpoint)
+    # The last epoch's weights: every task and every head of the arm has trained by then.
+    trained, _, saved = load_checkpoint_model(result.best_checkpoint.parent / "last")
     assert saved.model.encoding_for("sts") == cfg.model.encoding_for("sts")
     seed_everything(saved.seed)  # as fit does before it builds the model: the same initial weights
     initial, _ = build_model(saved)
     before, after = initial.state_dict(), trained.state_dict()
     assert before.keys() == after.keys()
-    moved = [
-        k for k in before if k.startswith("encoder.") and not torch.equal(before[k], after[k])
-    ]
-    assert moved, f"{arm}: no encoder weight changed"
+    learned = {name for name, _ in trained.named_parameters()}  # 003's cosine STS head has none
+    for part in ("encoder.", "sst_head.", "para_head.", "sts_head."):
+        own = [k for k in learned if k.startswith(part)]
+        moved = [k for k in own if not torch.equal(before[k], after[k])]
+        assert moved or not own, f"{arm}: no {part.rstrip('.')} weight changed"
+    assert any(k.startswith("sts_head.") for k in learned) == (arm != "pcg_cossts_003")
