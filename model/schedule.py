@@ -8,7 +8,9 @@ Kinds:
 - `simultaneous`: every step trains one batch of every task (losses summed, or PCGrad-combined).
   A task whose pass over its data ends before the epoch does is reshuffled and trained again
   (`exhausted: recycle`) or leaves the epoch's remaining steps (`exhausted: drop`: every task
-  each step until the longest ends, as report 000 trained).
+  each step until the longest ends, as report 000 trained). The plan counts each task's batches
+  of its first pass: under `data.token_budget` later passes may hold a few more or fewer, so a
+  dropped task's epoch ends near, not exactly at, the end of its pass.
 - `round_robin`: every step trains one task's batch. `draw: cycle` interleaves the tasks
   deterministically in proportion to the sampling probabilities (uniform = strict alternation
   sst, para, sts, ...); `draw: random` draws each step's task independently from them.
@@ -105,7 +107,8 @@ def sample_task_order(
     `batch_counts` maps each trained task to its batches per pass over its data; its order is
     the order of tasks within a step / cycle. Random choices come from (seed, epoch) alone.
     `schedule.max_steps_per_epoch` cuts every epoch's plan, warm-up epochs included, to its
-    first steps.
+    first steps (a task's batch stream then runs on across epochs; a resumed run restarts each
+    stream at a fresh pass, so its batches differ from an uninterrupted run's).
     """
     plan = _uncapped_plan(schedule, batch_counts, epoch, total_epochs, seed)
     cap = schedule.max_steps_per_epoch
