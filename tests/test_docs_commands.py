@@ -320,7 +320,7 @@ def test_doc_dry_runs_run(command, monkeypatch, data_dir):
         ["sweep"],  # missing SPACE.yaml
         ["ensemble", "--sweep", "quickstart"],  # missing required --top
         ["ensemble", "--top", "3", "--method", "median"],  # bad choice
-        ["sweep", "x.yaml", "--extend", "0"],  # out of range
+        ["sweep", "x.yaml", "--num-samples", "0"],  # out of range
         ["train", "configs/quickstart.yaml", "extra-argument"],
     ],
 )

@@ -258,8 +258,10 @@ def build_tuner(
             num_samples=space.total_trials,
             max_concurrent_trials=space.max_concurrent or concurrent_trials(space),
             trial_dirname_creator=trial_dirname,
-            # A finished trial's worker (torch and the trainer imported) runs the next one.
-            reuse_actors=True,
+            # Each trial in a fresh worker process: a reused worker kept what earlier trials
+            # had allocated (two workers that had run 3-4 MiniLM trials each held 12.5 and 8 GB
+            # when Ray's OOM killer ended the seed-systems CPU study; a trial alone peaks ~3 GB).
+            reuse_actors=False,
         ),
         run_config=tune.RunConfig(
             name=layout.name,
