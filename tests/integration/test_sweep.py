@@ -8,6 +8,7 @@ counted once, also when Ray deleted the checkpoint its last snapshot names (issu
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -235,11 +236,24 @@ def test_sweep_killed_after_ray_deleted_the_checkpoint_its_snapshot_names_resume
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
+    wait_until_gone(driver.pid)  # a dying trial worker could still write a checkpoint
     named = checkpoints_named_by_snapshot(exp_dir)  # the last snapshot, which --resume reads
     for checkpoint in (path for path in named if path.is_dir()):
         shift_checkpoints_from(checkpoint)
     assert named and not any(path.exists() for path in named)
     assert_resumes_counting_every_trial_once(space_file, results)
+
+
+def wait_until_gone(group: int, timeout_s: float = 60.0) -> None:
+    """Until no process of the process group `group` (the driver's, with Ray's) is left."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes of group {group} still alive after SIGKILL")
 
 
 def shift_checkpoints_from(named: Path) -> None:
@@ -257,6 +271,8 @@ def checkpoints_named_by_snapshot(exp_dir: Path) -> list[Path]:
     """The checkpoints that the saved experiment state names for unfinished trials."""
     from ray.tune import ExperimentAnalysis
 
+    # Quiet: it warns on every poll about trials that have no result file yet.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     try:
         trials = ExperimentAnalysis(str(exp_dir)).trials
     except Exception:  # no state saved yet, or read while Ray writes it
