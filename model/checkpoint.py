@@ -170,13 +170,35 @@ def save_checkpoint(
 def _swap_into_place(tmp: Path, target: Path) -> None:
     # A directory cannot be replaced atomically while it exists: move the old one aside first, so
     # at every moment either the old or the new complete checkpoint is at a known path.
-    old = target.with_name(f".{target.name}.old")
+    old = _moved_aside(target)
     if old.exists():
         shutil.rmtree(old)
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _moved_aside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def saved_versions(target: Path) -> list[Path]:
+    """Where `save_checkpoint(target, ...)` left a complete checkpoint, newest first: `target`,
+    then the previous one it moved aside, which a crash between its two renames leaves behind."""
+    return [path for path in (target, _moved_aside(target)) if path.is_dir()]
+
+
+def check_resumable(checkpoint: Path) -> None:
+    """CheckpointError unless training can continue from `checkpoint`: its files are there, its
+    weights match the digest recorded at save and its resume state loads (a copy cut short
+    fails one of these)."""
+    checkpoint = Path(checkpoint)
+    for name in (WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE):
+        if not (checkpoint / name).is_file():
+            raise CheckpointError(f"{checkpoint}: missing {name}")
+    _check_weights_digest(checkpoint, checkpoint / WEIGHTS_FILE)
+    load_resume_state(checkpoint)
 
 
 def read_checkpoint_config(checkpoint: Path) -> tuple[BertConfig, TrainConfig]:

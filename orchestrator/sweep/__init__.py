@@ -11,6 +11,8 @@ Modules:
 - `state`: `sweep.json`, read and changed under a lock.
 - `listeners`: what happens as trials start, report and end (MLflow relay, live table).
 - `placement`: whether Ray can ever start a trial, decided before anything is written.
+- `lost_checkpoint`: a resumed trial's checkpoint that Ray deleted after its last snapshot, put
+  back from the newest one every listener has seen.
 - `ray_tune`, `trainable`: the only modules that import Ray.
 
     from orchestrator.sweep import run_plain_sweep

@@ -33,6 +33,7 @@ from orchestrator.contract import EPOCH_KEY, SweepLayout, trial_labels, trial_pa
 from orchestrator.search.proposer import TrialProposer
 from orchestrator.space.schema import SearchSpace
 from orchestrator.sweep.listeners import TrialListener, TrialSnapshot
+from orchestrator.sweep.lost_checkpoint import refill_lost_checkpoint
 from orchestrator.sweep.trainable import train_trial
 
 MAX_FAILURES = 2  # Ray retries a failed trial from its last checkpoint this many times
@@ -148,7 +149,9 @@ class StudySearcher(Searcher):
 
 
 def _step(result: Mapping[str, Any]) -> int:
-    return int(result.get(TRAINING_ITERATION, result.get(EPOCH_KEY, 0)))
+    # By epoch: Ray's iteration count lags it in a trial resumed from a newer checkpoint than
+    # its snapshot named (sweep/lost_checkpoint.py); otherwise the two are equal.
+    return int(result.get(EPOCH_KEY, result.get(TRAINING_ITERATION, 0)))
 
 
 def snapshot(trial: Trial) -> TrialSnapshot:
@@ -267,6 +270,8 @@ def build_tuner(
             name=layout.name,
             storage_path=str(layout.root.parent),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+            # One per trial: a snapshot naming one Ray deleted since is mended on --resume
+            # (refill_lost_checkpoints), whatever the number kept, so keeping more buys nothing.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[TrialEvents(listeners)],
             verbose=0,
@@ -301,13 +306,31 @@ def fit_tuner(tuner: tune.Tuner) -> bool:
 
 def restore_tuner(space: SearchSpace, layout: SweepLayout, *, data_dir: Path) -> tune.Tuner:
     """The sweep's Tune experiment as its driver last saved it (searcher and listeners too), to
-    run its unfinished trials; errored trials stay failed."""
+    run its unfinished trials; errored trials stay failed. A checkpoint the snapshot names but
+    Ray deleted after it was saved is put back first (sweep/lost_checkpoint.py)."""
+    refill_lost_checkpoints(layout)
     return tune.Tuner.restore(
         str(layout.root),
         _trainable(space, layout, data_dir),
         resume_unfinished=True,
         resume_errored=False,
     )
+
+
+def refill_lost_checkpoints(layout: SweepLayout) -> dict[str, Path]:
+    """Every unfinished trial of the saved experiment whose named checkpoint is gone, and the
+    checkpoint put back in its place (see `refill_lost_checkpoint`)."""
+    refilled = {}
+    for trial in ExperimentAnalysis(str(layout.root)).trials:
+        if trial.status in (Trial.TERMINATED, Trial.ERROR) or trial.checkpoint is None:
+            continue
+        trial_layout = layout.trial(trial.trial_id)
+        # By name under the trial's directory: the snapshot's path is where the sweep was then.
+        named = trial_layout.root / Path(trial.checkpoint.path).name
+        source = refill_lost_checkpoint(named, trial_layout)
+        if source is not None:
+            refilled[trial.trial_id] = source
+    return refilled
 
 
 def _trainable(space: SearchSpace, layout: SweepLayout, data_dir: Path) -> Any:

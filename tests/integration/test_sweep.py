@@ -3,11 +3,12 @@
 One sweep with ASHA checks what MLflow and the Optuna study hold afterwards (one parent, one
 child per trial, PRUNED trials with their last value, a NaN trial FAILED with its reason). A second
 sweep's driver is killed with SIGKILL mid-way and resumed with `--resume`: every trial ends up
-counted once.
+counted once, also when Ray deleted the checkpoint its last snapshot names (issue 25).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -183,32 +184,29 @@ def reported_epochs(exp_dir: Path) -> int:
     )
 
 
+# ~1 s epochs: time to die mid-trial; no scheduler, so every trial runs all epochs (a clean count)
+RESUME_SPACE: dict[str, Any] = {
+    "name": "resume-it",
+    "base": TINY,
+    "num_samples": 4,
+    "max_concurrent": 2,
+    "sampler": "tpe",
+    "seed": 0,
+    "scheduler": "none",
+    "space": {
+        "optim.lr": {"float": [1.0e-3, 1.0e-2], "log": True},
+        "optim.epochs": 4,
+        "data.max_examples.sst": 256,
+        "data.max_examples.para": 256,
+    },
+}
+
+
 def test_sweep_killed_with_sigkill_resumes_and_counts_every_trial_once(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    from optuna.trial import TrialState
-
-    from orchestrator.search.optuna_search import ORPHAN_ATTR, study_trials
-
     results = tmp_path / "results"
-    space_file = write_space(
-        tmp_path / "resume.yaml",
-        {
-            "name": "resume-it",
-            "base": TINY,
-            "num_samples": 4,
-            "max_concurrent": 2,
-            "sampler": "tpe",
-            "seed": 0,
-            "scheduler": "none",  # every trial runs all epochs: a clean count to check
-            "space": {
-                "optim.lr": {"float": [1.0e-3, 1.0e-2], "log": True},
-                "optim.epochs": 4,
-                "data.max_examples.sst": 256,  # ~1 s epochs: time to die mid-trial
-                "data.max_examples.para": 256,
-            },
-        },
-    )
+    space_file = write_space(tmp_path / "resume.yaml", RESUME_SPACE)
     exp_dir = results / "resume-it"
     driver = run_cli(str(space_file), results=results)
     deadline = time.monotonic() + 120
@@ -218,13 +216,85 @@ def test_sweep_killed_with_sigkill_resumes_and_counts_every_trial_once(
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
+    assert_resumes_counting_every_trial_once(space_file, results)
 
+
+def test_sweep_killed_after_ray_deleted_the_checkpoint_its_snapshot_names_resumes(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Issue 25's resume window, made to happen: the driver is killed once its snapshot names a
+    checkpoint of an unfinished trial, and that checkpoint is then moved to the next index, as
+    Ray leaves it when it registers a newer one and deletes the old before its next snapshot."""
+    results = tmp_path / "results"
+    space_file = write_space(tmp_path / "resume.yaml", RESUME_SPACE)
+    exp_dir = results / "resume-it"
+    driver = run_cli(str(space_file), results=results)
+    deadline = time.monotonic() + 120
+    while not any(path.is_dir() for path in checkpoints_named_by_snapshot(exp_dir)):
+        assert driver.poll() is None, driver.stdout.read() if driver.stdout else ""
+        assert time.monotonic() < deadline, "no snapshot named a checkpoint of a running trial"
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    wait_until_gone(driver.pid)  # a dying trial worker could still write a checkpoint
+    named = checkpoints_named_by_snapshot(exp_dir)  # the last snapshot, which --resume reads
+    for checkpoint in (path for path in named if path.is_dir()):
+        shift_checkpoints_from(checkpoint)
+    assert named and not any(path.exists() for path in named)
+    assert_resumes_counting_every_trial_once(space_file, results)
+
+
+def wait_until_gone(group: int, timeout_s: float = 60.0) -> None:
+    """Until no process of the process group `group` (the driver's, with Ray's) is left."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes of group {group} still alive after SIGKILL")
+
+
+def shift_checkpoints_from(named: Path) -> None:
+    """Ray's checkpoints of a trial from `named` on, each renamed to the next index (newest
+    first): `named` is gone and the checkpoint of its epoch is the oldest newer one, as when Ray
+    registered it (after recording its result) and deleted `named`."""
+    from orchestrator.sweep.lost_checkpoint import ray_checkpoint_index
+
+    found = [(ray_checkpoint_index(p), p) for p in named.parent.glob("checkpoint_*")]
+    for i, path in sorted((i, p) for i, p in found if i >= ray_checkpoint_index(named))[::-1]:
+        path.rename(path.with_name(f"checkpoint_{i + 1:06d}"))
+
+
+def checkpoints_named_by_snapshot(exp_dir: Path) -> list[Path]:
+    """The checkpoints that the saved experiment state names for unfinished trials."""
+    from ray.tune import ExperimentAnalysis
+
+    # Quiet: it warns on every poll about trials that have no result file yet.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    try:
+        trials = ExperimentAnalysis(str(exp_dir)).trials
+    except Exception:  # no state saved yet, or read while Ray writes it
+        return []
+    return [
+        exp_dir / t.trial_id / Path(t.checkpoint.path).name
+        for t in trials
+        if t.status not in ("TERMINATED", "ERROR") and t.checkpoint is not None
+    ]
+
+
+def assert_resumes_counting_every_trial_once(space_file: Path, results: Path) -> None:
+    from optuna.trial import TrialState
+    from ray.tune import ExperimentAnalysis
+
+    from orchestrator.search.optuna_search import ORPHAN_ATTR, study_trials
+
+    exp_dir = results / "resume-it"
     again = run_cli(str(space_file), "--resume", results=results)
     output, _ = again.communicate(timeout=240)
     assert again.returncode == 0, output
     assert "4 trials (4 completed, 0 pruned, 0 failed)" in output, output
-
-    from ray.tune import ExperimentAnalysis
 
     analysis = ExperimentAnalysis(str(exp_dir))
     ray_ids = sorted(t.trial_id for t in analysis.trials)
