@@ -103,20 +103,12 @@ def smart_adversarial_loss(
     deltas = [
         _project(d, cfg.norm, cfg.epsilon) for d in _start_noise(embeddings, masks, cfg, generator)
     ]
-    target = clean_output.detach()
-    for _ in range(cfg.steps):
-        deltas = [d.requires_grad_() for d in deltas]
-        perturbed = _perturbed_forward(forward, embeddings, deltas, detach=True)
-        divergence = output_divergence(target, perturbed, kind, cfg.divergence == "sym_kl")
-        grads = _noise_grads(divergence, deltas)
-        deltas = [
-            _project(
-                _masked(d.detach() + cfg.step_size * _normalised(g, cfg.norm), m),
-                cfg.norm,
-                cfg.epsilon,
-            )
-            for d, g, m in zip(deltas, grads, masks, strict=True)
-        ]
+
+    def step(delta: Tensor, grad: Tensor, mask: Tensor | None) -> Tensor:
+        moved = delta + cfg.step_size * _normalised(grad, cfg.norm)
+        return _project(_masked(moved, mask), cfg.norm, cfg.epsilon)
+
+    deltas = _ascend(forward, embeddings, deltas, clean_output, kind, cfg, masks, step)
     perturbed = _perturbed_forward(forward, embeddings, deltas, detach=False)
     return output_divergence(clean_output, perturbed, kind, symmetric=cfg.divergence != "kl")
 
@@ -142,20 +134,15 @@ def smart_pytorch_adversarial_loss(
     weight λ with batch size B is smart.weight λ·B here.
     """
     masks = list(masks) if masks is not None else [None] * len(embeddings)
+
+    def step(delta: Tensor, grad: Tensor, mask: Tensor | None) -> Tensor:
+        ascended = _masked(delta + cfg.step_size * grad, mask)
+        return ascended / (ascended.abs().amax(dim=-1, keepdim=True) + cfg.epsilon)
+
+    # sym_kl climbs the symmetric KL itself (the library's sym_kl_loss as its loss_fn would push
+    # by KL's gradient alone); kl and kl_then_sym_kl are its kl_loss exactly.
     deltas = _start_noise(embeddings, masks, cfg, generator)
-    target = clean_output.detach()
-    for _ in range(cfg.steps):
-        deltas = [d.requires_grad_() for d in deltas]
-        perturbed = _perturbed_forward(forward, embeddings, deltas, detach=True)
-        # sym_kl climbs the symmetric KL itself (the library's sym_kl_loss as its loss_fn would
-        # push by KL's gradient alone); kl and kl_then_sym_kl are its kl_loss exactly.
-        divergence = output_divergence(target, perturbed, kind, cfg.divergence == "sym_kl")
-        grads = _noise_grads(divergence, deltas)
-        ascended = [
-            _masked(d.detach() + cfg.step_size * g, m)
-            for d, g, m in zip(deltas, grads, masks, strict=True)
-        ]
-        deltas = [s / (s.abs().amax(dim=-1, keepdim=True) + cfg.epsilon) for s in ascended]
+    deltas = _ascend(forward, embeddings, deltas, clean_output, kind, cfg, masks, step)
     perturbed = _perturbed_forward(forward, embeddings, deltas, detach=False)
     if cfg.divergence == "kl" or kind == "regression":
         return output_divergence(clean_output, perturbed, kind, symmetric=False)
@@ -163,6 +150,28 @@ def smart_pytorch_adversarial_loss(
     # reaches the perturbed forward, KL(p_perturbed ‖ p_clean) the clean output.
     forth = output_divergence(clean_output.detach(), perturbed, kind, symmetric=False)
     return forth + output_divergence(perturbed.detach(), clean_output, kind, symmetric=False)
+
+
+def _ascend(
+    forward: Callable[[tuple[Tensor, ...]], Tensor],
+    embeddings: Sequence[Tensor],
+    deltas: list[Tensor],
+    clean_output: Tensor,
+    kind: OutputKind,
+    cfg: SmartConfig,
+    masks: Sequence[Tensor | None],
+    step: Callable[[Tensor, Tensor, Tensor | None], Tensor],
+) -> list[Tensor]:
+    """K ascent steps on δ against the fixed clean output; `step(δ, ∂D/∂δ, mask)` is the variant's
+    update (the paper's projected normalised step, or smart-pytorch's per-token rescaling)."""
+    target = clean_output.detach()
+    for _ in range(cfg.steps):
+        deltas = [d.requires_grad_() for d in deltas]
+        perturbed = _perturbed_forward(forward, embeddings, deltas, detach=True)
+        divergence = output_divergence(target, perturbed, kind, cfg.divergence == "sym_kl")
+        grads = _noise_grads(divergence, deltas)
+        deltas = [step(d.detach(), g, m) for d, g, m in zip(deltas, grads, masks, strict=True)]
+    return deltas
 
 
 def _start_noise(

@@ -44,9 +44,10 @@ from orchestrator.ablation.verdicts import (
     BETTER,
     EQUIVALENT,
     WORSE,
+    check_judging,
     classify_differences,
 )
-from orchestrator.stats import CORRECTIONS, adjust_pvalues, paired_t_tests, tost_pvalues
+from orchestrator.stats import adjust_pvalues, paired_t_tests, tost_pvalues
 
 CONTINUE = "continue"
 STOP_BETTER, STOP_WORSE = "stop-better", "stop-worse"
@@ -74,12 +75,7 @@ class RacingDesign:
             )
         if self.step < 1:
             raise ConfigError(f"step: expected >= 1 seed per round, got {self.step}")
-        if not 0 < self.alpha < 1:
-            raise ConfigError(f"alpha: expected 0 < alpha < 1, got {self.alpha}")
-        if self.correction not in CORRECTIONS:
-            raise ConfigError(f"correction: expected one of {', '.join(CORRECTIONS)}")
-        if self.equivalence is not None and not self.equivalence > 0:
-            raise ConfigError(f"equivalence: expected a margin > 0, got {self.equivalence}")
+        check_judging(self.alpha, self.correction, self.equivalence)
 
     @property
     def looks(self) -> tuple[int, ...]:

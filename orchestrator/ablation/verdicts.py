@@ -62,14 +62,20 @@ class VerdictRule:
     metric: str = OVERALL
 
     def __post_init__(self) -> None:
-        if not 0 < self.alpha < 1:
-            raise ConfigError(f"alpha: expected 0 < alpha < 1, got {self.alpha}")
-        if self.correction not in CORRECTIONS:
-            raise ConfigError(f"correction: expected one of {', '.join(CORRECTIONS)}")
-        if self.equivalence is not None and not self.equivalence > 0:
-            raise ConfigError(f"equivalence: expected a margin > 0, got {self.equivalence}")
+        check_judging(self.alpha, self.correction, self.equivalence)
         if self.metric not in TABLE_METRICS:
             raise ConfigError(f"metric: {self.metric!r} is not a table metric")
+
+
+def check_judging(alpha: float, correction: str, equivalence: float | None) -> None:
+    """ConfigError naming the key when α, the correction or the equivalence margin is invalid
+    (shared by a table's VerdictRule and a race's RacingDesign)."""
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha: expected 0 < alpha < 1, got {alpha}")
+    if correction not in CORRECTIONS:
+        raise ConfigError(f"correction: expected one of {', '.join(CORRECTIONS)}")
+    if equivalence is not None and not equivalence > 0:
+        raise ConfigError(f"equivalence: expected a margin > 0, got {equivalence}")
 
 
 def table_metric(study_metric: str) -> str:
