@@ -56,7 +56,9 @@ SEED_PARAM = "seed"  # a config key; in a study every arm runs the same seeds
 PARA_TRAIN_PARAM = "data.para_train"
 TUNE_PHASE = "tune"
 CONFIRM_PHASE = "confirm"
-LABEL_KEYS = (ARM_PARAM, PHASE_PARAM)
+# A racing study's confirm runs also carry their round (1, 2, ...): the look that added them.
+ROUND_PARAM = "round"
+LABEL_KEYS = (ARM_PARAM, PHASE_PARAM, ROUND_PARAM)
 
 
 def trial_params(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,6 +106,10 @@ STUDY_SEEDS_PARAM = "study.seeds"
 # ... its correction across arms (holm / bh) and, when set, its equivalence margin on its metric.
 STUDY_CORRECTION_PARAM = "study.correction"
 STUDY_EQUIVALENCE_PARAM = "study.equivalence"
+# ... a race's seeds (JSON {"min", "max", "step"}); each arm's race decision is a tag of the
+# parent run (`arm_race_tag`), and `--extend N` rounds added later the tag RACE_EXTRA_ROUNDS_TAG.
+STUDY_RACE_PARAM = "study.race"
+RACE_EXTRA_ROUNDS_TAG = "race/extra_rounds"
 # `sweep --extend N`: each extension is a parent run of its own, tagged with the first parent run
 # (the sweep's) it extends and its number; its trial runs carry the extension's directory.
 EXTENDS_RUN_TAG = "extends_run_id"
@@ -131,6 +137,17 @@ def arm_verdict_tag(arm: str) -> str:
     """The parent run's tag holding an arm's verdict on the study's metric: `arm/smart/verdict`
     (beside `arm_metric`s such as `arm/smart/dev/overall/p_adj`)."""
     return f"arm/{arm}/verdict"
+
+
+def arm_race_tag(arm: str) -> str:
+    """The parent run's tag holding how an arm's race ended so far, as JSON: its decision
+    (`stop-worse`, `continue`, ...), the look that made it, and the paired seeds it had."""
+    return f"arm/{arm}/race"
+
+
+def race_round_dir(number: int) -> str:
+    """A racing study's confirm round directory: `confirm` (round 1), `confirm-r2`, ..."""
+    return CONFIRM_PHASE if number == 1 else f"{CONFIRM_PHASE}-r{number}"
 
 
 def extension_dir(number: int) -> str:

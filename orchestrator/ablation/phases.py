@@ -16,8 +16,10 @@ from orchestrator.contract import (
     ARM_PARAM,
     CONFIRM_PHASE,
     PHASE_PARAM,
+    ROUND_PARAM,
     SEED_PARAM,
     TUNE_PHASE,
+    race_round_dir,
     study_phase_dir,
 )
 from orchestrator.space.arms import Arm, StudySpec
@@ -64,22 +66,31 @@ def tune_phase(space: SearchSpace, study: StudySpec, arm: Arm) -> Phase:
 
 
 def confirm_phase(
-    space: SearchSpace, study: StudySpec, chosen: dict[str, dict[str, Any]]
+    space: SearchSpace,
+    study: StudySpec,
+    chosen: dict[str, dict[str, Any]],
+    race_round: tuple[int, dict[str, range]] | None = None,
 ) -> Phase:
-    """Phase 2: each arm's chosen params on every seed, `confirm_epochs` each, run to the end."""
+    """Phase 2: each arm's chosen params on every seed, `confirm_epochs` each, run to the end;
+    for a race's round (`race_round`: its number and the seeds each arm runs in it) those seeds
+    of those arms, each run labelled with its round."""
+    number, seeds = race_round or (1, {arm.name: range(len(study.seeds)) for arm in study.arms})
+    round_label = {ROUND_PARAM: number} if race_round else {}
     configs = [
         {
             **chosen[arm.name],
-            SEED_PARAM: seed,
+            SEED_PARAM: index if study.race else study.seeds[index],  # a race: seeds 0, 1, ...
             "optim.epochs": study.confirm_epochs,
             ARM_PARAM: arm.name,
             PHASE_PARAM: CONFIRM_PHASE,
+            **round_label,
         }
         for arm in study.arms
-        for seed in study.seeds
+        for index in seeds.get(arm.name, ())
     ]
+    key = race_round_dir(number)
     confirm = space.replace(
-        name=f"{space.name}.{CONFIRM_PHASE}",
+        name=f"{space.name}.{key}",
         params=(),
         num_samples=len(configs),
         repeats=1,
@@ -87,7 +98,7 @@ def confirm_phase(
         labels=((PHASE_PARAM, CONFIRM_PHASE),),
         study=None,
     )
-    return Phase(CONFIRM_PHASE, confirm, tuple(configs))
+    return Phase(key, confirm, tuple(configs))
 
 
 def best_params(space: SearchSpace, trials: list[TrialOutcome]) -> dict[str, Any]:
@@ -110,6 +121,19 @@ def untuned_params(space: SearchSpace, arm: Arm) -> dict[str, Any]:
     return {**fixed, **arm.params}
 
 
+def race_plan_line(study: StudySpec) -> str:
+    """A race's confirm phase in one line: its looks, and the fewest and most runs it can take."""
+    race = study.race
+    assert race is not None
+    looks = [*range(race.min, race.max, race.step), race.max]
+    arms = len(study.arms)
+    return (
+        f"phase {CONFIRM_PHASE}: a race of {study.confirm_epochs}-epoch runs, seeds in rounds "
+        f"(looks at {', '.join(map(str, looks))} seeds per arm): between {arms * race.min} "
+        f"and {arms * race.max} runs; each arm stops once its verdict is resolved"
+    )
+
+
 def study_dry_run_lines(space: SearchSpace) -> list[str]:
     """What `sweep --dry-run` prints for a study: arms, seeds, phases and the runs of each
     (each arm's overrides validated; tuning configs sampled as its first trials would be)."""
@@ -123,7 +147,9 @@ def study_dry_run_lines(space: SearchSpace) -> list[str]:
     ]
     if tuned:
         lines.append(f"phase {TUNE_PHASE}: {space.total_trials} trials per arm, {space.sampler}")
-    lines.append(f"phase {CONFIRM_PHASE}: {study.runs} runs of {study.confirm_epochs} epoch(s)")
+    epochs = study.confirm_epochs
+    fixed = f"phase {CONFIRM_PHASE}: {study.runs} runs of {epochs} epoch(s)"
+    lines.append(race_plan_line(study) if study.race else fixed)
     for arm in study.arms:
         lines.append(f"  arm {arm.name}: {arm.describe()}")
         if tuned:

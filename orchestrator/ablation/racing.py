@@ -33,7 +33,7 @@ arm differs, the family-wise rate, by the same sum). Pure numpy / scipy: no Ray,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,9 @@ class RacingDesign:
     alpha: float = ALPHA
     correction: str = "holm"
     equivalence: float | None = None
+    # The seeds α is spread over (default max_seeds). `--extend N` raises max_seeds by N rounds
+    # but not this: the extra looks spend α·step/spend_seeds each, beyond α (see `extended`).
+    spend_seeds: int | None = None
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_seeds <= self.max_seeds:
@@ -76,16 +79,40 @@ class RacingDesign:
         if self.step < 1:
             raise ConfigError(f"step: expected >= 1 seed per round, got {self.step}")
         check_judging(self.alpha, self.correction, self.equivalence)
+        planned = self.spend_seeds or self.max_seeds
+        whole_rounds = (self.max_seeds - planned) % self.step == 0
+        if not (self.min_seeds <= planned <= self.max_seeds and whole_rounds):
+            raise ConfigError(
+                f"spend_seeds: expected min_seeds <= it <= max_seeds, whole rounds of "
+                f"step before max_seeds, got {self.spend_seeds}"
+            )
 
     @property
     def looks(self) -> tuple[int, ...]:
-        """Seeds per arm at each look: min, min + step, ..., and max last."""
-        return (*range(self.min_seeds, self.max_seeds, self.step), self.max_seeds)
+        """Seeds per arm at each look: min, min + step, ..., and the planned max; after
+        `extended`, a look every step seeds past it up to max_seeds."""
+        planned = self.spend_seeds or self.max_seeds
+        extra = range(planned + self.step, self.max_seeds + 1, self.step)
+        return (*range(self.min_seeds, planned, self.step), planned, *extra)
 
     def look_alpha(self, look: int) -> float:
         """The level of look `look` (1-based): α · (n_k − n_{k−1}) / max_seeds, n_0 = 0."""
         seeds = (0, *self.looks)
-        return self.alpha * (seeds[look] - seeds[look - 1]) / self.max_seeds
+        return self.alpha * (seeds[look] - seeds[look - 1]) / (self.spend_seeds or self.max_seeds)
+
+    @property
+    def error_bound(self) -> float:
+        """The bound on a family's chance of any false verdict: the sum of the looks' levels (α,
+        or more after `--extend`)."""
+        return sum(self.look_alpha(k) for k in range(1, len(self.looks) + 1))
+
+    def extended(self, rounds: int) -> RacingDesign:
+        """The race with `rounds` more rounds of `step` seeds after max_seeds, spending at the
+        planned rate per seed, so the bound grows to α·(max + rounds·step)/max."""
+        if rounds < 0:
+            raise ValueError(f"rounds: expected >= 0, got {rounds}")
+        planned = self.spend_seeds or self.max_seeds
+        return replace(self, max_seeds=self.max_seeds + rounds * self.step, spend_seeds=planned)
 
     def next_look(self, seeds: int) -> int | None:
         """The seeds of the first look after `seeds` (None at or past max_seeds)."""
@@ -171,3 +198,46 @@ def next_round(
     plan = {arm: target - seeds_run.get(arm, 0) for arm, target in targets.items()}
     base = max(targets.values()) - seeds_run.get(baseline, 0)
     return plan | ({baseline: base} if base > 0 else {})
+
+
+@dataclass(frozen=True)
+class RaceStop:
+    """Where an arm's race stands: its decision (a stop, or `continue`), the look that made it
+    (0: none judged yet) and the seeds per arm at that look."""
+
+    decision: str
+    look: int
+    seeds: int
+
+    def describe(self) -> str:
+        if self.look == 0:
+            return "not judged yet"
+        return f"{self.decision} at look {self.look} ({self.seeds} seeds)"
+
+
+def replay_race(
+    values: Mapping[str, Mapping[int, float]],
+    ran: Mapping[str, int],
+    arms: Sequence[str],
+    baseline: str,
+    design: RacingDesign,
+) -> dict[str, RaceStop]:
+    """The race so far, look by look, of every arm but the baseline. `values`: each arm's study
+    metric per seed index (completed runs only); `ran`: how many seeds each arm has run (in any
+    state). A look is judged once every arm still racing and the baseline have run its seeds; a
+    seed an arm or the baseline has no value for (a failed run) is a NaN difference, so its
+    test is NaN and decides nothing (the arm races on)."""
+    stops = {arm: RaceStop(CONTINUE, 0, 0) for arm in arms if arm != baseline}
+    for look, n in enumerate(design.looks, start=1):
+        racing = [arm for arm, stop in stops.items() if stop.decision == CONTINUE]
+        if not racing or min(ran.get(arm, 0) for arm in (*racing, baseline)) < n:
+            break
+        base = values.get(baseline, {})
+        diffs = {
+            arm: [values.get(arm, {}).get(s, np.nan) - base.get(s, np.nan) for s in range(n)]
+            for arm in racing
+        }
+        stopped = {arm: stop.decision for arm, stop in stops.items() if arm not in diffs}
+        for arm, how in decide(diffs, look, design, stopped).items():
+            stops[arm] = RaceStop(how, look, n)
+    return stops

@@ -8,14 +8,12 @@ nothing here reads MLflow itself, and `report/sweep_report.py` writes and logs w
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from model.config import ConfigError
 from model.evaluate import OVERALL, SELECTION_OVERALL
 from orchestrator.ablation.arm_table import (
     TABLE_METRICS,
@@ -24,10 +22,15 @@ from orchestrator.ablation.arm_table import (
     arm_table_markdown,
     t_interval,
 )
+from orchestrator.ablation.race_report import (
+    race_bounds,
+    race_markdown,
+    tagged_race_stops,
+    with_race_columns,
+)
 from orchestrator.ablation.sst_details import DETAIL_KEYS, SstDetails, sst_details, sst_markdown
+from orchestrator.ablation.study_info import StudyInfo
 from orchestrator.ablation.verdicts import (
-    VerdictRule,
-    table_metric,
     verdict_metrics,
     verdict_tags,
     verdicts_markdown,
@@ -37,12 +40,6 @@ from orchestrator.contract import (
     ARM_PARAM,
     PHASE_PARAM,
     SEED_PARAM,
-    STUDY_ARMS_PARAM,
-    STUDY_BASELINE_PARAM,
-    STUDY_CORRECTION_PARAM,
-    STUDY_EQUIVALENCE_PARAM,
-    STUDY_SEEDS_PARAM,
-    SWEEP_METRIC_PARAM,
     arm_metric,
     best_key,
 )
@@ -50,37 +47,6 @@ from orchestrator.tracking.store import StoredRun
 
 History = Mapping[str, Sequence[tuple[int, float]]]  # metric -> (epoch, value) pairs
 SELECTION_PARAM = "data.selection"  # > 0: the trainer picked each run's best epoch on it
-
-
-@dataclass(frozen=True)
-class StudyInfo:
-    """What the study's parent run says: its arms in file order, the baseline, the seeds, and
-    how the report judges the arms (its metric, correction and equivalence margin)."""
-
-    arms: tuple[str, ...]
-    baseline: str
-    seeds: tuple[int, ...]
-    rule: VerdictRule = field(default_factory=VerdictRule)  # on the study's metric, on dev
-
-
-def study_info(parent_params: Mapping[str, str]) -> StudyInfo | None:
-    """The study of a sweep's parent run, or None for a plain HPO sweep (no `study.arms`)."""
-    raw = parent_params.get(STUDY_ARMS_PARAM)
-    if raw is None:
-        return None
-    try:
-        arms = tuple(str(a) for a in json.loads(raw))
-        seeds = tuple(int(s) for s in json.loads(parent_params.get(STUDY_SEEDS_PARAM) or "[]"))
-        margin = parent_params.get(STUDY_EQUIVALENCE_PARAM)
-        rule = VerdictRule(
-            correction=parent_params.get(STUDY_CORRECTION_PARAM) or "holm",
-            equivalence=float(margin) if margin else None,
-            metric=table_metric(parent_params.get(SWEEP_METRIC_PARAM) or OVERALL),
-        )
-    except (ValueError, TypeError, ConfigError) as err:
-        raise ConfigError(f"the study's parent run has unreadable params: {err}") from None
-    baseline = parent_params.get(STUDY_BASELINE_PARAM) or (arms[0] if arms else "")
-    return StudyInfo(arms, baseline, seeds, rule)
 
 
 def phase_runs(trials: Sequence[StoredRun], phase: str) -> list[StoredRun]:
@@ -160,18 +126,20 @@ def coverage_notes(runs: pd.DataFrame, info: StudyInfo) -> list[str]:
                     f"{(group['state'] == state).sum()} {state} (seeds {_seed_list(seeds)})"
                 )
         missing = set(info.seeds) - {int(s) for s in group["seed"].dropna()}
-        if missing:
+        if missing and info.race is None:  # a race runs the seeds each arm needs
             parts.append(f"{len(missing)} missing (seeds {_seed_list(missing)})")
         if parts:
             done = int((group["state"] == "completed").sum())
-            notes.append(f"`{arm}`: {done} of {len(info.seeds)} completed; " + ", ".join(parts))
+            planned = len(info.seeds) if info.race is None else len(group)
+            notes.append(f"`{arm}`: {done} of {planned} completed; " + ", ".join(parts))
     return notes
 
 
 def seed_notes(runs: pd.DataFrame, info: StudyInfo) -> list[str]:
     """What breaks the pairing by seed: arms whose confirm runs (whatever their state) carry
     different seed sets, a seed outside the study's, or a seed run twice in one arm. Failed runs
-    are `coverage_notes`' business: each Δ pairs the seeds both arms completed anyway."""
+    are `coverage_notes`' business: each Δ pairs the seeds both arms completed anyway. In a race
+    arms stop at different seeds: only a seed the baseline did not run breaks a pair."""
     notes = []
     study_seeds = frozenset(info.seeds)
     ran = {arm: frozenset[int]() for arm in info.arms} | seed_sets(runs)
@@ -179,11 +147,16 @@ def seed_notes(runs: pd.DataFrame, info: StudyInfo) -> list[str]:
     if strays:
         listed = ", ".join(f"`{arm}`" for arm in strays)
         notes.append(f"Confirm runs of arms the study does not declare: {listed}.")
-    if len(set(ran.values())) > 1:
+    if info.race is not None:
+        base = ran.get(info.baseline, frozenset())
+        for arm, seeds in ran.items():
+            if seeds - base:
+                notes.append(f"`{arm}` ran seeds {_seed_list(seeds - base)} the baseline did not.")
+    elif len(set(ran.values())) > 1:
         listed = ", ".join(f"`{arm}` {_seed_list(seeds)}" for arm, seeds in ran.items())
         notes.append(f"The arms ran different seed sets: {listed}.")
     for arm, seeds in ran.items():
-        if seeds - study_seeds:
+        if seeds - study_seeds and info.race is None:  # `--extend` races past max
             notes.append(
                 f"`{arm}` ran seeds {_seed_list(seeds - study_seeds)} that are not the study's "
                 f"seeds {_seed_list(study_seeds)}."
@@ -260,8 +233,10 @@ def build_study_report(
     histories: Mapping[str, History],
     *,
     split: str = "dev",
+    parent_tags: Mapping[str, str] | None = None,
 ) -> StudyReport:
-    """The ablation table of the study's completed confirm runs and everything around it."""
+    """The ablation table of the study's completed confirm runs and everything around it;
+    a racing study's also says how each arm's race ended (`parent_tags`: `arm/<arm>/race`)."""
     runs = runs_frame(confirm)
     done = runs[(runs["state"] == "completed") & runs["seed"].notna()]
     if done.empty:
@@ -277,6 +252,10 @@ def build_study_report(
         metrics = arm_metrics(table) | verdict_metrics(table, info.baseline)
         body = [arm_table_markdown(table, info.baseline, split=split)]
         body += verdicts_markdown(table, info.baseline, rule)
+    if info.race is not None:
+        stops = tagged_race_stops(info, parent_tags or {})
+        table = with_race_columns(table, stops, runs)
+        body += race_markdown(info, stops, runs, parent_tags or {})
     best = str(table.loc[table[OVERALL].idxmax(), "arm"]) if len(table) else None
     sst = sst_details(done, best) if best else None
     coverage, seeds = coverage_notes(runs, info), seed_notes(runs, info)
@@ -297,12 +276,17 @@ def _header(
 ) -> list[str]:
     arms = ", ".join(f"`{a}`" for a in info.arms)
     runs = len(info.arms) * len(info.seeds)
+    if info.race is not None:
+        seeds = f"a race, seeds 0-{info.race['max'] - 1} in rounds ({race_bounds(info)})"
+        ran = f"{len(done)} confirm runs completed"
+    else:
+        seeds = f"seeds {_seed_list(set(info.seeds))}"
+        seeds += ", shared by every arm" if shared else ""
+        ran = f"{len(done)} of {runs} confirm runs completed"
     return [
         f"# Ablation study `{name}`",
         "",
-        f"Arms: {arms} (baseline `{info.baseline}`); seeds {_seed_list(set(info.seeds))}"
-        + (", shared by every arm" if shared else "")
-        + f". {len(done)} of {runs} confirm runs completed; only they enter the table.",
+        f"Arms: {arms} (baseline `{info.baseline}`); {seeds}. {ran}; only they enter the table.",
         "",
         _selection_note(done, split),
         "",

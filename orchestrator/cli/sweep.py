@@ -10,6 +10,7 @@ import click
 from orchestrator.cli.base import UserInputError, data_dir_option, resolve_data_dir, user_errors
 
 if TYPE_CHECKING:
+    from orchestrator.ablation.racing import RaceStop
     from orchestrator.space.schema import SearchSpace
     from orchestrator.sweep.outcome import SweepOutcome
 
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
     default=None,
     metavar="N",
     help="Run N more configs of a finished or stopped sweep (same study, results, experiment);"
-    " with `repeats: R` in the space that is N x R trials.",
+    " with `repeats: R` in the space that is N x R trials. A racing study: N more rounds for"
+    " the arms still unresolved at its max seeds.",
 )
 @click.option("--dry-run", is_flag=True, help="Validate and print sampled configs; no training.")
 @user_errors
@@ -74,11 +76,12 @@ def sweep(
     local_results = local_results_dir(results_dir)
     check_creatable(local_results, f"--results-dir {results_dir}")
     if extend is not None:
-        _check_extend(space_file, space.study is not None, resume, dry_run, num_samples)
+        fixed_study = space.study is not None and space.study.race is None
+        _check_extend(space_file, fixed_study, resume, dry_run, num_samples)
     if dry_run:
         lines = dry_run_plan(space, local_results, resume=resume)
     elif space.study is not None:
-        lines = study_lines(space, data_path, local_results, address, resume)
+        lines = study_lines(space, data_path, local_results, address, resume, extend)
     else:
         lines = plain_sweep_lines(space, extend, data_path, local_results, address, resume)
     for line in lines:
@@ -132,7 +135,8 @@ def _check_extend(
     --dry-run or --resume beside it (a stopped extension goes on with --resume alone)."""
     if study:
         raise UserInputError(
-            f"{space_file}: arms: --extend adds trials to a plain sweep, not a study"
+            f"{space_file}: arms: --extend adds trials to a plain sweep, or rounds to a racing "
+            "study (seeds: {min, max, step}); this study runs fixed seeds"
         )
     for flag, given in (
         ("--resume", resume),
@@ -158,15 +162,19 @@ def study_summary(space: SearchSpace, outcome: SweepOutcome) -> list[str]:
     assert study is not None, "a study's space"
     confirm = [t for t in outcome.trials if t.labels.get(PHASE_PARAM) == CONFIRM_PHASE]
     lines = [f"study {space.name}: {len(outcome.trials)} runs in {outcome.wall_s:.0f} s"]
+    stops = race_stops_now(space, outcome) if study.race else {}
     for arm in study.arms:
         runs = [t for t in confirm if t.labels.get(ARM_PARAM) == arm.name]
         values = [t.best_value for t in runs if t.best_value is not None]
         mean = f"{sum(values) / len(values):.4f}" if values else "-"
+        planned = f"/{len(study.seeds)}" if study.race is None else ""
+        race = f", race: {stops[arm.name].describe()}" if arm.name in stops else ""
         lines.append(
-            f"  {arm.name:24s} {len(values)}/{len(study.seeds)} confirm runs, "
-            f"mean best {space.metric} {mean}"
+            f"  {arm.name:24s} {len(values)}{planned} confirm runs, "
+            f"mean best {space.metric} {mean}{race}"
         )
-    if len(confirm) < study.runs:
+    racing = any(stop.decision == "continue" for stop in stops.values())
+    if (len(confirm) < study.runs and study.race is None) or racing:
         lines.append("stopped before the end: run the same command with --resume to go on")
     # An arm may train Quora on a file of its own (data.para_train among its overrides).
     files = [dict(arm.overrides).get(PARA_TRAIN_PARAM, outcome.quora_train) for arm in study.arms]
@@ -176,20 +184,39 @@ def study_summary(space: SearchSpace, outcome: SweepOutcome) -> list[str]:
     return lines
 
 
+def race_stops_now(space: SearchSpace, outcome: SweepOutcome) -> dict[str, RaceStop]:
+    """How each arm of a racing study stands after its confirm runs in `outcome`."""
+    from orchestrator.ablation.race_run import extra_rounds, race_design, race_stops
+    from orchestrator.ablation.verdicts import table_metric
+    from orchestrator.contract import CONFIRM_PHASE, PHASE_PARAM, SweepLayout
+
+    assert space.study is not None
+    design = race_design(space.study, extra_rounds(SweepLayout(outcome.experiment_dir)))
+    confirm = [t for t in outcome.trials if t.labels.get(PHASE_PARAM) == CONFIRM_PHASE]
+    return race_stops(confirm, space.study, design, table_metric(space.metric))
+
+
 def study_lines(
     space: SearchSpace,
     data_dir: Path,
     results_dir: Path,
     address: str | None,
     resume: bool,
+    extend: int | None = None,
 ) -> list[str]:
     """What `orchestrator sweep` prints for a study: its runs' summary, then (when every run
-    ended) where its report went: the ablation table is what a study is run for."""
+    ended) where its report went: the ablation table is what a study is run for. `extend`: N
+    more rounds of a racing study."""
     from orchestrator.ablation.study_run import run_ablation_study
     from orchestrator.report.sweep_report import ReportError, write_report
 
     outcome = run_ablation_study(
-        space, data_dir=data_dir, results_dir=results_dir, address=address, resume=resume
+        space,
+        data_dir=data_dir,
+        results_dir=results_dir,
+        address=address,
+        resume=resume,
+        extra_rounds=extend or 0,
     )
     lines = study_summary(space, outcome)
     try:

@@ -31,13 +31,8 @@ import pandas as pd
 from model.config import ConfigError
 from model.data_dir import quora_runs_notes
 from model.evaluate import DEV_METRICS, OVERALL, metric_mode
-from orchestrator.ablation.study_report import (
-    StudyInfo,
-    StudyReport,
-    build_study_report,
-    phase_runs,
-    study_info,
-)
+from orchestrator.ablation.study_info import StudyInfo, study_info
+from orchestrator.ablation.study_report import StudyReport, build_study_report, phase_runs
 from orchestrator.contract import (
     ARM_PARAM,
     BASE_PARAM_PREFIX,
@@ -210,8 +205,9 @@ def build_report(uri: str, stored: StoredSweep, layout: SweepLayout) -> Report:
     base = {axis: parse_param(params.get(f"{BASE_PARAM_PREFIX}{axis}")) for axis in axes}
     info = study_info(params)
     if info is not None:
+        confirm = phase_runs(stored.trials, CONFIRM_PHASE)
         study = build_study_report(
-            stored.name, info, phase_runs(stored.trials, CONFIRM_PHASE), histories
+            stored.name, info, confirm, histories, parent_tags=stored.parent.tags
         )
         tables, hpo_frame = _tuning_tables(frame, info, axes, base, layout, stored.name, metric)
         tables = {"ablation.md": study.markdown, "ablation.tex": study.latex, **tables}

@@ -6,6 +6,8 @@
       cross: {model.pair_encoding: cross}
     baseline: baseline         # default: the first arm
     seeds: 3                   # every arm runs on the same seeds: 0, 1, 2 (or a list [0, 7, 42])
+    # or a race: seeds 0, 1, ... in rounds, each round only for the arms still unresolved
+    # seeds: {min: 3, max: 12, step: 3}
     confirm_epochs: 2          # phase 2's budget per run (default: the base config's epochs)
     equivalence: 0.005         # optional: |Δ| on the study's metric that does not matter (TOST)
     correction: holm           # across arms: holm (family-wise, default) or bh (FDR)
@@ -58,6 +60,28 @@ class Arm:
 
 
 @dataclass(frozen=True)
+class SeedRace:
+    """`seeds: {min, max, step}`: every arm runs seeds 0..min-1, then rounds of `step` more seeds
+    for the arms still unresolved, up to `max` (ablation/racing.py decides after each round)."""
+
+    min: int
+    max: int
+    step: int
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.min <= self.max <= MAX_SEEDS:
+            raise ConfigError(
+                f"seeds: expected 2 <= min <= max <= {MAX_SEEDS}, "
+                f"got min {self.min}, max {self.max}"
+            )
+        if self.step < 1:
+            raise ConfigError(f"seeds.step: expected >= 1 seed per round, got {self.step}")
+
+    def record(self) -> dict[str, int]:
+        return {"min": self.min, "max": self.max, "step": self.step}
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """Validated arms, the baseline arm's name, the shared seeds, phase 2's epochs, and how the
     report judges the arms: the correction across them and an optional equivalence margin."""
@@ -68,6 +92,7 @@ class StudySpec:
     confirm_epochs: int
     correction: str = "holm"
     equivalence: float | None = None
+    race: SeedRace | None = None  # seeds in rounds; `seeds` is then 0..race.max-1
 
     def __post_init__(self) -> None:
         names = [arm.name for arm in self.arms]
@@ -83,13 +108,15 @@ class StudySpec:
             raise ConfigError(f"correction: expected one of {CORRECTIONS}, got {self.correction}")
         if self.equivalence is not None and not self.equivalence > 0:
             raise ConfigError(f"equivalence: expected a margin > 0, got {self.equivalence}")
+        if self.race is not None and self.seeds != tuple(range(self.race.max)):
+            raise ConfigError(f"seeds: a race runs seeds 0-{self.race.max - 1}, got {self.seeds}")
 
     def arm(self, name: str) -> Arm:
         return next(arm for arm in self.arms if arm.name == name)
 
     @property
     def runs(self) -> int:
-        """Phase-2 runs: every arm on every seed."""
+        """Phase-2 runs: every arm on every seed (for a race, at most)."""
         return len(self.arms) * len(self.seeds)
 
 
@@ -108,14 +135,16 @@ def parse_study(
     if not isinstance(baseline, str) or baseline not in {arm.name for arm in arms}:
         known = ", ".join(arm.name for arm in arms)
         raise fail("baseline", f"{baseline!r} is not one of the arms ({known})")
-    seeds = _parse_seeds(raw.get("seeds", 3), fail)
+    race = _parse_race(raw["seeds"], fail) if isinstance(raw.get("seeds"), Mapping) else None
+    seeds = tuple(range(race.max)) if race else _parse_seeds(raw.get("seeds", 3), fail)
     epochs = raw.get("confirm_epochs", _fixed_epochs(raw, base))
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise fail("confirm_epochs", f"phase 2 needs an integer budget >= 1, got {epochs!r}")
     correction = raw.get("correction", "holm")
     if correction not in CORRECTIONS:
         raise fail("correction", f"expected holm or bh, got {correction!r}")
-    return StudySpec(tuple(arms), baseline, seeds, epochs, correction, _equivalence(raw, fail))
+    margin = _equivalence(raw, fail)
+    return StudySpec(tuple(arms), baseline, seeds, epochs, correction, margin, race)
 
 
 def _equivalence(raw: Mapping[str, Any], fail: Fail) -> float | None:
@@ -210,6 +239,25 @@ def _parse_seeds(raw: Any, fail: Fail) -> tuple[int, ...]:
     if len(set(raw)) != len(raw):
         raise fail("seeds", f"seeds repeat: {raw}")
     return tuple(raw)
+
+
+def _parse_race(raw: Mapping[str, Any], fail: Fail) -> SeedRace:
+    """`seeds: {min: 3, max: 12, step: 3}` (step defaults to min)."""
+    unknown = sorted(set(map(str, raw)) - {"min", "max", "step"})
+    if unknown:
+        raise fail(f"seeds.{unknown[0]}", "unknown key of a race; expected min, max and step")
+    for key in ("min", "max"):
+        if key not in raw:
+            raise fail("seeds", f"a race needs {key}: e.g. {{min: 3, max: 12, step: 3}}")
+    values = {key: raw.get(key, raw["min"]) for key in ("min", "max", "step")}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail(f"seeds.{key}", f"expected an integer, got {value!r}")
+    try:
+        return SeedRace(values["min"], values["max"], values["step"])
+    except ConfigError as err:
+        key, _, message = str(err).partition(": ")
+        raise fail(key, message) from None
 
 
 def _freeze(value: Any) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 from model.data_dir import quora_runs_notes
 from orchestrator.contract import (
     BEST_CHECKPOINT,
+    BEST_PREFIX,
     EPOCH_KEY,
     EPOCHS_LEFT,
     FINAL_STATES,
@@ -43,6 +44,8 @@ class TrialOutcome:
     labels: dict[str, str] = field(default_factory=dict)  # a study's arm and phase
     feasible: bool = True  # its best epoch met the space's constraints (objectives.py)
     pareto: bool = False  # on the Pareto front of a multi-objective sweep's feasible trials
+    # The best epoch's value of every metric it logged, by metric (`dev/overall`, ...).
+    best_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,4 +115,9 @@ def trial_outcome(space: SearchSpace, trial: TrialSnapshot) -> TrialOutcome:
         best_checkpoint=result.get(BEST_CHECKPOINT),
         error=error,
         labels=dict(trial.labels),
+        best_metrics={
+            key.removeprefix(BEST_PREFIX): float(value)
+            for key, value in result.items()
+            if key.startswith(BEST_PREFIX) and isinstance(value, (int, float))
+        },
     )

@@ -22,6 +22,7 @@ from orchestrator.contract import (
     STUDY_BASELINE_PARAM,
     STUDY_CORRECTION_PARAM,
     STUDY_EQUIVALENCE_PARAM,
+    STUDY_RACE_PARAM,
     STUDY_SEEDS_PARAM,
     SWEEP_GPU_PARAM,
     SWEEP_METRIC_PARAM,
@@ -75,7 +76,7 @@ def study_record(space: SearchSpace) -> dict[str, Any]:
         "seeds": list(space.study.seeds),
         "confirm_epochs": space.study.confirm_epochs,
         "searched": [p.key for p in space.searched],
-    }
+    } | ({"race": space.study.race.record()} if space.study.race else {})
 
 
 def start_tracking(
@@ -147,6 +148,8 @@ def _sweep_params(space: SearchSpace) -> dict[str, Any]:
         params[STUDY_BASELINE_PARAM] = space.study.baseline
         params[STUDY_SEEDS_PARAM] = json.dumps(list(space.study.seeds))
         params[STUDY_CORRECTION_PARAM] = space.study.correction
+        if space.study.race is not None:
+            params[STUDY_RACE_PARAM] = json.dumps(space.study.race.record())
         if space.study.equivalence is not None:
             params[STUDY_EQUIVALENCE_PARAM] = space.study.equivalence
     return params

@@ -21,14 +21,8 @@ from model.config import ConfigError
 from model.evaluate import DEV_METRICS, OVERALL, sst_detail_metrics
 from orchestrator.ablation.arm_table import TABLE_METRICS, ablation_table
 from orchestrator.ablation.sst_details import CONFUSION_KEYS
-from orchestrator.ablation.study_report import (
-    StudyInfo,
-    phase_runs,
-    runs_frame,
-    seed_notes,
-    seed_sets,
-    study_info,
-)
+from orchestrator.ablation.study_info import StudyInfo, study_info
+from orchestrator.ablation.study_report import phase_runs, runs_frame, seed_notes, seed_sets
 from orchestrator.ablation.verdicts import VerdictRule, with_verdicts
 from orchestrator.cli import main
 from orchestrator.contract import (

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from orchestrator.ablation.study_report import study_info
+from orchestrator.ablation.study_info import study_info
 from orchestrator.ablation.verdicts import VerdictRule
 from orchestrator.contract import STUDY_CORRECTION_PARAM, STUDY_EQUIVALENCE_PARAM
 from orchestrator.space.schema import parse_space
