@@ -121,7 +121,9 @@ def simulate(args: argparse.Namespace) -> tuple[list[str], dict[tuple[float, flo
     per_arm: dict[tuple[float, float], list[str]] = {}
     for paired_sd in args.paired_sd:
         for margin in [m or None for m in args.margins]:
-            design = RacingDesign(args.min, args.max, args.step, args.alpha, "holm", margin)
+            design = RacingDesign(
+                args.min, args.max, args.step, args.alpha, "holm", margin, futility=args.futility
+            )
             shown = "–" if margin is None else f"{margin:g}"
             for name, deltas in SCENARIOS.items():
                 diffs = draw_differences(rng, deltas, paired_sd, args.studies, args.max)
@@ -160,6 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max", type=int, default=12, help="seeds per arm at most (fixed design)")
     parser.add_argument("--step", type=int, default=3, help="seeds added per round")
     parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument(
+        "--futility", type=float, default=RacingDesign().futility,
+        help="stop an unresolved arm below this conditional power (0: never)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:

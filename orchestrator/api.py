@@ -56,7 +56,8 @@ def run_sweep(
     num_cpus: int | None = None,
 ) -> SweepOutcome:
     """Run a sweep (or, for a space with `arms:`, an ablation study: see `run_study`) to its end,
-    as `orchestrator sweep` does; `extend=N` adds N configs to a finished sweep. Returns every
+    as `orchestrator sweep` does; `extend=N` adds N configs to a finished sweep (N rounds to a
+    racing study). Returns every
     trial's state, params and best value (`outcome.trials`; `outcome.best`).
 
     >>> outcome = orchestrator.run_sweep("search_spaces/quickstart.yaml", data_dir="data")
@@ -73,11 +74,13 @@ def run_sweep(
         "live_table": False,
     }
     if parsed.study is not None:
-        if extend is not None:
-            raise SpaceError(f"{parsed.source}: arms: extend adds trials to a plain sweep")
+        if extend is not None and parsed.study.race is None:
+            raise SpaceError(
+                f"{parsed.source}: arms: extend adds trials to a plain sweep, or rounds to a race"
+            )
         from orchestrator.ablation.study_run import run_ablation_study
 
-        return run_ablation_study(parsed, resume=resume, **where)
+        return run_ablation_study(parsed, resume=resume, extra_rounds=extend or 0, **where)
     from orchestrator.sweep.extend import extend_sweep, runs_an_extension
 
     if extend is not None and resume:

@@ -45,9 +45,20 @@ def race_design_of(info: StudyInfo, tags: Mapping[str, str]) -> RacingDesign:
         ALPHA,
         info.rule.correction,
         info.rule.equivalence,
+        futility=float(race.get("futility", 0.0)),
     )
     extra = tags.get(RACE_EXTRA_ROUNDS_TAG, "0")
     return design.extended(int(extra) if extra.isdigit() else 0)
+
+
+def futility_sentence(futility: float) -> str:
+    if not futility:
+        return ""
+    return (
+        f" Before the last look an unresolved arm stops `stop-futile` when its conditional power"
+        f" (the chance that the last look resolves it if its observed mean and SD hold) is below"
+        f" {futility:g}: no verdict, so no false one."
+    )
 
 
 def race_bounds(info: StudyInfo) -> str:
@@ -97,7 +108,8 @@ def race_markdown(
         f"(paired t-test{', and TOST within the margin' if info.rule.equivalence else ''}, "
         f"{info.rule.correction} across the arms) at level α·(seeds added)/{spread}"
         f" with α = {ALPHA}: Bonferroni over the looks with linear alpha spending, so the chance "
-        f"of any false verdict stays <= {design.error_bound:.3g} however many looks it takes.",
+        f"of any false verdict stays <= {design.error_bound:.3g} however many looks it takes."
+        + futility_sentence(design.futility),
         "",
         "| arm | seeds run | race |",
         "|---|---:|---|",

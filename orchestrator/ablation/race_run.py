@@ -34,8 +34,9 @@ def race_design(study: StudySpec, extra_rounds: int = 0) -> RacingDesign:
     race = study.race
     assert race is not None, "a racing study"
     design = RacingDesign(
-        race.min, race.max, race.step, ALPHA, study.correction, study.equivalence
-    )
+        race.min, race.max, race.step, ALPHA, study.correction, study.equivalence,
+        futility=race.futility,
+    )  # fmt: skip
     return design.extended(extra_rounds)
 
 

@@ -6,7 +6,17 @@ stays paired (`next_round`). After each round (a look) every arm still racing is
 `verdicts.py` judges a table: a paired t-test against the baseline and, with an equivalence
 margin, two one-sided tests (TOST), each family corrected across the arms. An arm stops
 `stop-better`, `stop-worse` or `stop-equivalent` when its verdict is resolved, `stop-max` when it
-is still unresolved at `max_seeds`, and otherwise continues.
+is still unresolved at `max_seeds`, `stop-futile` when it is unresolved and resolving it by
+`max_seeds` has become unlikely, and otherwise continues.
+
+Futility (`futility`, default 0.1): at a look before the last, an unresolved arm stops when its
+conditional power is below `futility`: the chance, if the arm's true difference and SD were the
+ones observed so far ("the current trend"), that the test at the planned max_seeds (at that
+look's level, before correction: an optimistic bar, so the stop is cautious) would call it
+better / worse or, with a margin, equivalent; looks that `--extend` adds have no futility stop.
+Such a stop gives no verdict, so it cannot add a false one (a non-binding futility boundary); it
+costs power on arms whose early seeds understate their effect, which `bench/racing.py`
+measures. 0 turns it off.
 
 Looking again after every round must not inflate the error rate. The boundary here is Bonferroni
 over the planned looks with a linear spending schedule: look k, at n_k seeds, tests at level
@@ -32,11 +42,13 @@ arm differs, the family-wise rate, by the same sum). Pure numpy / scipy: no Ray,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from model.config import ConfigError
 from orchestrator.ablation.verdicts import (
@@ -51,8 +63,10 @@ from orchestrator.stats import adjust_pvalues, paired_t_tests, tost_pvalues
 
 CONTINUE = "continue"
 STOP_BETTER, STOP_WORSE = "stop-better", "stop-worse"
-STOP_EQUIVALENT, STOP_MAX = "stop-equivalent", "stop-max"
-DECISIONS: tuple[str, ...] = (STOP_BETTER, STOP_WORSE, STOP_EQUIVALENT, CONTINUE, STOP_MAX)
+STOP_EQUIVALENT, STOP_MAX, STOP_FUTILE = "stop-equivalent", "stop-max", "stop-futile"
+DECISIONS: tuple[str, ...] = (
+    STOP_BETTER, STOP_WORSE, STOP_EQUIVALENT, CONTINUE, STOP_MAX, STOP_FUTILE
+)  # fmt: skip
 STOP_VERDICTS = {STOP_BETTER: BETTER, STOP_WORSE: WORSE, STOP_EQUIVALENT: EQUIVALENT}
 
 
@@ -70,6 +84,7 @@ class RacingDesign:
     # The seeds α is spread over (default max_seeds). `--extend N` raises max_seeds by N rounds
     # but not this: the extra looks spend α·step/spend_seeds each, beyond α (see `extended`).
     spend_seeds: int | None = None
+    futility: float = 0.1  # stop an unresolved arm below this conditional power (0: never)
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_seeds <= self.max_seeds:
@@ -79,6 +94,8 @@ class RacingDesign:
         if self.step < 1:
             raise ConfigError(f"step: expected >= 1 seed per round, got {self.step}")
         check_judging(self.alpha, self.correction, self.equivalence)
+        if not 0 <= self.futility < 1:
+            raise ConfigError(f"futility: expected a power in [0, 1), got {self.futility}")
         planned = self.spend_seeds or self.max_seeds
         whole_rounds = (self.max_seeds - planned) % self.step == 0
         if not (self.min_seeds <= planned <= self.max_seeds and whole_rounds):
@@ -91,14 +108,19 @@ class RacingDesign:
     def looks(self) -> tuple[int, ...]:
         """Seeds per arm at each look: min, min + step, ..., and the planned max; after
         `extended`, a look every step seeds past it up to max_seeds."""
-        planned = self.spend_seeds or self.max_seeds
+        planned = self.planned_max
         extra = range(planned + self.step, self.max_seeds + 1, self.step)
         return (*range(self.min_seeds, planned, self.step), planned, *extra)
 
     def look_alpha(self, look: int) -> float:
         """The level of look `look` (1-based): α · (n_k − n_{k−1}) / max_seeds, n_0 = 0."""
         seeds = (0, *self.looks)
-        return self.alpha * (seeds[look] - seeds[look - 1]) / (self.spend_seeds or self.max_seeds)
+        return self.alpha * (seeds[look] - seeds[look - 1]) / self.planned_max
+
+    @property
+    def planned_max(self) -> int:
+        """max_seeds as planned, before `extended`: the futility rule's horizon."""
+        return self.spend_seeds or self.max_seeds
 
     @property
     def error_bound(self) -> float:
@@ -111,7 +133,7 @@ class RacingDesign:
         planned rate per seed, so the bound grows to α·(max + rounds·step)/max."""
         if rounds < 0:
             raise ValueError(f"rounds: expected >= 0, got {rounds}")
-        planned = self.spend_seeds or self.max_seeds
+        planned = self.planned_max
         return replace(self, max_seeds=self.max_seeds + rounds * self.step, spend_seeds=planned)
 
     def next_look(self, seeds: int) -> int | None:
@@ -137,13 +159,39 @@ def judge_look(diffs: Any, state: Any, look: int, design: RacingDesign) -> np.nd
         family = _family(p_equivalent, running, state == STOP_EQUIVALENT)
         adjusted_equivalent = adjust_pvalues(family, design.correction)
     verdict = classify_differences(mean, adjusted, adjusted_equivalent, design.look_alpha(look))
-    unresolved = STOP_MAX if look == len(design.looks) else CONTINUE
+    last = look == len(design.looks)
+    before_horizon = d.shape[-1] < design.planned_max  # futility looks no further (see below)
+    futile = (conditional_power(d, design) < design.futility) & before_horizon
     decided = np.select(
-        [verdict == BETTER, verdict == WORSE, verdict == EQUIVALENT],
-        [STOP_BETTER, STOP_WORSE, STOP_EQUIVALENT],
-        unresolved,
+        [verdict == BETTER, verdict == WORSE, verdict == EQUIVALENT, futile],
+        [STOP_BETTER, STOP_WORSE, STOP_EQUIVALENT, STOP_FUTILE],
+        STOP_MAX if last else CONTINUE,
     )
     return np.where(running, decided, state)
+
+
+def conditional_power(diffs: Any, design: RacingDesign) -> np.ndarray:
+    """Per arm, the chance under the current trend that the planned last look resolves it (the
+    planned max, not one `--extend` added, so an extension never changes an earlier decision):
+    the mean over those N seeds is then normal around the observed mean d with SD
+    s·sqrt(N − n)/N (the N − n seeds to come), against that look's two-sided t bound c·s/sqrt(N)
+    (better / worse) or,
+    with a margin m, the one-sided bound c1·s/sqrt(N) inside ±m (equivalent). NaN statistics
+    (fewer than 2 pairs, equal differences): 1, never futile."""
+    d = np.asarray(diffs, dtype=np.float64)
+    n, total = d.shape[-1], design.planned_max
+    mean, sd, p = paired_t_tests(d)
+    level = design.look_alpha(design.looks.index(total) + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = sd * math.sqrt(max(total - n, 0)) / total
+        bound = stats.t.isf(level / 2, total - 1) * sd / math.sqrt(total)
+        power = stats.norm.sf((bound - np.abs(mean)) / spread)
+        if design.equivalence is not None:
+            inner = design.equivalence - stats.t.isf(level, total - 1) * sd / math.sqrt(total)
+            low, high = ((edge - mean) / spread for edge in (-inner, inner))
+            inside = stats.norm.cdf(high) - stats.norm.cdf(low)
+            power = np.maximum(power, np.where(inner > 0, inside, 0.0))
+    return np.where(np.isnan(p) | np.isnan(power), 1.0, power)
 
 
 def _family(p: np.ndarray, running: np.ndarray, left: np.ndarray) -> np.ndarray:

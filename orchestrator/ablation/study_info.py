@@ -30,7 +30,7 @@ class StudyInfo:
     baseline: str
     seeds: tuple[int, ...]
     rule: VerdictRule = field(default_factory=VerdictRule)  # on the study's metric, on dev
-    race: Mapping[str, int] | None = None  # a racing study's seeds: {"min", "max", "step"}
+    race: Mapping[str, float] | None = None  # a racing study's seeds: {"min", "max", "step"}
 
 
 def study_info(parent_params: Mapping[str, str]) -> StudyInfo | None:

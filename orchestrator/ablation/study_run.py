@@ -72,6 +72,10 @@ class StudyKind:
         self.state: dict[str, Any] = {}
 
     def plan(self, space: SearchSpace, layout: SweepLayout) -> SearchSpace:
+        if self.extra_rounds and not layout.state_file.is_file():
+            raise SweepStateError(
+                f"{layout.root}: no study '{layout.name}' to extend; run it first without --extend"
+            )
         self.state = open_study_state(space, layout, resume=self.resume)
         if self.extra_rounds:
             add_race_rounds(layout, self.extra_rounds)

@@ -7,7 +7,7 @@
     baseline: baseline         # default: the first arm
     seeds: 3                   # every arm runs on the same seeds: 0, 1, 2 (or a list [0, 7, 42])
     # or a race: seeds 0, 1, ... in rounds, each round only for the arms still unresolved
-    # seeds: {min: 3, max: 12, step: 3}
+    # seeds: {min: 3, max: 12, step: 3}   # (futility: 0.1, ablation/racing.py; 0: never)
     confirm_epochs: 2          # phase 2's budget per run (default: the base config's epochs)
     equivalence: 0.005         # optional: |Δ| on the study's metric that does not matter (TOST)
     correction: holm           # across arms: holm (family-wise, default) or bh (FDR)
@@ -67,6 +67,7 @@ class SeedRace:
     min: int
     max: int
     step: int
+    futility: float = 0.1  # an unresolved arm stops below this conditional power (0: never)
 
     def __post_init__(self) -> None:
         if not 2 <= self.min <= self.max <= MAX_SEEDS:
@@ -76,9 +77,11 @@ class SeedRace:
             )
         if self.step < 1:
             raise ConfigError(f"seeds.step: expected >= 1 seed per round, got {self.step}")
+        if not 0 <= self.futility < 1:
+            raise ConfigError(f"seeds.futility: expected a power in [0, 1), got {self.futility}")
 
-    def record(self) -> dict[str, int]:
-        return {"min": self.min, "max": self.max, "step": self.step}
+    def record(self) -> dict[str, float]:
+        return {"min": self.min, "max": self.max, "step": self.step, "futility": self.futility}
 
 
 @dataclass(frozen=True)
@@ -242,10 +245,11 @@ def _parse_seeds(raw: Any, fail: Fail) -> tuple[int, ...]:
 
 
 def _parse_race(raw: Mapping[str, Any], fail: Fail) -> SeedRace:
-    """`seeds: {min: 3, max: 12, step: 3}` (step defaults to min)."""
-    unknown = sorted(set(map(str, raw)) - {"min", "max", "step"})
+    """`seeds: {min: 3, max: 12, step: 3, futility: 0.1}` (step defaults to min)."""
+    unknown = sorted(set(map(str, raw)) - {"min", "max", "step", "futility"})
     if unknown:
-        raise fail(f"seeds.{unknown[0]}", "unknown key of a race; expected min, max and step")
+        expected = "expected min, max, step, futility"
+        raise fail(f"seeds.{unknown[0]}", f"unknown key of a race; {expected}")
     for key in ("min", "max"):
         if key not in raw:
             raise fail("seeds", f"a race needs {key}: e.g. {{min: 3, max: 12, step: 3}}")
@@ -253,8 +257,11 @@ def _parse_race(raw: Mapping[str, Any], fail: Fail) -> SeedRace:
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int):
             raise fail(f"seeds.{key}", f"expected an integer, got {value!r}")
+    futility = raw.get("futility", 0.1)
+    if isinstance(futility, bool) or not isinstance(futility, (int, float)):
+        raise fail("seeds.futility", f"expected a number, got {futility!r}")
     try:
-        return SeedRace(values["min"], values["max"], values["step"])
+        return SeedRace(values["min"], values["max"], values["step"], float(futility))
     except ConfigError as err:
         key, _, message = str(err).partition(": ")
         raise fail(key, message) from None

@@ -163,3 +163,74 @@ def test_study_with_tuning_resumes_after_sigkill_and_confirms_each_arms_best(
             if not t.user_attrs.get(ORPHAN_ATTR)
         ]
         assert len(live) == 2  # phase 1 of this arm: its own Optuna study, asked twice
+
+
+def test_a_race_killed_between_rounds_resumes_and_extends_with_every_run_once(
+    tmp_path: Path,
+) -> None:
+    """Seeds 2 to 4 in rounds of 1: the driver is SIGKILLed once round 1 has finished, resumed
+    to the race's end, then `--extend 1` races the arms still unresolved one seed further.
+    The rounds, seeds and the parent run's race tags are checked against `decide` replayed
+    independently on the dev/overall values MLflow stored."""
+    from orchestrator.ablation.racing import CONTINUE, RacingDesign, decide
+
+    results = tmp_path / "results"
+    space = study_space("raced", seeds={"min": 2, "max": 4, "step": 1})
+    space["arms"]["slow"] = {**SMALL_DATA, "optim.lr": 1.0e-5}
+    space_file = write_space(tmp_path / "raced.yaml", space)
+    exp_dir = results / "raced"
+    driver = run_cli(str(space_file), results=results)
+    deadline = time.monotonic() + 240
+    while "confirm" not in finished_phases(exp_dir):
+        assert driver.poll() is None, driver.stdout.read() if driver.stdout else ""
+        assert time.monotonic() < deadline, "the race made no progress"
+        time.sleep(0.1)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+
+    again = run_cli(str(space_file), "--resume", results=results)
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, output
+    check_race(exp_dir, RacingDesign(2, 4, 1), decide, CONTINUE)
+
+    extend = run_cli(str(space_file), "--extend", "1", results=results)
+    output, _ = extend.communicate(timeout=300)
+    assert extend.returncode == 0, output
+    runs = check_race(exp_dir, RacingDesign(2, 4, 1).extended(1), decide, CONTINUE)
+    assert "## Race" in (exp_dir / "ablation.md").read_text()
+    assert {r.data.params["round"] for r in runs} >= {"1", "2", "3"}
+
+
+def check_race(exp_dir: Path, design: Any, decide: Any, cont: str) -> list[Any]:
+    """Every (arm, seed) ran once, in the round of its seed, seeds 0..n-1 with n a look; the
+    baseline ran as many as any arm; each arm's recorded stop is `decide` replayed."""
+    state = json.loads((exp_dir / "sweep.json").read_text())
+    parents, children = runs_by_role(state["tracking_uri"], "raced")
+    runs = [r for r in children if r.data.tags["trial_state"] != "orphaned"]
+    assert all(r.data.tags["trial_state"] == "completed" for r in runs)
+    seeds: dict[str, list[int]] = {}
+    for run in runs:
+        seed, number = int(run.data.params["seed"]), int(run.data.params["round"])
+        assert number == next(k for k, n in enumerate(design.looks, 1) if seed < n)
+        seeds.setdefault(run.data.params["arm"], []).append(seed)
+    for arm, ran in seeds.items():
+        assert sorted(ran) == list(range(len(ran))), (arm, ran)  # each seed once, no gap
+        assert len(ran) in design.looks
+    assert len(seeds["plain"]) == max(len(s) for s in seeds.values())
+    value = {(r.data.params["arm"], int(r.data.params["seed"])): r.data.metrics["best/dev/overall"]
+             for r in runs}  # fmt: skip
+    stopped: dict[str, str] = {}
+    for look, n in enumerate(design.looks, 1):
+        racing = [a for a in ("cosine", "slow") if a not in stopped]
+        if not racing:
+            break
+        diffs = {a: [value[a, s] - value["plain", s] for s in range(n)] for a in racing}
+        for arm, how in decide(diffs, look, design, stopped).items():
+            tag = json.loads(parents[0].data.tags[f"arm/{arm}/race"])
+            if how != cont or look == len(design.looks):
+                stopped[arm] = how
+                assert tag == {"decision": how, "look": look, "seeds": n}
+                assert len(seeds[arm]) == n
+    assert set(stopped) == {"cosine", "slow"}  # the race is over: every arm has stopped
+    assert cont not in stopped.values()
+    return runs

@@ -14,15 +14,19 @@ from orchestrator.ablation.racing import (
     CONTINUE,
     STOP_BETTER,
     STOP_EQUIVALENT,
+    STOP_FUTILE,
     STOP_MAX,
     STOP_WORSE,
+    RaceStop,
     RacingDesign,
+    conditional_power,
     decide,
     judge_look,
     next_round,
+    replay_race,
 )
 
-DESIGN = RacingDesign(min_seeds=3, max_seeds=9, step=3, alpha=0.05)  # looks 3, 6, 9
+DESIGN = RacingDesign(3, 9, 3, alpha=0.05, futility=0)  # looks 3, 6, 9; no futility stop
 
 
 def with_p(p: float, n: int = 3, sign: float = 1.0, spread: float = 0.001) -> list[float]:
@@ -132,3 +136,89 @@ def test_next_round_adds_seeds_to_running_arms_and_the_baseline():
     uneven = RacingDesign(min_seeds=3, max_seeds=8, step=3)  # looks 3, 6, 8
     assert next_round({"a": CONTINUE}, {"a": 6, "base": 6}, "base", uneven) == {"a": 2, "base": 2}
     assert next_round({"a": STOP_MAX, "b": STOP_BETTER}, {"a": 8, "b": 3}, "base", uneven) == {}
+
+
+def test_an_extended_race_looks_past_max_at_the_planned_rate():
+    uneven = RacingDesign(min_seeds=3, max_seeds=10, step=4)  # looks 3, 7, 10
+    longer = uneven.extended(2)
+    assert longer.looks == (3, 7, 10, 14, 18) and longer.max_seeds == 18
+    # Planned looks keep their levels (what already ran stays judged as it was); each extra
+    # round spends α·step/10 more, so the bound is α·18/10.
+    assert [longer.look_alpha(k) for k in (1, 2, 3)] == [uneven.look_alpha(k) for k in (1, 2, 3)]
+    assert longer.look_alpha(4) == pytest.approx(0.05 * 4 / 10)
+    assert uneven.error_bound == pytest.approx(0.05)
+    assert longer.error_bound == pytest.approx(0.05 * 18 / 10)
+    assert longer.extended(1).looks == (3, 7, 10, 14, 18, 22)  # extending twice adds up
+    assert uneven.extended(0) == RacingDesign(3, 10, 4, spend_seeds=10)
+    with pytest.raises(ConfigError, match="spend_seeds"):
+        RacingDesign(min_seeds=3, max_seeds=12, step=4, spend_seeds=10)  # 2 seeds: no round
+
+
+def test_replay_judges_each_look_once_every_racing_arm_has_run_it():
+    design = RacingDesign(3, 6, 3, alpha=0.05, futility=0)  # looks 3, 6
+    base = {s: 0.5 for s in range(6)}
+    worse = dict(enumerate(0.5 + np.array(with_p(0.001, sign=-1) + [0.0] * 3)))
+    noisy = dict(enumerate(0.5 + np.array(with_p(0.6) + with_p(0.6))))
+    values = {"base": base, "worse": worse, "noisy": noisy}
+    # Look 1 needs 3 seeds of every arm and the baseline; with 2 nothing is judged.
+    early = replay_race(values, {"base": 3, "worse": 3, "noisy": 2}, ARMS, "base", design)
+    assert early == {"worse": RaceStop(CONTINUE, 0, 0), "noisy": RaceStop(CONTINUE, 0, 0)}
+    ran = {"base": 3, "worse": 3, "noisy": 3}
+    first = replay_race(values, ran, ARMS, "base", design)
+    direct = decide({a: [values[a][s] - base[s] for s in range(3)] for a in ARMS[1:]}, 1, design)
+    assert direct == {"worse": STOP_WORSE, "noisy": CONTINUE}
+    assert first == {"worse": RaceStop(STOP_WORSE, 1, 3), "noisy": RaceStop(CONTINUE, 1, 3)}
+    # Look 2 judges only the arm still racing, with the stopped one in Holm's family as
+    # `decide` counts it; a seed the baseline failed (no value) decides nothing.
+    final = replay_race(values, {"base": 6, "worse": 3, "noisy": 6}, ARMS, "base", design)
+    assert final["worse"] == RaceStop(STOP_WORSE, 1, 3)
+    noisy_diffs = [noisy[s] - base[s] for s in range(6)]
+    expected = decide({"noisy": noisy_diffs}, 2, design, {"worse": STOP_WORSE})["noisy"]
+    assert final["noisy"] == RaceStop(expected, 2, 6) and expected == STOP_MAX
+    failed = {**values, "base": {s: v for s, v in base.items() if s != 1}}
+    ran = {"base": 3, "worse": 3, "noisy": 3}
+    assert replay_race(failed, ran, ARMS, "base", design)["worse"] == RaceStop(CONTINUE, 1, 3)
+
+
+ARMS = ["base", "worse", "noisy"]
+
+
+def test_conditional_power_is_the_chance_the_last_look_resolves_under_the_current_trend():
+    design = RacingDesign(3, 12, 3, alpha=0.05)  # last look at 12 seeds, level 0.0125
+    diffs = np.array([0.004, 0.001, 0.007])
+    mean, sd = diffs.mean(), diffs.std(ddof=1)
+    # Monte Carlo of what the rule assumes: 9 more differences drawn with the observed mean and
+    # SD, the 12-seed mean against the last look's two-sided t bound at the observed SD.
+    rng = np.random.default_rng(0)
+    final = (diffs.sum() + rng.normal(mean, sd, size=(200_000, 9)).sum(axis=1)) / 12
+    bound = stats.t.isf(0.0125 / 2, 11) * sd / math.sqrt(12)
+    simulated = np.mean(np.abs(final) > bound)
+    assert conditional_power(diffs, design) == pytest.approx(simulated, abs=0.005)
+    # With a margin, the chance of landing inside ±(margin - one-sided bound) counts too.
+    margin = RacingDesign(3, 12, 3, alpha=0.05, equivalence=0.02)
+    inner = 0.02 - stats.t.isf(0.0125, 11) * sd / math.sqrt(12)
+    inside = np.mean(np.abs(final) < inner)
+    assert conditional_power(diffs, margin) == pytest.approx(max(simulated, inside), abs=0.005)
+
+
+def test_an_arm_unlikely_to_resolve_stops_futile_and_never_at_the_last_look():
+    design = RacingDesign(3, 12, 3, alpha=0.05)  # futility 0.1 by default
+    flat = with_p(0.9)  # tiny trend, wide spread: hopeless at 12 seeds
+    promising = with_p(0.04)  # unresolved now (level 0.0125) but likely by 12 seeds
+    decisions = decide({"flat": flat, "promising": promising}, 1, design)
+    assert decisions == {"flat": STOP_FUTILE, "promising": CONTINUE}
+    assert conditional_power(np.array(flat), design) < 0.1 < conditional_power(
+        np.array(promising), design
+    )
+    # Off, or at the last look, an unresolved arm is never futile.
+    assert decide({"flat": flat}, 1, RacingDesign(3, 12, 3, futility=0)) == {"flat": CONTINUE}
+    assert decide({"flat": with_p(0.9, n=12)}, 4, design) == {"flat": STOP_MAX}
+    # A futile arm keeps its place in the next look's family, with p = 1.
+    assert next_round({"flat": STOP_FUTILE, "promising": CONTINUE}, {"flat": 3, "promising": 3,
+                      "base": 3}, "base", design) == {"promising": 3, "base": 3}  # fmt: skip
+    # An extension leaves earlier decisions as they were, and has no futility stop of its own.
+    longer = design.extended(2)
+    assert decide({"flat": flat, "promising": promising}, 1, longer) == decisions
+    assert decide({"flat": with_p(0.9, n=12)}, 4, longer) == {"flat": CONTINUE}
+    with pytest.raises(ConfigError, match="futility"):
+        RacingDesign(futility=1.0)

@@ -80,3 +80,22 @@ def test_a_missing_argument_keeps_the_usage_that_shows_what_to_type() -> None:
     result = CliRunner().invoke(main, ["sweep"])
     assert result.exit_code == 2
     assert result.output.startswith("Usage: ") and "Missing argument 'SPACE.yaml'" in result.output
+
+
+def test_extend_a_fixed_study_or_a_race_never_run(tmp_path: Path, data_dir: Path) -> None:
+    results = tmp_path / "results"
+    fixed = str(REPO / "search_spaces" / "ablation_quickstart.yaml")
+    line = one_line(["sweep", fixed, "--extend", "1", "--results-dir", str(results)])
+    assert line == (
+        f"Error: {fixed}: arms: --extend adds trials to a plain sweep, or rounds to a racing "
+        "study (seeds: {min, max, step}); this study runs fixed seeds"
+    )
+    race = str(REPO / "search_spaces" / "ablation_quickstart_race.yaml")
+    args = ["sweep", race, "--extend", "1", "--results-dir", str(results)]
+    line = one_line([*args, "--data-dir", str(data_dir)])
+    root = results / "ablation_quickstart_race"
+    assert line == (
+        f"Error: {root}: no study 'ablation_quickstart_race' to extend; run it first without "
+        "--extend"
+    )
+    assert not root.exists()

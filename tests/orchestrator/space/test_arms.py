@@ -127,3 +127,35 @@ def test_a_selection_split_makes_it_the_ranking_metric(tmp_path):
     assert space.metric == "selection/overall" and space.mode == "max"
     with pytest.raises(SpaceError, match=r"^s.yaml: metric: dev/overall would rank trials on dev"):
         parse_space({"base": base, "metric": "dev/overall", "arms": {"a": {}}}, source="s.yaml")
+
+
+def test_seeds_as_a_race_run_seeds_0_to_max_in_rounds():
+    arms = {"a": {}, "b": {"smart.weight": 1.0}}
+    spec = study({"arms": arms, "seeds": {"min": 3, "max": 12, "step": 3}})
+    assert spec is not None and spec.race is not None
+    assert (spec.race.min, spec.race.max, spec.race.step, spec.race.futility) == (3, 12, 3, 0.1)
+    assert spec.seeds == tuple(range(12)) and spec.runs == 24  # at most
+    defaulted = study({"arms": arms, "seeds": {"min": 4, "max": 9}})
+    assert defaulted is not None and defaulted.race is not None and defaulted.race.step == 4
+    assert study({"arms": arms, "seeds": 3}).race is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("seeds", "key", "words"),
+    [
+        ({"min": 1, "max": 4}, "seeds", "2 <= min <= max"),
+        ({"min": 5, "max": 4}, "seeds", "got min 5, max 4"),
+        ({"min": 3}, "seeds", "a race needs max"),
+        ({"min": 3, "max": 6, "step": 0}, "seeds.step", ">= 1 seed per round"),
+        ({"min": 3, "max": 6, "rounds": 2}, "seeds.rounds", "unknown key"),
+        ({"min": 3, "max": "6"}, "seeds.max", "expected an integer"),
+        ({"min": True, "max": 6}, "seeds.min", "expected an integer"),
+        ({"min": 3, "max": 6, "futility": 1}, "seeds.futility", "expected a power in [0, 1)"),
+        ({"min": 3, "max": 6, "futility": "no"}, "seeds.futility", "expected a number"),
+    ],
+)
+def test_a_bad_race_is_an_error_naming_its_key(seeds, key, words):
+    with pytest.raises(ConfigError) as err:
+        study({"arms": {"a": {}, "b": {"smart.weight": 1.0}}, "seeds": seeds})
+    assert str(err.value).startswith(f"space.yaml: {key}: ")
+    assert words in str(err.value)
