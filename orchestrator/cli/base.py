@@ -57,7 +57,14 @@ class Terminated(KeyboardInterrupt):
     cleanup runs (temp files removed, a sweep's MLflow runs ended KILLED)."""
 
 
+# Set by the SIGTERM handler: a command's code may catch the Terminated it raised (Ray Tune
+# stops its experiment on any KeyboardInterrupt and the sweep re-raises a plain one), and the
+# exit code must still say SIGTERM.
+TERMINATION = threading.Event()
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
+    TERMINATION.set()
     raise Terminated
 
 
@@ -71,6 +78,7 @@ class CommandGroup(click.Group):
         show_warnings_as_lines()
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+        TERMINATION.clear()
         try:
             return super().invoke(ctx)
         except click.BadParameter as err:
@@ -84,9 +92,10 @@ class CommandGroup(click.Group):
             # The blank line on a terminal closes its `^C` echo; the reason, when one is given
             # (a sweep says how to resume), follows.
             start = "\n" if sys.stderr.isatty() else ""
-            what = "terminated" if isinstance(err, Terminated) else "interrupted"
+            terminated = isinstance(err, Terminated) or TERMINATION.is_set()
+            what = "terminated" if terminated else "interrupted"
             click.echo(f"{start}{what}{f': {err}' if str(err) else ''}", err=True)
-            code = TERMINATED_EXIT if isinstance(err, Terminated) else INTERRUPTED_EXIT
+            code = TERMINATED_EXIT if terminated else INTERRUPTED_EXIT
             raise click.exceptions.Exit(code) from None
         finally:
             if main_thread:

@@ -56,17 +56,32 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
         return
     repo = str(Path(__file__).resolve().parents[1])
     pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
-    ray.init(
-        address=address,
-        num_cpus=None if address else num_cpus,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        # Trials' own output stays in Ray's session logs; failures reach the table and MLflow
-        # through their error files.
-        log_to_driver=False,
-        # Workers import `model` and `orchestrator` from this checkout even when not installed.
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-    )
+    main_thread = threading.current_thread() is threading.main_thread()
+    on_sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
+    try:
+        ray.init(
+            address=address,
+            num_cpus=None if address else num_cpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            # Trials' own output stays in Ray's session logs; failures reach the table and
+            # MLflow through their error files.
+            log_to_driver=False,
+            # Workers import `model` and `orchestrator` from this checkout even when not
+            # installed.
+            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        )
+    except SystemExit as exit_:
+        # ray.init's own SIGTERM handler (`sys.exit(15)`) took a SIGTERM while it started.
+        if exit_.code != signal.SIGTERM or not callable(on_sigterm):
+            raise
+        on_sigterm(signal.SIGTERM, None)  # the CLI's: unwinds as Terminated (exit 143)
+        raise
+    finally:
+        if on_sigterm is not None:
+            # ray.init replaces the SIGTERM handler with `sys.exit(15)`, which skips the CLI's
+            # own (cli/base.py): the runs ended KILLED, the line saying how to resume, exit 143.
+            signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def alive_nodes() -> list[ClusterNode]:
