@@ -10,6 +10,11 @@ invariants of `chaos_checks.py` by reading the stores directly:
 - `trial`: a sweep whose running trial processes are SIGKILLed 1-3 times, each 0-4 s after trial
   processes are up (Ray retries a trial from its last checkpoint), the driver left alone: it must
   end by itself with every trial finished;
+- `server`: a sweep logging to `orchestrator tracking-server`, whose server is SIGKILLed at a
+  drawn moment and restarted after a drawn outage of 1-8 s: the sweep must end by itself;
+- `storage`: the results directory (a tmpfs) fills up or turns read-only mid-sweep: one
+  `Error:` line, exit 1, intact stores, and `--resume` finishes once space is back
+  (`chaos_storage.py`; needs root to mount, else skipped with the reason);
 - `writes`: `report`, `ensemble --top 2` and `predict --out` of a finished sweep, each SIGKILLed
   at a random moment and run again: every file they write must be, at any moment, the old
   complete one or the new complete one (compared byte for byte with a clean run's).
@@ -39,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.chaos_checks import Findings, check_optuna, check_store, finished_trials, ray_trials
 from bench.chaos_faults import REPO, SIGNALS, Driven, draw_faults, drive
-from bench.chaos_writes import kill_trials_while, writes_history
+from bench.chaos_storage import can_mount, storage_history
+from bench.chaos_writes import kill_trials_while, server_history, writes_history
 
 TINY = str(REPO / "configs" / "tiny.yaml")
 SMALL = {"data.max_examples.sst": 64, "data.max_examples.para": 64}
@@ -148,7 +154,11 @@ SCENARIOS: dict[str, Callable[[np.random.Generator, Path], tuple[Driven, Finding
     "extend": lambda rng, work: sweep_history(rng, work, SWEEP, 6, 20.0, ("--extend", "2")),
     "trial": trial_history,
     "writes": lambda rng, work: writes_history(rng, work, SWEEP),
+    "server": lambda rng, work: server_history(rng, work, SWEEP),
+    "storage": lambda rng, work: storage_history(rng, work, SWEEP),
 }
+# What a scenario needs of the machine: why it cannot run here, or None.
+NEEDS: dict[str, Callable[[], str | None]] = {"storage": can_mount}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Tally]:
@@ -162,6 +172,10 @@ def main(argv: list[str] | None = None) -> dict[str, Tally]:
     tallies: dict[str, Tally] = {}
     root = args.keep or Path(tempfile.mkdtemp(prefix="chaos-"))
     for name in args.scenarios:
+        missing = NEEDS.get(name, lambda: None)()
+        if missing:
+            print(f"{name}: skipped: {missing}", flush=True)
+            continue
         tally = tallies[name] = Tally()
         for number in range(args.histories):
             work = root / f"{name}-{number}"

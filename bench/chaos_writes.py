@@ -18,6 +18,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -178,3 +179,73 @@ def whole(path: Path, content: bytes) -> bool:
     except Exception:  # any parse error: the file is not whole
         return False
     return False  # other files: only the old or the new bytes count
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(store: Path, port: int, log: Path) -> Any:
+    """`orchestrator tracking-server` on 127.0.0.1:port over a SQLite file, up and answering."""
+    import urllib.request
+
+    proc = start(["tracking-server", "--port", str(port), "--backend-store-uri",
+                  f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination",
+                  str(store / "artifacts"), "--workers", "1"], log)  # fmt: skip
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                tail = log.read_text()[-400:]
+                raise RuntimeError(f"the tracking server exited: {tail}") from None
+            time.sleep(0.3)
+    raise RuntimeError("the tracking server did not answer in 90 s")
+
+
+def server_history(rng: np.random.Generator, work: Path, space: dict) -> tuple[Driven, Findings]:
+    """A sweep logging to a tracking server that is SIGKILLed at a drawn moment and restarted
+    after a drawn outage; the sweep must end by itself, every trial logged once."""
+    from bench.chaos_checks import check_optuna, check_store, ray_trials
+    from bench.chaos_faults import command_env
+
+    store, results, port = work / "server", work / "results", free_port()
+    store.mkdir(parents=True, exist_ok=True)
+    space_file = work / "space.yaml"
+    space_file.write_text(yaml.safe_dump(space, sort_keys=False))
+    env = {**command_env(), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    server = start_server(store, port, work / "server.log")
+    at_s, outage_s = float(rng.uniform(3.0, 20.0)), float(rng.uniform(1.0, 8.0))
+    driven = Driven()
+    try:
+        with reaped(start(["sweep", str(space_file), "--results-dir", str(results)],
+                          work / "driver.log", env)) as proc:  # fmt: skip
+            deadline = time.monotonic() + at_s
+            while time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.05)
+            if proc.poll() is None:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+                driven.faults += 1
+                time.sleep(outage_s)
+                server = start_server(store, port, work / "server.log")
+            proc.wait(timeout=600)
+        driven.exits.append(proc.returncode)
+    finally:
+        with reaped(server):
+            pass
+    findings = Findings()
+    if proc.returncode != 0:
+        tail = (work / "driver.log").read_text()[-600:]
+        findings.violations.append(f"exit {proc.returncode}: {tail}")
+        return driven, findings
+    root = results / space["name"]
+    findings.add(check_store(root, f"sqlite:///{store / 'mlflow.db'}", space["name"], 4, {}))
+    findings.add(check_optuna(f"sqlite:///{root / 'optuna.db'}", ray_trials(root)))
+    return driven, findings

@@ -3,6 +3,7 @@ Ctrl-C, and the common options."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import shlex
 import signal
@@ -35,8 +36,13 @@ class UserInputError(click.ClickException):
     exit_code = 2
 
 
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+
+
 def user_errors(func: F) -> F:
-    """Turn the project's input errors into one-line click errors with exit status 2."""
+    """Turn the project's input errors into one-line click errors with exit status 2, and a
+    full or read-only disk into one line with exit status 1 (nothing about the input is
+    wrong; run the command again once it can write)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -44,6 +50,12 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except USER_ERRORS as err:
             raise UserInputError(str(err).splitlines()[0]) from err
+        except OSError as err:
+            if err.errno not in STORAGE_ERRNOS:
+                raise
+            where = f"{err.filename}: " if err.filename else ""
+            line = f"{where}{err.strerror or err}".splitlines()[0]
+            raise click.ClickException(line) from err
 
     return wrapper  # type: ignore[return-value]
 

@@ -13,7 +13,9 @@ Modules:
 - `placement`: whether Ray can ever start a trial, decided before anything is written.
 - `lost_checkpoint`: a resumed trial's checkpoint that Ray deleted after its last snapshot, put
   back from the newest one every listener has seen.
-- `ray_tune`, `trainable`: the only modules that import Ray.
+- `ray_cluster`, `ray_tune`, `trainable`: the only modules that import Ray (start or join it;
+  Tune; the trial).
+- `storage_fault`: a full or read-only results directory stops the sweep, resumable.
 
     from orchestrator.sweep import run_plain_sweep
     outcome = run_plain_sweep(space, data_dir=Path("data"))

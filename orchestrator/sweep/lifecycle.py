@@ -22,7 +22,7 @@ from orchestrator.contract import SweepLayout
 from orchestrator.search.optuna_search import make_sampler
 from orchestrator.search.proposer import TrialProposer
 from orchestrator.space.schema import SearchSpace
-from orchestrator.sweep import ray_tune
+from orchestrator.sweep import ray_tune, storage_fault
 from orchestrator.sweep.listeners import DropResumeState, LiveTrialTable, MlflowRelay
 from orchestrator.sweep.outcome import SweepOutcome
 from orchestrator.sweep.parent_run import SweepRun, finish_tracking, outcome_of
@@ -83,15 +83,35 @@ def run_lifecycle(space: SearchSpace, place: SweepPlace, kind: SweepKind) -> Swe
     status: Status = "FAILED"
     try:
         status = "FINISHED" if kind.fit(run, outcome, place) else "KILLED"
-    except KeyboardInterrupt:
-        status = "KILLED"
+    except (KeyboardInterrupt, storage_fault.StorageFault):
+        status = "KILLED"  # both continue with --resume
         raise
+    except Exception as err:
+        # The driver's own writes (MLflow's SQLite store, Ray's state) met the full or
+        # read-only results directory before any trial reported it.
+        fault = storage_fault.driver_storage_fault(err, layout.root.parent)
+        if fault is None:
+            raise
+        status = "KILLED"
+        raise fault from err
     finally:
         outcome.wall_s = time.monotonic() - started
-        finish_tracking(run, outcome, status)
+        end_tracking(run, outcome, status)
     if status == "FINISHED":
         kind.finished(run)
     return outcome
+
+
+def end_tracking(run: SweepRun, outcome: SweepOutcome, status: Status) -> None:
+    """`finish_tracking`, unless the store cannot be written because the results directory is
+    full or read-only: then the parent run stays as it is (`--resume` ends it later) and the
+    storage fault, already on its way up, is what the user sees."""
+    try:
+        finish_tracking(run, outcome, status)
+    except Exception as err:
+        results_dir = run.layout.root.parent
+        if status != "KILLED" or storage_fault.driver_storage_fault(err, results_dir) is None:
+            raise
 
 
 def join_ray(
@@ -161,4 +181,7 @@ def fit_experiment(
     """Run one Ray experiment: restored from `layout` with `restore`, else `build()` a new
     Tuner. True when Ctrl-C stopped it (trials stopped, Ray's state saved for --resume)."""
     tuner = ray_tune.restore_tuner(space, layout, data_dir=data_dir) if restore else build()
-    return bool(ray_tune.fit_tuner(tuner))
+    storage_fault.WATCH.clear()
+    stopped = bool(ray_tune.fit_tuner(tuner))
+    storage_fault.WATCH.raise_if_seen(layout.root.parent)  # a full or read-only results dir
+    return stopped

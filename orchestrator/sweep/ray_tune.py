@@ -1,22 +1,21 @@
-"""Everything the sweep asks of Ray: start or join it, list its nodes, run a task on each, and
-build, restore and read back a Tune experiment (trainable, searcher, scheduler, retries,
-callbacks).
+"""Everything the sweep asks of Ray Tune: build, restore and read back a Tune experiment
+(trainable, searcher, scheduler, retries, callbacks); starting or joining Ray, its nodes and a
+task on each are `ray_cluster.py`'s (re-exported here).
 
-With `trainable.py`, the only module that imports Ray (its API moves between releases: one place
-to fix). What the sweep decides lives elsewhere and sees plain data: the Optuna study
-(`search.SweepStudy`) behind `StudySearcher`, the driver's listeners (`sweep/listeners.py`) behind
-`TrialEvents`, `TrialSnapshot`s instead of Ray's `Trial`s, `cluster.ClusterNode`s instead of
-`ray.nodes()` entries.
+With `ray_cluster.py` and `trainable.py`, the only modules that import Ray (its API moves
+between releases: one place to fix). What the sweep decides lives elsewhere and sees plain
+data: the Optuna study (`search.SweepStudy`) behind `StudySearcher`, the driver's listeners
+(`sweep/listeners.py`) behind `TrialEvents`, `TrialSnapshot`s instead of Ray's `Trial`s,
+`cluster.ClusterNode`s instead of `ray.nodes()` entries.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,102 +25,21 @@ from ray.tune import Callback, ExperimentAnalysis
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from orchestrator.cluster import ClusterNode, NodeReplies
 from orchestrator.contract import EPOCH_KEY, SweepLayout, trial_labels, trial_params
 from orchestrator.search.proposer import TrialProposer
 from orchestrator.space.schema import SearchSpace
+from orchestrator.sweep import storage_fault
 from orchestrator.sweep.listeners import TrialListener, TrialSnapshot
 from orchestrator.sweep.lost_checkpoint import refill_lost_checkpoint
+from orchestrator.sweep.ray_cluster import alive_nodes as alive_nodes
+from orchestrator.sweep.ray_cluster import init_ray as init_ray
+from orchestrator.sweep.ray_cluster import run_on_nodes as run_on_nodes
 from orchestrator.sweep.trainable import train_trial
 
 MAX_FAILURES = 2  # Ray retries a failed trial from its last checkpoint this many times
 TRAINING_ITERATION = "training_iteration"  # Ray's count of a trial's results, in each result
 TUNER_FILE = "tuner.pkl"  # Ray's record of how the Tuner was built, in the experiment directory
-
-
-# ------------------------------------------------------------------------------- Ray and nodes
-
-
-def init_ray(address: str | None, num_cpus: int | None) -> None:
-    """Start a local Ray (or join `address`) once per process, quietly."""
-    # Save Tune's experiment state every few seconds (default: adaptive, >= 10 s), so a driver
-    # killed with -9 loses little; the state is small.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Ray's newer console output prints a header even at verbose=0; the live table is ours.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if ray.is_initialized():
-        return
-    repo = str(Path(__file__).resolve().parents[1])
-    pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
-    main_thread = threading.current_thread() is threading.main_thread()
-    on_sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
-    try:
-        ray.init(
-            address=address,
-            num_cpus=None if address else num_cpus,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            # Trials' own output stays in Ray's session logs; failures reach the table and
-            # MLflow through their error files.
-            log_to_driver=False,
-            # Workers import `model` and `orchestrator` from this checkout even when not
-            # installed.
-            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-        )
-    except SystemExit as exit_:
-        # ray.init's own SIGTERM handler (`sys.exit(15)`) took a SIGTERM while it started.
-        if exit_.code != signal.SIGTERM or not callable(on_sigterm):
-            raise
-        on_sigterm(signal.SIGTERM, None)  # the CLI's: unwinds as Terminated (exit 143)
-        raise
-    finally:
-        if on_sigterm is not None:
-            # ray.init replaces the SIGTERM handler with `sys.exit(15)`, which skips the CLI's
-            # own (cli/base.py): the runs ended KILLED, the line saying how to resume, exit 143.
-            signal.signal(signal.SIGTERM, on_sigterm)
-
-
-def alive_nodes() -> list[ClusterNode]:
-    """The connected Ray cluster's alive nodes and their total resources."""
-    return [
-        ClusterNode(
-            node_id=node["NodeID"],
-            ip=node["NodeManagerAddress"],
-            resources=dict(node.get("Resources", {})),
-        )
-        for node in ray.nodes()
-        if node.get("Alive")
-    ]
-
-
-def run_on_nodes(
-    function: Callable[..., Any],
-    args: Sequence[Any],
-    nodes: Sequence[ClusterNode],
-    timeout_s: float,
-) -> NodeReplies:
-    """Run `function(*args)` as a zero-CPU task pinned to each node; a node that does not answer
-    within `timeout_s` (or dies meanwhile) is listed as unanswered and its task cancelled."""
-    task = ray.remote(num_cpus=0, max_retries=0)(function)
-    pending = {
-        task.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)
-        ).remote(*args): node
-        for node in nodes
-    }
-    ready, not_ready = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
-    answered = []
-    for ref in ready:
-        try:
-            answered.append((pending[ref], ray.get(ref)))
-        except Exception:  # the node died meanwhile: it did not answer
-            not_ready.append(ref)
-    for ref in not_ready:
-        ray.cancel(ref, force=True)
-    return NodeReplies(tuple(answered), tuple(pending[ref] for ref in not_ready))
 
 
 def concurrent_trials(space: SearchSpace) -> int:
@@ -154,6 +72,10 @@ class StudySearcher(Searcher):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
+        if error and storage_fault.WATCH.reason is not None:
+            # The disk failed, not the trial: `--resume` runs it again (restore_tuner) and
+            # Optuna hears then how it ended; told FAIL now, it could not be told again.
+            return
         self.study.tell(trial_id, result, step=_step(result or {}), error=error)
 
     def save(self, checkpoint_path: str) -> None:
@@ -184,10 +106,25 @@ def snapshot(trial: Trial) -> TrialSnapshot:
 
 
 class TrialEvents(Callback):
-    """Ray Tune's driver callbacks, passed on to the sweep's listeners as `TrialSnapshot`s."""
+    """Ray Tune's driver callbacks, passed on to the sweep's listeners as `TrialSnapshot`s. A
+    trial failure that is a storage fault of `results_dir` stops the experiment as Ctrl-C does
+    (sweep/storage_fault.py)."""
 
-    def __init__(self, listeners: Sequence[TrialListener]) -> None:
+    def __init__(
+        self, listeners: Sequence[TrialListener], results_dir: Path | None = None
+    ) -> None:
         self.listeners = tuple(listeners)
+        self.results_dir = results_dir
+
+    def watch_storage(self, trial: Trial) -> None:
+        if self.results_dir is None:
+            return
+        error = Path(trial.error_file) if trial.error_file else None
+        text = error.read_text(errors="replace") if error and error.is_file() else ""
+        reason = storage_fault.trial_storage_fault(text, self.results_dir)
+        graceful = signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None)
+        if reason and storage_fault.WATCH.record(reason) and graceful:
+            os.kill(os.getpid(), signal.SIGUSR1)  # Tune's own graceful stop, as on Ctrl-C
 
     def setup(
         self,
@@ -217,11 +154,13 @@ class TrialEvents(Callback):
             listener.trial_completed(seen)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        self.watch_storage(trial)
         seen = snapshot(trial)
         for listener in self.listeners:
             listener.trial_errored(seen)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        self.watch_storage(trial)
         seen = snapshot(trial)
         for listener in self.listeners:
             listener.trial_recovered(seen)
@@ -288,7 +227,7 @@ def build_tuner(
             # One per trial: a snapshot naming one Ray deleted since is mended on --resume
             # (refill_lost_checkpoints), whatever the number kept, so keeping more buys nothing.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[TrialEvents(listeners)],
+            callbacks=[TrialEvents(listeners, layout.root.parent)],
             verbose=0,
         ),
     )
@@ -321,14 +260,17 @@ def fit_tuner(tuner: tune.Tuner) -> bool:
 
 def restore_tuner(space: SearchSpace, layout: SweepLayout, *, data_dir: Path) -> tune.Tuner:
     """The sweep's Tune experiment as its driver last saved it (searcher and listeners too), to
-    run its unfinished trials; errored trials stay failed. A checkpoint the snapshot names but
+    run its unfinished and its errored trials. A checkpoint the snapshot names but
     Ray deleted after it was saved is put back first (sweep/lost_checkpoint.py)."""
     refill_lost_checkpoints(layout)
     return tune.Tuner.restore(
         str(layout.root),
         _trainable(space, layout, data_dir),
         resume_unfinished=True,
-        resume_errored=False,
+        # A trial that failed runs again from its last checkpoint: a full or read-only disk
+        # fails trials in ways that do not always say so (torch.save's "unexpected pos"), nor
+        # can Ray write their error files then. One that fails for its own reason fails again.
+        resume_errored=True,
     )
 
 

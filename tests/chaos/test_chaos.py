@@ -15,10 +15,13 @@ from bench import chaos
 pytestmark = pytest.mark.chaos
 
 
-@pytest.mark.parametrize("scenario", ["sweep", "trial", "writes"])
+@pytest.mark.parametrize("scenario", ["sweep", "trial", "writes", "storage"])
 def test_a_short_chaos_pass_loses_and_duplicates_nothing(
     scenario: str, data_dir: Path, tmp_path: Path
 ) -> None:
+    missing = chaos.NEEDS.get(scenario, lambda: None)()
+    if missing:
+        pytest.skip(f"{scenario}: {missing}")
     tallies = chaos.main(["--histories", "1", "--seed", "3", "--scenarios", scenario,
                           "--keep", str(tmp_path)])  # fmt: skip
     tally = tallies[scenario]

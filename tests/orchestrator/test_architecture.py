@@ -19,7 +19,11 @@ PACKAGES = ("model", "orchestrator")
 # Which modules may import each framework (paths relative to the repository root; a trailing `/`
 # is a whole package). Their APIs move between releases: one place to fix each.
 FRAMEWORK_HOMES: dict[str, tuple[str, ...]] = {
-    "ray": ("orchestrator/sweep/ray_tune.py", "orchestrator/sweep/trainable.py"),
+    "ray": (
+        "orchestrator/sweep/ray_cluster.py",
+        "orchestrator/sweep/ray_tune.py",
+        "orchestrator/sweep/trainable.py",
+    ),
     "optuna": ("orchestrator/search/",),
     "mlflow": ("orchestrator/tracking/", "orchestrator/registry/"),
     "click": ("orchestrator/cli/",),

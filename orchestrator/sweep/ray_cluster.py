@@ -1,0 +1,119 @@
+"""Ray itself, for the sweep: start a local Ray or join a cluster (Ctrl-C and SIGTERM held
+while it starts), list the alive nodes as `cluster.ClusterNode`s, and run a task on each.
+
+With `ray_tune.py` and `trainable.py`, the only modules that import Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from orchestrator.cluster import ClusterNode, NodeReplies
+
+
+def init_ray(address: str | None, num_cpus: int | None) -> None:
+    """Start a local Ray (or join `address`) once per process, quietly."""
+    # Save Tune's experiment state every few seconds (default: adaptive, >= 10 s), so a driver
+    # killed with -9 loses little; the state is small.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray's newer console output prints a header even at verbose=0; the live table is ours.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if ray.is_initialized():
+        return
+    repo = str(Path(__file__).resolve().parents[1])
+    pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    with signals_held():
+        ray.init(
+            address=address,
+            num_cpus=None if address else num_cpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            # Trials' own output stays in Ray's session logs; failures reach the table and
+            # MLflow through their error files.
+            log_to_driver=False,
+            # Workers import `model` and `orchestrator` from this checkout even when not
+            # installed.
+            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        )
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM while Ray starts are held until it has, then handled by the handlers
+    that were there before (the CLI's: exit 130 / 143). Raised inside ray.init's connection
+    code they crashed the driver (exit -11 and -6, measured by bench/chaos.py); and ray.init
+    installs `sys.exit(15)` as the SIGTERM handler, which would skip the CLI's. Only in the main
+    thread, where handlers live."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda number, frame: held.append(number))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    # ray.init replaces the SIGTERM handler through this helper; a no-op while it starts.
+    helpers = ray._private.utils
+    set_sigterm = getattr(helpers, "set_sigterm_handler", None)
+    if set_sigterm is not None:
+        helpers.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        if set_sigterm is not None:
+            helpers.set_sigterm_handler = set_sigterm
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if held:
+        signal.raise_signal(held[0])  # now handled as it would have been
+
+
+def alive_nodes() -> list[ClusterNode]:
+    """The connected Ray cluster's alive nodes and their total resources."""
+    return [
+        ClusterNode(
+            node_id=node["NodeID"],
+            ip=node["NodeManagerAddress"],
+            resources=dict(node.get("Resources", {})),
+        )
+        for node in ray.nodes()
+        if node.get("Alive")
+    ]
+
+
+def run_on_nodes(
+    function: Callable[..., Any],
+    args: Sequence[Any],
+    nodes: Sequence[ClusterNode],
+    timeout_s: float,
+) -> NodeReplies:
+    """Run `function(*args)` as a zero-CPU task pinned to each node; a node that does not answer
+    within `timeout_s` (or dies meanwhile) is listed as unanswered and its task cancelled."""
+    task = ray.remote(num_cpus=0, max_retries=0)(function)
+    pending = {
+        task.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+        ).remote(*args): node
+        for node in nodes
+    }
+    ready, not_ready = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
+    answered = []
+    for ref in ready:
+        try:
+            answered.append((pending[ref], ray.get(ref)))
+        except Exception:  # the node died meanwhile: it did not answer
+            not_ready.append(ref)
+    for ref in not_ready:
+        ray.cancel(ref, force=True)
+    return NodeReplies(tuple(answered), tuple(pending[ref] for ref in not_ready))
