@@ -22,11 +22,18 @@ def test_the_draws_are_paired_differences_of_the_given_sd():
     assert correlation == pytest.approx(0.5, abs=0.03)
 
 
-def test_a_clear_arm_stops_early_and_a_null_arm_runs_to_max():
-    rng = np.random.default_rng(1)
-    verdicts, seeds = race(draw_differences(rng, (0.0, 0.05), 0.004, 200, 12), RacingDesign())
+def test_a_clear_arm_stops_early_and_a_null_arm_runs_to_max_unless_futile():
+    diffs = draw_differences(np.random.default_rng(1), (0.0, 0.05), 0.004, 200, 12)
+    verdicts, seeds = race(diffs, RacingDesign(futility=0))
     assert (seeds[:, 1] < 12).all() and (verdicts[:, 1] == "better").all()
     assert (seeds[:, 0] == 12).mean() > 0.9
+    # With the futility stop the null arm mostly stops early, with no verdict, and the clear
+    # arm races as before.
+    futile_verdicts, futile_seeds = race(diffs, RacingDesign())
+    assert (futile_seeds[:, 0] < 12).mean() > 0.5
+    unresolved = (verdicts[:, 0] == "unresolved").mean()
+    assert (futile_verdicts[:, 0] == "unresolved").mean() >= unresolved
+    assert (futile_seeds[:, 1] == seeds[:, 1]).all()
 
 
 def test_it_prints_the_summary_and_the_per_arm_tables(capsys):
