@@ -180,7 +180,9 @@ def _same(logged: float | None, value: float) -> bool:
 
 
 def check_optuna(storage: str, ray: dict[str, dict[str, Any]]) -> Findings:
-    """Every Optuna trial that is not an orphan names one Ray trial, and no Ray trial twice."""
+    """Every Optuna trial that is not an orphan names one Ray trial, no Ray trial twice, and
+    every Ray trial Optuna proposed (all but a study's confirm runs, which are fixed configs)
+    has its Optuna trial."""
     import optuna
 
     found = Findings()
@@ -201,4 +203,7 @@ def check_optuna(storage: str, ray: dict[str, dict[str, Any]]) -> Findings:
                 seen[ray_id] = summary.study_name
             if trial.state.name not in ("COMPLETE", "PRUNED"):
                 found.violations.append(f"{summary.study_name} #{trial.number} {trial.state.name}")
+    for trial_id, trial in ray.items():
+        if not trial["dir"].name.startswith("confirm") and trial_id not in seen:
+            found.lost.append(f"Ray trial {trial_id}: no Optuna trial")
     return found

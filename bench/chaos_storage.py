@@ -107,14 +107,17 @@ def unmount_all(path: Path) -> None:
 
 
 def judge_fault_exit(code: int, log: Path, results: Path, full: bool) -> Findings:
-    """A storage fault must end the sweep with exit 1 and a last line `Error: <results>: ...`
-    that says to --resume; a sweep that finished before the fault exits 0."""
+    """A storage fault must end the sweep with exit 1 and one `Error: <results>...` line that
+    says to --resume (its last `Error:` line: Ray may log after it); a sweep that finished
+    before the fault exits 0."""
     found = Findings()
     if code == 0:
         return found
-    last = log.read_text(errors="replace").strip().splitlines()[-1:]
-    line = last[0] if last else ""
+    errors = [line for line in log.read_text(errors="replace").splitlines()
+              if line.startswith("Error: ")]  # fmt: skip
+    line = errors[-1] if errors else ""
     what = "full" if full else "read-only"
-    if code != 1 or not line.startswith(f"Error: {results}") or "--resume" not in line:
-        found.violations.append(f"{what}: exit {code}, last line {line[:300]!r}")
+    named = line.startswith((f"Error: {results}", f"Error: {results.resolve()}"))
+    if code != 1 or len(errors) != 1 or not named or "--resume" not in line:
+        found.violations.append(f"{what}: exit {code}, Error lines {errors[-2:]!r}")
     return found

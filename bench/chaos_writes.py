@@ -147,8 +147,10 @@ def snapshot(paths: list[Path]) -> dict[Path, bytes]:
 def compare(
     old: dict[Path, bytes], during: dict[Path, bytes], new: dict[Path, bytes]
 ) -> list[str]:
-    """Each file as the kill left it that is neither the old nor a whole new one."""
-    broken = []
+    """Each file as the kill left it that is neither the old nor a whole new one, and each
+    file the kill left missing that was there before and is there after a clean run."""
+    broken = [f"{path}: gone after the kill" for path in old
+              if path not in during and path in new]  # fmt: skip
     for path, content in during.items():
         if path.name.startswith(".") or any(part.startswith(".") for part in path.parts[-3:-1]):
             continue  # a writer's temporary file: readers never open it
@@ -159,8 +161,9 @@ def compare(
 
 
 def whole(path: Path, content: bytes) -> bool:
-    """Whether a file that changed between runs (a run id, a time) is complete: it parses to
-    its end as what its suffix says."""
+    """Whether a file that may differ between runs (a run id, a time) is complete: JSON,
+    Parquet and PNG parse to their end. Text files (CSV, Markdown) must be byte-equal to the
+    old or the new one: a cut at a line boundary would look whole."""
     try:
         if path.suffix == ".json":
             json.loads(content)
@@ -174,8 +177,6 @@ def whole(path: Path, content: bytes) -> bool:
             return True
         if path.suffix == ".png":
             return content.endswith(b"IEND\xaeB`\x82")
-        if path.suffix in (".csv", ".md", ".tex", ".yaml", ".txt"):
-            return content.endswith(b"\n")
     except Exception:  # any parse error: the file is not whole
         return False
     return False  # other files: only the old or the new bytes count

@@ -78,6 +78,8 @@ def run_sweep(
             raise SpaceError(
                 f"{parsed.source}: arms: extend adds trials to a plain sweep, or rounds to a race"
             )
+        if extend is not None and (extend < 1 or resume):
+            raise ValueError("extend=N: N >= 1 more rounds, without resume=True")
         from orchestrator.ablation.study_run import run_ablation_study
 
         return run_ablation_study(parsed, resume=resume, extra_rounds=extend or 0, **where)

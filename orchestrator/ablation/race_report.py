@@ -12,9 +12,9 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from orchestrator.ablation.racing import CONTINUE, RaceStop, RacingDesign
+from orchestrator.ablation.racing import CONTINUE, STOP_VERDICTS, RaceStop, RacingDesign
 from orchestrator.ablation.study_info import StudyInfo
-from orchestrator.ablation.verdicts import ALPHA
+from orchestrator.ablation.verdicts import ALPHA, UNRESOLVED
 from orchestrator.contract import RACE_EXTRA_ROUNDS_TAG, arm_race_tag
 
 RACE_COLUMNS = ("seeds run", "race")
@@ -74,15 +74,27 @@ def seeds_per_arm(runs: pd.DataFrame) -> dict[str, int]:
 def with_race_columns(
     table: pd.DataFrame, stops: Mapping[str, RaceStop | None], runs: pd.DataFrame
 ) -> pd.DataFrame:
-    """The table with `seeds run` and `race` (how the arm's race ended; the baseline: "")."""
+    """The table with `seeds run`, `race` (how the arm's race ended; the baseline: "") and
+    `verdict` from the race: the fixed-sample tests beside it (`Δ … p adj`) were computed on
+    however many seeds the race gave each arm, so they describe, and only the race's stop
+    carries the error bound. An arm still racing, or stopped futile or at max: unresolved."""
     if table.empty:
         return table
     table = table.copy()
     ran = seeds_per_arm(runs)
-    table["seeds run"] = [ran.get(str(arm), 0) for arm in table["arm"]]
-    table["race"] = [_describe(stops.get(str(arm))) if str(arm) in stops else ""
-                     for arm in table["arm"]]  # fmt: skip
+    arms = [str(arm) for arm in table["arm"]]
+    table["seeds run"] = [ran.get(arm, 0) for arm in arms]
+    table["race"] = [_describe(stops.get(arm)) if arm in stops else "" for arm in arms]
+    if "verdict" in table.columns:
+        table["verdict"] = [
+            _verdict(stops.get(arm)) if arm in stops else verdict
+            for arm, verdict in zip(arms, table["verdict"], strict=True)
+        ]
     return table
+
+
+def _verdict(stop: RaceStop | None) -> str:
+    return STOP_VERDICTS.get(stop.decision, UNRESOLVED) if stop is not None else UNRESOLVED
 
 
 def _describe(stop: RaceStop | None) -> str:
@@ -108,7 +120,12 @@ def race_markdown(
         f"(paired t-test{', and TOST within the margin' if info.rule.equivalence else ''}, "
         f"{info.rule.correction} across the arms) at level α·(seeds added)/{spread}"
         f" with α = {ALPHA}: Bonferroni over the looks with linear alpha spending, so the chance "
-        f"of any false verdict stays <= {design.error_bound:.3g} however many looks it takes."
+        f"of any false better / worse verdict stays <= {design.error_bound:.3g} however many "
+        "looks it takes"
+        + (f" (of a false equivalent one, another {design.error_bound:.3g})"
+           if info.rule.equivalence else "")
+        + ". The `verdict` column above is each arm's race stop; the p-values beside it are "
+        "fixed-sample tests on the seeds the race gave the arm: they describe, the race decides."
         + futility_sentence(design.futility),
         "",
         "| arm | seeds run | race |",

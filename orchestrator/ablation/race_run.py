@@ -1,13 +1,14 @@
 """A racing study's phase 2 (`seeds: {min, max, step}`): the confirm runs in rounds.
 
-Round 1 (`<results>/<study>/confirm/`) runs every arm on seeds 0..min-1. After each round the race
-is replayed look by look from the finished rounds' runs (`racing.replay_race`, on the study's
-table metric: `dev/overall` when the study ranks on `selection/overall`), and round r+1
-(`confirm-r<r+1>/`) runs the next `step` seeds of the arms still racing, the baseline as many as
-any of them then has. Each round is a phase of its own, so `--resume` restores the unfinished one
-and replays the rest, and every run carries its round as the MLflow param `round`. After each
-look the parent run's tags `arm/<arm>/race` say how each arm stands; `--extend N` (`extra_rounds`
-in `sweep.json`) races the arms still unresolved at `max` for N more rounds.
+Round 1 (`<results>/<study>/confirm/`) runs every arm on seeds 0..min-1. After each round the
+race is replayed look by look from the finished rounds' runs (`racing.replay_race`, on the
+study's table metric: `dev/overall` when the study ranks on `selection/overall`), and round r+1
+(`confirm-r<r+1>/`) runs the arms still racing up to the next look's seeds (`step` more, or
+fewer before an uneven `max`), the baseline as many as any of them then has. Each round is a
+phase of its own, so `--resume` restores the unfinished one and replays the rest, and every run
+carries its round as the MLflow param `round`. After each look the parent run's tags
+`arm/<arm>/race` say how each arm stands; `--extend N` (`extra_rounds` in `sweep.json`) races
+the arms still unresolved at `max` for N more rounds.
 """
 
 from __future__ import annotations

@@ -18,14 +18,15 @@ Such a stop gives no verdict, so it cannot add a false one (a non-binding futili
 costs power on arms whose early seeds understate their effect, which `bench/racing.py`
 measures. 0 turns it off.
 
-Looking again after every round must not inflate the error rate. The boundary here is Bonferroni
-over the planned looks with a linear spending schedule: look k, at n_k seeds, tests at level
-α_k = α · (n_k − n_{k−1}) / max_seeds (n_0 = 0), the increments of the Lan–DeMets power-family
-spending function α·t at information t = n / max_seeds (ρ = 1, between Pocock's and
-O'Brien–Fleming's), used as plain per-look levels with no credit for the correlation between
-looks. The α_k sum to α, so by the union bound the chance of any false verdict of one family over
-all looks is at most α whatever the dependence between looks (with an equivalence margin there
-are two families, the difference tests and the TOST tests, each held to α: 2α for both together).
+Looking again after every round must not inflate the error rate. The boundary here is
+Bonferroni over the planned looks with a linear spending schedule: look k, at n_k seeds, tests
+at level α_k = α · (n_k − n_{k−1}) / max_seeds (n_0 = 0), the increments of the Kim–DeMets
+power-family spending function α·t^ρ at information t = n / max_seeds (ρ = 1, between Pocock's
+and O'Brien–Fleming's), used as plain per-look levels with no credit for the correlation
+between looks. The α_k sum to α (looks `--extend` adds spend more: `error_bound`), so by the
+union bound the chance of any false verdict of one family over all looks is at most α whatever
+the dependence between looks (with an equivalence margin there are two families, the difference
+tests and the TOST tests, each held to α: 2α for both together).
 That is why this and not a group-sequential boundary proper: Pocock / O'Brien–Fleming boundaries
 and their spending-function versions assume normal statistics with known variance and independent
 increments, while a race's t-statistics have 2 to ~11 degrees of freedom. The price is power at
@@ -113,7 +114,7 @@ class RacingDesign:
         return (*range(self.min_seeds, planned, self.step), planned, *extra)
 
     def look_alpha(self, look: int) -> float:
-        """The level of look `look` (1-based): α · (n_k − n_{k−1}) / max_seeds, n_0 = 0."""
+        """The level of look `look` (1-based): α · (n_k − n_{k−1}) / planned_max, n_0 = 0."""
         seeds = (0, *self.looks)
         return self.alpha * (seeds[look] - seeds[look - 1]) / self.planned_max
 
@@ -185,7 +186,8 @@ def conditional_power(diffs: Any, design: RacingDesign) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         spread = sd * math.sqrt(max(total - n, 0)) / total
         bound = stats.t.isf(level / 2, total - 1) * sd / math.sqrt(total)
-        power = stats.norm.sf((bound - np.abs(mean)) / spread)
+        size = np.abs(mean)  # both tails: past +bound or below -bound
+        power = stats.norm.sf((bound - size) / spread) + stats.norm.cdf((-bound - size) / spread)
         if design.equivalence is not None:
             inner = design.equivalence - stats.t.isf(level, total - 1) * sd / math.sqrt(total)
             low, high = ((edge - mean) / spread for edge in (-inner, inner))

@@ -239,6 +239,7 @@ def build_study_report(
     a racing study's also says how each arm's race ended (`parent_tags`: `arm/<arm>/race`)."""
     runs = runs_frame(confirm)
     done = runs[(runs["state"] == "completed") & runs["seed"].notna()]
+    stops = tagged_race_stops(info, parent_tags or {}) if info.race is not None else None
     if done.empty:
         table, latex, metrics = pd.DataFrame(), "", {}
         body = ["No confirm run has completed yet: no table.", ""]
@@ -246,15 +247,15 @@ def build_study_report(
         rule = info.rule
         table = with_verdicts(ablation_table(done, info.baseline, info.arms), done, info.baseline,
                               rule)  # fmt: skip
+        if stops is not None:  # a race's verdict is its stop, the one with an error bound
+            table = with_race_columns(table, stops, runs)
         latex = arm_table_latex(
             table, info.baseline, split=split, metric=rule.metric, correction=rule.correction
         )
         metrics = arm_metrics(table) | verdict_metrics(table, info.baseline)
         body = [arm_table_markdown(table, info.baseline, split=split)]
         body += verdicts_markdown(table, info.baseline, rule)
-    if info.race is not None:
-        stops = tagged_race_stops(info, parent_tags or {})
-        table = with_race_columns(table, stops, runs)
+    if stops is not None:
         body += race_markdown(info, stops, runs, parent_tags or {})
     best = str(table.loc[table[OVERALL].idxmax(), "arm"]) if len(table) else None
     sst = sst_details(done, best) if best else None

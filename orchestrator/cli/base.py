@@ -36,7 +36,7 @@ class UserInputError(click.ClickException):
     exit_code = 2
 
 
-STORAGE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)  # storage_fault.py's, kept light
 
 
 def user_errors(func: F) -> F:

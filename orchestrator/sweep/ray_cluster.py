@@ -51,18 +51,21 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
 @contextmanager
 def signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM while Ray starts are held until it has, then handled by the handlers
-    that were there before (the CLI's: exit 130 / 143). Raised inside ray.init's connection
-    code they crashed the driver (exit -11 and -6, measured by bench/chaos.py); and ray.init
-    installs `sys.exit(15)` as the SIGTERM handler, which would skip the CLI's. Only in the main
-    thread, where handlers live."""
+    that were there before (the CLI's: exit 130 / 143); a second Ctrl-C is not held. Raised
+    inside ray.init's connection code they crashed the driver (exit -11 and -6, measured by
+    bench/chaos.py); and ray.init installs `sys.exit(15)` as the SIGTERM handler, which would
+    skip the CLI's. Only in the main thread, where handlers live."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[int] = []
-    previous = {
-        signum: signal.signal(signum, lambda number, frame: held.append(number))
-        for signum in (signal.SIGINT, signal.SIGTERM)
-    }
+
+    def hold(number: int, frame: Any) -> None:
+        if number == signal.SIGINT and signal.SIGINT in held:
+            raise KeyboardInterrupt  # a second Ctrl-C: at once, as `fit_tuner` does
+        held.append(number)
+
+    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
     # ray.init replaces the SIGTERM handler through this helper; a no-op while it starts.
     helpers = ray._private.utils
     set_sigterm = getattr(helpers, "set_sigterm_handler", None)
@@ -75,8 +78,8 @@ def signals_held() -> Iterator[None]:
             helpers.set_sigterm_handler = set_sigterm
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if held:
-        signal.raise_signal(held[0])  # now handled as it would have been
+        if held:  # also when Ray failed to start: the signal still ends the command
+            signal.raise_signal(held[0])  # now handled as it would have been
 
 
 def alive_nodes() -> list[ClusterNode]:

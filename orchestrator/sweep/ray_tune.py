@@ -57,9 +57,10 @@ def concurrent_trials(space: SearchSpace) -> int:
 class StudySearcher(Searcher):
     """Ray Tune's searcher interface, forwarded to the sweep's Optuna study."""
 
-    def __init__(self, study: TrialProposer) -> None:
+    def __init__(self, study: TrialProposer, experiment_dir: Path | None = None) -> None:
         super().__init__(metric=study.space.metric, mode=study.space.mode)
         self.study = study
+        self.experiment_dir = experiment_dir  # where the trials' error files are
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         return self.study.ask(trial_id)
@@ -72,11 +73,23 @@ class StudySearcher(Searcher):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        if error and storage_fault.WATCH.reason is not None:
+        if error and self.failed_on_storage(trial_id):
             # The disk failed, not the trial: `--resume` runs it again (restore_tuner) and
             # Optuna hears then how it ended; told FAIL now, it could not be told again.
             return
         self.study.tell(trial_id, result, step=_step(result or {}), error=error)
+
+    def failed_on_storage(self, trial_id: str) -> bool:
+        """Ray asks the searcher before the callbacks (TrialEvents), so it looks itself."""
+        if self.experiment_dir is None:
+            return False
+        error_file = self.experiment_dir / trial_id / "error.txt"
+        results_dir = self.experiment_dir.parent
+        reason = storage_fault.trial_failed_on_storage(error_file, results_dir)
+        if reason is None:
+            return False
+        storage_fault.WATCH.record(reason)
+        return True
 
     def save(self, checkpoint_path: str) -> None:
         self.study.save(checkpoint_path)
@@ -115,15 +128,19 @@ class TrialEvents(Callback):
     ) -> None:
         self.listeners = tuple(listeners)
         self.results_dir = results_dir
+        self.stopping = False  # this driver asked Tune to stop (a fresh one after --resume)
 
     def watch_storage(self, trial: Trial) -> None:
         if self.results_dir is None:
             return
         error = Path(trial.error_file) if trial.error_file else None
-        text = error.read_text(errors="replace") if error and error.is_file() else ""
-        reason = storage_fault.trial_storage_fault(text, self.results_dir)
+        reason = storage_fault.trial_failed_on_storage(error, self.results_dir)
+        if reason is None:
+            return
+        first = storage_fault.WATCH.record(reason) or not self.stopping
         graceful = signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None)
-        if reason and storage_fault.WATCH.record(reason) and graceful:
+        if first and graceful:
+            self.stopping = True
             os.kill(os.getpid(), signal.SIGUSR1)  # Tune's own graceful stop, as on Ctrl-C
 
     def setup(
@@ -210,7 +227,7 @@ def build_tuner(
         tune_config=tune.TuneConfig(
             metric=space.metric,
             mode=space.mode,
-            search_alg=StudySearcher(study),
+            search_alg=StudySearcher(study, layout.root),
             scheduler=seed_rungs(_scheduler(space), rung_history or {}, space.mode),
             num_samples=space.total_trials,
             max_concurrent_trials=space.max_concurrent or concurrent_trials(space),
@@ -260,18 +277,29 @@ def fit_tuner(tuner: tune.Tuner) -> bool:
 
 def restore_tuner(space: SearchSpace, layout: SweepLayout, *, data_dir: Path) -> tune.Tuner:
     """The sweep's Tune experiment as its driver last saved it (searcher and listeners too), to
-    run its unfinished and its errored trials. A checkpoint the snapshot names but
-    Ray deleted after it was saved is put back first (sweep/lost_checkpoint.py)."""
+    run its unfinished trials, and its errored ones when a full or read-only disk failed some
+    of them. A checkpoint the snapshot names but Ray deleted after it was saved is put back
+    first (sweep/lost_checkpoint.py)."""
     refill_lost_checkpoints(layout)
     return tune.Tuner.restore(
         str(layout.root),
         _trainable(space, layout, data_dir),
         resume_unfinished=True,
-        # A trial that failed runs again from its last checkpoint: a full or read-only disk
-        # fails trials in ways that do not always say so (torch.save's "unexpected pos"), nor
-        # can Ray write their error files then. One that fails for its own reason fails again.
-        resume_errored=True,
+        # Ray resumes every errored trial or none: a trial that failed for its own reason
+        # beside them runs again too (and fails again, unless it was passing).
+        resume_errored=any(map(storage_fault.failed_on_storage_text, errored_texts(layout))),
     )
+
+
+def errored_texts(layout: SweepLayout) -> list[str]:
+    """The error file of each trial the saved experiment holds as errored ("" when Ray could
+    not write it)."""
+    texts = []
+    for trial in ExperimentAnalysis(str(layout.root)).trials:
+        if trial.status == Trial.ERROR:
+            path = layout.root / trial.trial_id / "error.txt"
+            texts.append(path.read_text(errors="replace") if path.is_file() else "")
+    return texts
 
 
 def refill_lost_checkpoints(layout: SweepLayout) -> dict[str, Path]:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 # How these errors read once they crossed a process (Ray's error file) or a database driver.
 SIGNS = (
     "[Errno 28]",
+    "os error 28",  # Rust's I/O errors (safetensors)
     "No space left on device",
     "[Errno 30]",
     "Read-only file system",
@@ -25,7 +27,12 @@ SIGNS = (
     "Disk quota exceeded",
     "database or disk is full",
     "readonly database",
+    # torch.save's own words for a write the disk cut short
+    "unexpected pos",
+    "PytorchStreamWriter failed writing",
 )
+# Exceptions that wrap an I/O failure without an errno (SQLite through SQLAlchemy and MLflow).
+IO_ERRORS = ("OperationalError", "MlflowException")
 PROBE_BYTES = 1 << 20  # what the next checkpoint needs at the very least
 
 
@@ -77,34 +84,72 @@ class StorageWatch:
 
     def raise_if_seen(self, results_dir: Path) -> None:
         if self.reason is not None:
-            raise StorageFault(
-                errno.ENOSPC,  # or read-only: the CLI prints the message, exit 1
-                f"{results_dir}: {self.reason}; the sweep stopped with its trials saved: free "
-                "space (or make it writable), then continue it with --resume",
-            )
+            raise fault(results_dir, self.reason)
 
 
 WATCH = StorageWatch()
 
 
 def driver_storage_fault(error: BaseException, results_dir: Path) -> StorageFault | None:
-    """The driver's error as a StorageFault when it is one (its text names a storage error, or
-    a probe write into the results directory now fails), else None."""
-    met = probe(results_dir)
-    if met is None and not is_storage_error(error):
+    """The driver's error as a StorageFault when it is one: an error in its chain names a
+    storage errno, or it is an I/O error (OSError, a database's OperationalError, MLflow's
+    error around one) and a probe write into the results directory now fails. Anything else
+    (a bug, bad input) is None and surfaces as itself."""
+    chain = list(_chain(error))
+    named = next((e for e in chain if is_storage_error(e)), None)
+    io_like = any(isinstance(e, OSError) or type(e).__name__ in IO_ERRORS for e in chain)
+    met = probe(results_dir) if named is None and io_like else None
+    if named is None and met is None:
         return None
-    reason = met.strerror if met is not None else str(error).strip().splitlines()[-1][:200]
+    cause = named if named is not None else error
+    reason = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1][:200]}"
+    return fault(results_dir, reason if met is None else f"{met.strerror} ({reason})", met)
+
+
+def fault(results_dir: Path, reason: str, met: OSError | None = None) -> StorageFault:
+    number = met.errno if met is not None and met.errno in STORAGE_ERRNOS else errno.ENOSPC
     return StorageFault(
-        errno.ENOSPC,
-        f"{results_dir}: {reason}; the sweep stopped: free space (or make it writable), then "
-        "continue it with --resume",
+        number,
+        f"{results_dir}: {reason}; the sweep stopped with its trials saved: free space (or "
+        "make it writable), then continue it with --resume",
     )
 
 
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def last_failure(error_text: str) -> str:
+    """The newest failure of a trial's error file: Ray appends each failure (`Failure # N`) to
+    it and keeps the file when the trial is resumed, so older ones may be another story."""
+    return error_text.rsplit("Failure # ", 1)[-1]
+
+
 def trial_storage_fault(error_text: str, directory: Path) -> str | None:
-    """Why a trial's failure is a storage fault (its error names one, or a probe write into
-    `directory` now fails), or None."""
-    if is_storage_error(error_text):
-        return error_text.strip().splitlines()[-1][:200] if error_text.strip() else "storage full"
+    """Why a trial's newest failure is a storage fault (its error names one, or there is no
+    error text, as when Ray could not write it, and a probe write into `directory` now
+    fails), or None."""
+    newest = last_failure(error_text).strip()
+    if is_storage_error(newest):
+        return newest.splitlines()[-1][:200]
     met = probe(directory)
     return f"{met.strerror or met}" if met is not None else None
+
+
+def failed_on_storage_text(error_text: str) -> bool:
+    """Read back on `--resume`: a trial failed on storage when its newest failure names it, or
+    when Ray could not even write its error file (the disk was full)."""
+    newest = last_failure(error_text).strip()
+    return not newest or is_storage_error(newest)
+
+
+def trial_failed_on_storage(error_file: Path | None, directory: Path) -> str | None:
+    """`trial_storage_fault` of a trial's error file (missing: no text)."""
+    has_text = error_file is not None and error_file.is_file()
+    text = error_file.read_text(errors="replace") if has_text and error_file else ""
+    return trial_storage_fault(text, directory)

@@ -48,7 +48,7 @@ def stored(arm: str, seed: int, overall: float) -> StoredRun:
 
 RUNS = [
     *(stored("baseline", s, 0.60 + 0.01 * s) for s in range(6)),
-    *(stored("smart", s, 0.40 + 0.01 * s) for s in range(3)),
+    *(stored("smart", s, 0.40 + 0.01 * s + (0.003, -0.002, 0.001)[s]) for s in range(3)),
     *(stored("cross", s, 0.61 + 0.01 * s + (0.02 if s % 2 else -0.02)) for s in range(6)),
 ]
 
@@ -70,6 +70,24 @@ def test_the_report_of_a_race_gives_each_arms_seeds_and_stop():
     assert rows.loc["smart", "race"] == "stop-worse at look 1 (3 seeds)"
     assert rows.loc["baseline", "race"] == ""
     assert rows.loc["smart", "Δ dev/overall pairs"] == 3  # its 3 seeds, paired
+    assert rows.loc["smart", "verdict"] == "worse" and rows.loc["cross", "verdict"] == "unresolved"
+    assert report.tags["arm/cross/verdict"] == "unresolved"
+
+
+def test_a_races_verdict_is_its_stop_not_the_fixed_test_on_the_seeds_it_ran():
+    info = study_info(PARAMS)
+    assert info is not None
+    futile = json.dumps({"decision": "stop-futile", "look": 1, "seeds": 3})
+    report = build_study_report(
+        "raced", info, RUNS, {}, parent_tags={**TAGS, arm_race_tag("smart"): futile}
+    )
+    rows = report.table.set_index("arm")
+    # 0.2 below the baseline on every seed: the fixed test would call it worse.
+    assert rows.loc["smart", "Δ dev/overall p adj"] < 0.05
+    assert rows.loc["smart", "verdict"] == "unresolved"
+    assert report.tags["arm/smart/verdict"] == "unresolved"
+    row = next(line for line in report.markdown.splitlines() if line.startswith("| smart | -0.19"))
+    assert "**unresolved**" in row
 
 
 def test_an_untagged_arm_a_stray_seed_and_an_extension_are_said():

@@ -15,6 +15,7 @@ from orchestrator.sweep.storage_fault import (
     StorageFault,
     StorageWatch,
     driver_storage_fault,
+    failed_on_storage_text,
     is_storage_error,
     probe,
     trial_storage_fault,
@@ -66,10 +67,35 @@ def test_the_watch_keeps_the_first_fault_and_raises_it_once_asked(tmp_path: Path
     watch.raise_if_seen(tmp_path)
 
 
-def test_a_driver_error_is_a_fault_only_when_storage_is_to_blame(tmp_path: Path):
+def test_a_driver_error_is_a_fault_only_when_storage_is_to_blame(tmp_path: Path, monkeypatch):
     assert driver_storage_fault(RuntimeError("a bug"), tmp_path) is None
     fault = driver_storage_fault(RuntimeError("database or disk is full"), tmp_path)
-    assert fault is not None and "database or disk is full; the sweep stopped" in str(fault)
+    assert fault is not None
+    assert "RuntimeError: database or disk is full; the sweep stopped" in str(fault)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "open", read_only)  # the probe write now fails
+    # An I/O error that does not say why (SQLite's "unable to open database file") is a fault
+    # when the probe fails; a bug or bad input never is, whatever the disk.
+    try:
+        raise RuntimeError("wrapped") from OSError("unable to open database file")
+    except RuntimeError as err:
+        io_fault = driver_storage_fault(err, tmp_path)
+    assert io_fault is not None and io_fault.errno == errno.EROFS
+    assert "Read-only file system (RuntimeError: wrapped)" in str(io_fault)
+    assert driver_storage_fault(ValueError("seeds: expected 2 <= min"), tmp_path) is None
+
+
+def test_only_a_trials_newest_failure_counts():
+    older = "Failure # 1 (occurred at 2026-12-07)\n" + RAY_ERROR
+    newer = older + "Failure # 2 (occurred at 2026-12-08)\nRuntimeError: CUDA out of memory\n"
+    assert failed_on_storage_text(older) and not failed_on_storage_text(newer)
+    assert failed_on_storage_text("")  # Ray could not write the error file: the disk was full
+    torch_cut = "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos 10880"
+    assert failed_on_storage_text(torch_cut)
+    assert failed_on_storage_text("I/O error: No space left on device (os error 28)")
 
 
 @pytest.mark.parametrize(
