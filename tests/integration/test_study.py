@@ -175,7 +175,9 @@ def test_a_race_killed_between_rounds_resumes_and_extends_with_every_run_once(
     from orchestrator.ablation.racing import CONTINUE, RacingDesign, decide
 
     results = tmp_path / "results"
-    space = study_space("raced", seeds={"min": 2, "max": 4, "step": 1})
+    # No futility stop: these tiny arms differ by noise and would all stop futile at look 1,
+    # and the test is of rounds, a kill between them and --extend.
+    space = study_space("raced", seeds={"min": 2, "max": 4, "step": 1, "futility": 0})
     space["arms"]["slow"] = {**SMALL_DATA, "optim.lr": 1.0e-5}
     space_file = write_space(tmp_path / "raced.yaml", space)
     exp_dir = results / "raced"
@@ -191,12 +193,13 @@ def test_a_race_killed_between_rounds_resumes_and_extends_with_every_run_once(
     again = run_cli(str(space_file), "--resume", results=results)
     output, _ = again.communicate(timeout=300)
     assert again.returncode == 0, output
-    check_race(exp_dir, RacingDesign(2, 4, 1), decide, CONTINUE)
+    design = RacingDesign(2, 4, 1, futility=0)
+    check_race(exp_dir, design, decide, CONTINUE)
 
     extend = run_cli(str(space_file), "--extend", "1", results=results)
     output, _ = extend.communicate(timeout=300)
     assert extend.returncode == 0, output
-    runs = check_race(exp_dir, RacingDesign(2, 4, 1).extended(1), decide, CONTINUE)
+    runs = check_race(exp_dir, design.extended(1), decide, CONTINUE)
     assert "## Race" in (exp_dir / "ablation.md").read_text()
     assert {r.data.params["round"] for r in runs} >= {"1", "2", "3"}
 
