@@ -3,7 +3,6 @@ Ctrl-C, and the common options."""
 
 from __future__ import annotations
 
-import errno
 import functools
 import shlex
 import signal
@@ -21,6 +20,7 @@ from model.data import DataError
 from model.data_dir import FETCH_COMMAND, default_data_dir
 from model.warning_format import show_warnings_as_lines
 from model.weights import WeightsError
+from orchestrator.sweep.storage_fault import STORAGE_ERRNOS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,7 +36,6 @@ class UserInputError(click.ClickException):
     exit_code = 2
 
 
-STORAGE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)  # storage_fault.py's, kept light
 
 
 def user_errors(func: F) -> F:

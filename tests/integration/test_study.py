@@ -51,6 +51,17 @@ def finished_phases(exp_dir: Path) -> list[str]:
     return list(json.loads(state_file.read_text()).get("finished_phases", []))
 
 
+def kill_once_finished(driver: Any, exp_dir: Path, phase: str) -> None:
+    """SIGKILL the study's driver (its whole process group) once `phase` has finished."""
+    deadline = time.monotonic() + 240
+    while phase not in finished_phases(exp_dir):
+        assert driver.poll() is None, driver.stdout.read() if driver.stdout else ""
+        assert time.monotonic() < deadline, f"the study never finished {phase}"
+        time.sleep(0.1)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+
+
 def test_study_without_tuning_runs_every_arm_on_the_same_seeds(tmp_path: Path) -> None:
     results = tmp_path / "results"
     space_file = write_space(tmp_path / "direct.yaml", study_space("direct-study"))
@@ -129,14 +140,7 @@ def test_study_with_tuning_resumes_after_sigkill_and_confirms_each_arms_best(
     )
     space_file = write_space(tmp_path / "tuned.yaml", space)
     exp_dir = results / "tuned-study"
-    driver = run_cli(str(space_file), results=results)
-    deadline = time.monotonic() + 240
-    while "tune-plain" not in finished_phases(exp_dir):
-        assert driver.poll() is None, driver.stdout.read() if driver.stdout else ""
-        assert time.monotonic() < deadline, "the study made no progress"
-        time.sleep(0.2)
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
+    kill_once_finished(run_cli(str(space_file), results=results), exp_dir, "tune-plain")
 
     again = run_cli(str(space_file), "--resume", results=results)
     output, _ = again.communicate(timeout=300)
@@ -181,14 +185,7 @@ def test_a_race_killed_between_rounds_resumes_and_extends_with_every_run_once(
     space["arms"]["slow"] = {**SMALL_DATA, "optim.lr": 1.0e-5}
     space_file = write_space(tmp_path / "raced.yaml", space)
     exp_dir = results / "raced"
-    driver = run_cli(str(space_file), results=results)
-    deadline = time.monotonic() + 240
-    while "confirm" not in finished_phases(exp_dir):
-        assert driver.poll() is None, driver.stdout.read() if driver.stdout else ""
-        assert time.monotonic() < deadline, "the race made no progress"
-        time.sleep(0.1)
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
+    kill_once_finished(run_cli(str(space_file), results=results), exp_dir, "confirm")
 
     again = run_cli(str(space_file), "--resume", results=results)
     output, _ = again.communicate(timeout=300)
