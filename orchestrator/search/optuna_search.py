@@ -163,10 +163,11 @@ class SweepStudy:
         self.pending_repeats: list[Repeat] = []
         self._study: optuna.Study | None = None
         self._storage: optuna.storages.RDBStorage | None = None
+        self._storage_ids: dict[int, int] = {}  # trial number -> the storage's trial id
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into Ray's experiment state: the study reconnects to its storage when used.
-        return {**self.__dict__, "_study": None, "_storage": None}
+        return {**self.__dict__, "_study": None, "_storage": None, "_storage_ids": {}}
 
     @property
     def study(self) -> optuna.Study:
@@ -289,6 +290,7 @@ class SweepStudy:
         self.asked, self.told = dict(state["asked"]), set(state["told"])
         self.pending_repeats = list(state["pending_repeats"])
         self.sampler, self._study, self._storage = state["sampler"], None, None
+        self._storage_ids = {}
         self.fail_orphans()
 
     def fail_orphans(self) -> int:
@@ -306,11 +308,16 @@ class SweepStudy:
         return len(orphans)
 
     def _storage_id(self, number: int) -> int:
-        """The storage's id of trial `number` (what `optuna.Trial` and the storage take)."""
-        study = self.study
-        assert self._storage is not None  # opened with the study
-        study_id = self._storage.get_study_id_from_name(study.study_name)
-        return self._storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        """The storage's id of trial `number` (what `optuna.Trial` and the storage take),
+        looked up once per trial: each lookup is two queries, and a trial is asked, reported
+        and told through several handles."""
+        ids = self.__dict__.setdefault("_storage_ids", {})  # setdefault: older pickles
+        if number not in ids:
+            study = self.study
+            assert self._storage is not None  # opened with the study
+            study_id = self._storage.get_study_id_from_name(study.study_name)
+            ids[number] = self._storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        return int(ids[number])
 
     def _trial(self, number: int) -> optuna.Trial:
         """A handle on trial `number` to suggest, report and set attributes through."""

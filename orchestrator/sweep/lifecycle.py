@@ -23,10 +23,11 @@ from orchestrator.search.optuna_search import make_sampler
 from orchestrator.search.proposer import TrialProposer
 from orchestrator.space.schema import SearchSpace
 from orchestrator.sweep import ray_tune, storage_fault
-from orchestrator.sweep.listeners import DropResumeState, LiveTrialTable, MlflowRelay
+from orchestrator.sweep.listeners import TERMINATED, DropResumeState, LiveTrialTable, MlflowRelay
 from orchestrator.sweep.outcome import SweepOutcome
 from orchestrator.sweep.parent_run import SweepRun, finish_tracking, outcome_of
 from orchestrator.sweep.placement import fit_trials_to_cluster
+from orchestrator.sweep.retention import drop_resume_state
 from orchestrator.tracking.writer import Status
 
 
@@ -184,4 +185,8 @@ def fit_experiment(
     storage_fault.WATCH.clear()
     stopped = bool(ray_tune.fit_tuner(tuner))
     storage_fault.WATCH.raise_if_seen(layout.root.parent)  # a full or read-only results dir
+    # Ray's last save, which it waits for, holds every trial that ended since the one before.
+    for trial in ray_tune.trial_snapshots(layout):
+        if trial.status == TERMINATED:
+            drop_resume_state(layout.trial(trial.trial_id))
     return stopped

@@ -11,7 +11,7 @@ pickled.
 from __future__ import annotations
 
 import logging
-import shutil
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +37,7 @@ from orchestrator.contract import (
 )
 from orchestrator.objectives import final_metrics, is_feasible
 from orchestrator.space.schema import SearchSpace, run_name
+from orchestrator.sweep.retention import drop_resume_state
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ class TrialListener:
     def trial_errored(self, trial: TrialSnapshot) -> None: ...
 
     def trial_recovered(self, trial: TrialSnapshot) -> None: ...
+
+    def state_saved(self) -> None:
+        """Ray is saving the experiment's state (every trial's status) for `--resume`."""
 
     def refresh_due(self) -> bool:
         """Whether `refresh` wants every trial now (snapshotting them all is not free)."""
@@ -270,16 +274,30 @@ class MlflowRelay(TrialListener):
 
 
 class DropResumeState(TrialListener):
-    """Delete a finished trial's trainer resume state (`train/checkpoints/last/`, with optimizer
-    moments: 3x the model). Ray keeps its own copy as long as the trial could resume."""
+    """Delete a finished trial's resume state (the trainer's `train/checkpoints/last/` and Ray's
+    `checkpoint_<n>/`, each the model with its optimizer moments: 3x the model) once Ray's saved
+    experiment state says it finished: until then a driver killed now would resume the trial
+    from it (`lost_checkpoint.py`). An errored trial keeps Ray's copy: `--resume` runs it again
+    when a full or read-only disk failed it (sweep/storage_fault.py)."""
 
     def __init__(self, layout: SweepLayout) -> None:
         self.layout = layout
+        self._ended: list[str] = []  # since Ray last saved the experiment's state
+        self._saved: list[str] = []  # before it: in a saved state Ray has written out
 
     def trial_completed(self, trial: TrialSnapshot) -> None:
-        shutil.rmtree(self.layout.trial(trial.trial_id).train.last, ignore_errors=True)
+        # setdefault: a DropResumeState pickled in an older sweep's tuner.pkl has no lists.
+        self.__dict__.setdefault("_ended", []).append(trial.trial_id)
 
-    trial_errored = trial_completed
+    def trial_errored(self, trial: TrialSnapshot) -> None:
+        drop_resume_state(self.layout.trial(trial.trial_id), ray_copies=False)
+
+    def state_saved(self) -> None:
+        # Ray writes a state, then copies it into the results directory in the background: a
+        # trial that ended before the previous save is surely in the copy on disk by now.
+        for trial_id in self.__dict__.get("_saved", []):
+            drop_resume_state(self.layout.trial(trial_id))
+        self._saved, self._ended = self.__dict__.get("_ended", []), []
 
 
 class LiveTrialTable(TrialListener):
@@ -318,8 +336,13 @@ class LiveTrialTable(TrialListener):
             self._live = None
 
 
+TABLE_ENDED_ROWS = 10  # ended trials the live table shows: the best ones
+
+
 def render_trials(space: SearchSpace, trials: Sequence[TrialSnapshot]) -> Any:
-    """The trials as a rich Table: id, state, swept values, epoch, last and best metric."""
+    """The trials as a rich Table: id, state, swept values, epoch, last and best metric. Every
+    trial still to end, then the best `TABLE_ENDED_ROWS` that ended and a count of the rest, so
+    a redraw costs the same at trial 1,000 as at trial 10."""
     from rich.table import Table
 
     metric = space.metric
@@ -327,7 +350,11 @@ def render_trials(space: SearchSpace, trials: Sequence[TrialSnapshot]) -> Any:
     for column in ("trial", "state", "params", "epoch", metric, f"best {metric}"):
         table.add_column(column, overflow="fold")
     styles = {"failed": "red", "pruned": "yellow", "completed": "green", "running": "cyan"}
-    for trial in trials:
+    ended = [t for t in trials if t.status in (TERMINATED, ERROR)]
+    sign = -1.0 if space.mode == "max" else 1.0
+    ranked = sorted(ended, key=lambda t: _rank(t.last_result.get(best_key(metric)), sign))
+    shown = [t for t in trials if t.status not in (TERMINATED, ERROR)]
+    for trial in shown + ranked[:TABLE_ENDED_ROWS]:
         result = trial.last_result
         state = trial_state(trial)
         table.add_row(
@@ -338,7 +365,13 @@ def render_trials(space: SearchSpace, trials: Sequence[TrialSnapshot]) -> Any:
             _fmt(result.get(metric)),
             _fmt(result.get(best_key(metric))),
         )
+    if len(ranked) > TABLE_ENDED_ROWS:
+        table.caption = f"and {len(ranked) - TABLE_ENDED_ROWS} more ended trials"
     return table
+
+
+def _rank(value: Any, sign: float) -> float:
+    return sign * float(value) if is_finite_number(value) else math.inf
 
 
 def _fmt(value: Any) -> str:

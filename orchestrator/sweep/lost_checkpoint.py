@@ -1,14 +1,14 @@
 """A resumed trial whose checkpoint Ray deleted: put back the newest one every listener has seen.
 
-Ray keeps one checkpoint per trial (`CheckpointConfig(num_to_keep=1)`): when a trial reports
-epoch e+1 its driver registers `checkpoint_<e+1>` and deletes `checkpoint_<e>` at once, while the
-experiment snapshot it saves every few seconds may still name `checkpoint_<e>`. A driver killed
-before its next snapshot leaves a trial that Ray cannot restore ("Could not recover from
-checkpoint as it does not exist on storage anymore"); with retries spent, the trial fails.
+The driver keeps one Ray checkpoint per trial (`ray_tune.TrialEvents.on_checkpoint`): when a
+trial reports epoch e+1 it registers `checkpoint_<e+1>` and deletes `checkpoint_<e>` at once,
+while the experiment snapshot Ray saves every few seconds may still name `checkpoint_<e>`. A
+driver killed before its next snapshot leaves a trial that Ray cannot restore ("Could not
+recover from checkpoint as it does not exist on storage anymore"); with retries spent, it fails.
 
 Before `--resume` hands the snapshot to Ray, `refill_lost_checkpoint` puts a complete checkpoint
 back at the path the snapshot names, chosen from what is on disk, not from when Ray last saved:
-- the oldest complete Ray checkpoint newer than the lost one. Ray deletes a checkpoint only after
+- the oldest complete Ray checkpoint newer than the lost one. The driver deletes one only after
   registering a newer one, and registers it only after its result went to the scheduler, the
   searcher and the MLflow listener, so that epoch and every one before it were recorded and
   resuming after it skips nothing. A still newer one may hold an epoch the driver never saw (a

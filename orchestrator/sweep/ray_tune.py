@@ -26,10 +26,17 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from orchestrator.contract import EPOCH_KEY, SweepLayout, trial_labels, trial_params
+from orchestrator.contract import (
+    EPOCH_KEY,
+    SweepLayout,
+    trial_labels,
+    trial_params,
+    tune_keys,
+    unpack_result,
+)
 from orchestrator.search.proposer import TrialProposer
 from orchestrator.space.schema import SearchSpace
-from orchestrator.sweep import storage_fault
+from orchestrator.sweep import retention, storage_fault
 from orchestrator.sweep.listeners import TrialListener, TrialSnapshot
 from orchestrator.sweep.lost_checkpoint import refill_lost_checkpoint
 from orchestrator.sweep.ray_cluster import alive_nodes as alive_nodes
@@ -66,6 +73,7 @@ class StudySearcher(Searcher):
         return self.study.ask(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        result = unpack_result(result)
         value = result.get(self.study.space.metric)
         if value is not None:
             self.study.report(trial_id, value, _step(result))
@@ -77,7 +85,8 @@ class StudySearcher(Searcher):
             # The disk failed, not the trial: `--resume` runs it again (restore_tuner) and
             # Optuna hears then how it ended; told FAIL now, it could not be told again.
             return
-        self.study.tell(trial_id, result, step=_step(result or {}), error=error)
+        last = unpack_result(result or {})
+        self.study.tell(trial_id, last, step=_step(last), error=error)
 
     def failed_on_storage(self, trial_id: str) -> bool:
         """Ray asks the searcher before the callbacks (TrialEvents), so it looks itself."""
@@ -104,13 +113,15 @@ def _step(result: Mapping[str, Any]) -> int:
     return int(result.get(EPOCH_KEY, result.get(TRAINING_ITERATION, 0)))
 
 
-def snapshot(trial: Trial) -> TrialSnapshot:
-    """A Ray trial as plain data."""
+def snapshot(trial: Trial, *, packed: bool = False) -> TrialSnapshot:
+    """A Ray trial as plain data; `packed`: its last result without the packed metrics (what
+    the live table shows, redrawn every second for every trial, needs none of them)."""
+    last = trial.last_result or {}
     return TrialSnapshot(
         trial_id=trial.trial_id,
         status=trial.status,
         params=trial_params(trial.config or {}),
-        last_result=dict(trial.last_result or {}),
+        last_result=dict(last) if packed else unpack_result(last),
         error_file=trial.error_file,
         retries=trial.run_metadata.num_failures,
         name=str(trial),
@@ -163,7 +174,7 @@ class TrialEvents(Callback):
     ) -> None:
         seen = snapshot(trial)
         for listener in self.listeners:
-            listener.trial_result(seen, result)
+            listener.trial_result(seen, unpack_result(result))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         seen = snapshot(trial)
@@ -182,10 +193,20 @@ class TrialEvents(Callback):
         for listener in self.listeners:
             listener.trial_recovered(seen)
 
+    def on_checkpoint(self, iteration: int, trials: list, trial: Trial, checkpoint: Any, **_: Any):
+        # After the result it came with reached every listener (what refilling it relies on).
+        retention.drop_older_ray_checkpoints(Path(checkpoint.path))
+
+    def get_state(self) -> dict | None:
+        # Ray asks as it saves the experiment's state: the one hook it has for that moment.
+        for listener in self.listeners:
+            listener.state_saved()
+        return None
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         due = [listener for listener in self.listeners if listener.refresh_due()]
         if due:
-            seen = [snapshot(t) for t in trials]
+            seen = [snapshot(t, packed=True) for t in trials]
             for listener in due:
                 listener.refresh(seen)
 
@@ -241,9 +262,11 @@ def build_tuner(
             name=layout.name,
             storage_path=str(layout.root.parent),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-            # One per trial: a snapshot naming one Ray deleted since is mended on --resume
-            # (refill_lost_checkpoints), whatever the number kept, so keeping more buys nothing.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # All, for Ray: with a number set it saves the whole experiment's state after each
+            # trial's checkpoint, O(trials) per epoch. TrialEvents deletes all but the newest
+            # instead; a snapshot naming one deleted since is mended on --resume
+            # (refill_lost_checkpoints), so keeping more would buy nothing.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             callbacks=[TrialEvents(listeners, layout.root.parent)],
             verbose=0,
         ),
@@ -292,8 +315,7 @@ def restore_tuner(space: SearchSpace, layout: SweepLayout, *, data_dir: Path) ->
 
 
 def errored_texts(layout: SweepLayout) -> list[str]:
-    """The error file of each trial the saved experiment holds as errored ("" when Ray could
-    not write it)."""
+    """The error file of each errored trial of the saved experiment ("" if Ray wrote none)."""
     texts = []
     for trial in ExperimentAnalysis(str(layout.root)).trials:
         if trial.status == Trial.ERROR:
@@ -327,6 +349,7 @@ def _trainable(space: SearchSpace, layout: SweepLayout, data_dir: Path) -> Any:
             experiment_dir=str(layout.root),
             threads=max(1, math.floor(space.resources.cpu)),
             gpu_share=space.resources.gpu,
+            scheduled=tune_keys(space.metric),  # the rest reaches the driver packed
         ),
         {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
     )
@@ -352,11 +375,9 @@ def seed_rungs(
     scheduler: TrialScheduler, history: Mapping[str, Mapping[int, float]], mode: str
 ) -> TrialScheduler:
     """ASHA with each earlier trial's value at every rung it reached already recorded, as if it
-    had run in this experiment (a Tune result at epoch e is recorded at the first rung <= e it
-    has not filled, so with one result per epoch a rung at epoch m holds the value at epoch m).
-    Ray has no public API for this: it fills the brackets' rung records; the decisions that
-    follow (STOP / CONTINUE) are tested on the pinned Ray in tests/orchestrator/
-    test_sweep_extend.py. Other schedulers pass."""
+    had run in this experiment (with one result per epoch a rung at epoch m holds the value at
+    epoch m). Ray has no public API for this: it fills the brackets' rung records; the decisions
+    that follow are tested on the pinned Ray (test_sweep_extend.py). Other schedulers pass."""
     if not history or not isinstance(scheduler, ASHAScheduler):
         return scheduler
     sign = 1.0 if mode == "max" else -1.0  # ASHA keeps larger-is-better values

@@ -34,6 +34,7 @@ from orchestrator.contract import (
     PRECISION_KEY,
     SweepLayout,
     best_key,
+    pack_result,
     trial_params,
 )
 
@@ -46,8 +47,10 @@ def train_trial(
     experiment_dir: str,
     threads: int = 1,
     gpu_share: float = 0.0,
+    scheduled: tuple[str, ...] = (),
 ) -> None:
-    """Train one trial of a sweep and report every epoch to Tune (see module docstring)."""
+    """Train one trial of a sweep and report every epoch to Tune (see module docstring), the
+    `scheduled` keys as numbers, the other metrics packed (`contract.pack_result`)."""
     show_warnings_as_lines()  # in the trial's stderr.log, one line each
     if 0.0 < gpu_share < 1.0:
         # Trials packed onto one GPU (resources.gpu: 0.25) each keep to their share of its
@@ -68,7 +71,8 @@ def train_trial(
         metrics.update(_best_metrics(epoch.best_checkpoint_dir))
         metrics[BEST_CHECKPOINT] = str(epoch.best_checkpoint_dir)
         metrics[PRECISION_KEY] = precision
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(epoch.checkpoint_dir)))
+        checkpoint = tune.Checkpoint.from_directory(str(epoch.checkpoint_dir))
+        tune.report(pack_result(metrics, scheduled), checkpoint=checkpoint)
 
     checkpoint = tune.get_checkpoint()
     resuming = checkpoint.as_directory() if checkpoint else nullcontext(None)
@@ -90,7 +94,8 @@ def train_trial(
         except NonFiniteLossError as err:
             # A last result that says why, instead of an exception: Ray would retry the trial
             # (FailureConfig) only to diverge again. The driver marks it FAILED everywhere.
-            tune.report(_diverged_result(err, epoch=done_epochs + 1, selection=cfg.data.selection))
+            failed = _diverged_result(err, epoch=done_epochs + 1, selection=cfg.data.selection)
+            tune.report(pack_result(failed, scheduled))
 
 
 @contextmanager

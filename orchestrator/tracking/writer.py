@@ -149,6 +149,7 @@ class SweepTracker:
         self.experiment_id = with_retries(self._experiment_id)
         self.parent_run_id: str | None = None
         self._logged_steps: dict[str, set[int]] = {}
+        self._trial_runs: dict[str, str] | None = None  # trial id -> run id (trial_run_id)
 
     def _experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -183,7 +184,7 @@ class SweepTracker:
         if resume_run_id is not None:
             with_retries(lambda: self.client.update_run(resume_run_id, status="RUNNING"))
             with_retries(lambda: self.client.set_tag(resume_run_id, "resumed", "true"))
-            self.parent_run_id = resume_run_id
+            self.parent_run_id, self._trial_runs = resume_run_id, None
             return resume_run_id
         run = with_retries(
             lambda: self.client.create_run(
@@ -196,22 +197,20 @@ class SweepTracker:
         self._log_batch(run_id, params=params)
         for path in artifacts:
             with_retries(partial(self.client.log_artifact, run_id, str(path)))
-        self.parent_run_id = run_id
+        self.parent_run_id, self._trial_runs = run_id, None
         return run_id
 
     def trial_run_id(self, trial_id: str) -> str | None:
-        """The child run already holding `trial_id` under this sweep's parent run, if any."""
-        runs = with_retries(
-            lambda: self.client.search_runs(
-                [self.experiment_id],
-                filter_string=(
-                    f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' "
-                    f"and tags.{TRIAL_ID_TAG} = '{trial_id}'"
-                ),
-                run_view_type=ViewType.ALL,
-            )
-        )
-        return runs[0].info.run_id if runs else None
+        """The child run already holding `trial_id` under this sweep's parent run, if any. The
+        parent's children are searched once, then kept: this driver is the only one adding
+        trials to its parent run, and a search per trial would cost O(trials) each."""
+        if self._trial_runs is None:
+            self._trial_runs = {
+                run.data.tags[TRIAL_ID_TAG]: run.info.run_id
+                for run in self.child_runs()
+                if TRIAL_ID_TAG in run.data.tags
+            }
+        return self._trial_runs.get(trial_id)
 
     def start_trial(
         self,
@@ -240,6 +239,8 @@ class SweepTracker:
             lambda: self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         )
         run_id: str = run.info.run_id
+        if self._trial_runs is not None:  # filled by trial_run_id above
+            self._trial_runs[trial_id] = run_id
         params = {k: param_text(v) for k, v in flatten_config(config).items()}
         self._log_batch(run_id, params={**params, **(labels or {})})
         with_retries(lambda: self.client.log_dict(run_id, config_to_dict(config), "config.yaml"))

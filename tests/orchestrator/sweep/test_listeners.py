@@ -10,6 +10,9 @@ import pytest
 
 from orchestrator.contract import BEST_CHECKPOINT, EPOCHS_LEFT, NONFINITE_LOSS, SweepLayout
 from orchestrator.sweep.listeners import DropResumeState, TrialSnapshot, error_reason, trial_state
+from orchestrator.sweep.retention import drop_older_ray_checkpoints
+
+TINY = Path(__file__).resolve().parents[3] / "configs" / "tiny.yaml"
 
 
 def snap(status: str, last: dict[str, Any] | None = None, **changes: Any) -> TrialSnapshot:
@@ -45,15 +48,68 @@ def test_error_reason_is_the_last_line_of_the_error_file(tmp_path: Path) -> None
     assert error_reason(snap("ERROR")) == "unknown error"
 
 
-def test_a_finished_trial_keeps_its_best_checkpoint_and_drops_its_resume_state(
+def test_a_finished_trial_drops_its_resume_state_once_a_saved_state_records_it(
     tmp_path: Path,
 ) -> None:
+    """Its trainer `last` and Ray's copy go at the second save after it ended (the first one
+    that Ray surely wrote out holds it finished); its best checkpoint stays."""
     layout = SweepLayout(tmp_path / "sweep")
-    run = layout.trial("t1").train
-    for checkpoint in (run.best, run.last):
+    trial = layout.trial("t1")
+    run = trial.train
+    for checkpoint in (run.best, run.last, trial.root / "checkpoint_000001"):
         checkpoint.mkdir(parents=True)
         (checkpoint / "model.safetensors").write_text("weights")
-    DropResumeState(layout).trial_completed(
-        snap("RUNNING", {EPOCHS_LEFT: 0, BEST_CHECKPOINT: str(run.best)})
+    dropper = DropResumeState(layout)
+    dropper.trial_completed(snap("RUNNING", {EPOCHS_LEFT: 0, BEST_CHECKPOINT: str(run.best)}))
+    kept = [run.last.exists(), (trial.root / "checkpoint_000001").exists()]
+    dropper.state_saved()
+    kept += [run.last.exists(), (trial.root / "checkpoint_000001").exists()]
+    dropper.state_saved()
+    gone = not run.last.exists() and not (trial.root / "checkpoint_000001").exists()
+    assert kept == [True, True, True, True] and gone
+    assert (run.best / "model.safetensors").is_file()
+
+
+def test_an_errored_trial_keeps_rays_copy_to_resume_from(tmp_path: Path) -> None:
+    layout = SweepLayout(tmp_path / "sweep")
+    trial = layout.trial("t1")
+    for checkpoint in (trial.train.last, trial.root / "checkpoint_000000"):
+        checkpoint.mkdir(parents=True)
+    dropper = DropResumeState(layout)
+    dropper.trial_errored(snap("ERROR"))
+    dropper.state_saved()
+    dropper.state_saved()
+    assert not trial.train.last.exists() and (trial.root / "checkpoint_000000").is_dir()
+
+
+def test_only_the_newest_ray_checkpoint_of_a_trial_is_kept(tmp_path: Path) -> None:
+    for index in (0, 1, 2, 10):
+        (tmp_path / f"checkpoint_{index:06d}").mkdir()
+    (tmp_path / "train").mkdir()
+    dropped = drop_older_ray_checkpoints(tmp_path / "checkpoint_000002")
+    assert [p.name for p in dropped] == ["checkpoint_000000", "checkpoint_000001"]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["checkpoint_000002", "checkpoint_000010", "train"]
+
+
+
+
+def test_the_live_table_shows_trials_to_end_and_the_best_ten_that_ended() -> None:
+    from orchestrator.space.schema import parse_space
+    from orchestrator.sweep.listeners import render_trials
+
+    space = parse_space(
+        {"base": str(TINY), "metric": "dev/overall", "num_samples": 32,
+         "space": {"optim.lr": {"float": [1e-4, 1e-2]}}},
+        source="<test>",
+        base_dir=Path.cwd(),
     )
-    assert (run.best / "model.safetensors").is_file() and not run.last.exists()
+    ended = [
+        TrialSnapshot(f"t{i:02d}", "TERMINATED", {}, {EPOCHS_LEFT: 0, "best/dev/overall": i / 100})
+        for i in range(30)
+    ]
+    running = [TrialSnapshot(f"r{i}", "RUNNING", {}, {}) for i in range(2)]
+    table = render_trials(space, ended + running)
+    shown = list(table.columns[0].cells)
+    assert shown == ["r0", "r1"] + [f"t{i:02d}" for i in range(29, 19, -1)]
+    assert table.caption == "and 20 more ended trials"

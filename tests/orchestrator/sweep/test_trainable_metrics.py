@@ -16,7 +16,14 @@ from model.evaluate import (
     confusion_key,
     per_class_key,
 )
-from orchestrator.contract import BEST_CHECKPOINT, EPOCHS_LEFT, best_key
+from orchestrator.contract import (
+    BEST_CHECKPOINT,
+    EPOCHS_LEFT,
+    RESULT_DETAILS_KEY,
+    best_key,
+    tune_keys,
+    unpack_result,
+)
 from orchestrator.sweep import trainable
 from tests.tiny_model import tiny_config
 
@@ -47,11 +54,18 @@ def test_each_epoch_reports_selection_and_sst_details_and_their_best(
     small = {"max_examples": {"sst": 32, "para": 32, "sts": 32}, "selection": selection}
     base = tiny_config(data={**small, "dev_max_examples": {"sst": 48, "para": 48, "sts": 48}})
     trainable.train_trial(
-        {"optim.epochs": 2}, base=base, data_dir=str(data_dir), experiment_dir=str(tmp_path)
+        {"optim.epochs": 2},
+        base=base,
+        data_dir=str(data_dir),
+        experiment_dir=str(tmp_path),
+        scheduled=tune_keys("dev/overall"),
     )
     assert [r[EPOCHS_LEFT] for r in fake.reports] == [1, 0]
+    # Tune sees the scheduled keys as numbers and the rest as one text it keeps no statistics of.
+    scheduled = {"dev/overall", "best/dev/overall", "epoch", EPOCHS_LEFT}
+    assert all(set(r) == {*scheduled, RESULT_DETAILS_KEY} for r in fake.reports)
     details = [SST_BALANCED_ACC, per_class_key("f1", 4), confusion_key(4, 0)]
-    for report in fake.reports:
+    for report in map(unpack_result, fake.reports):
         expected = {*DEV_METRICS, *details, *(SELECTION_METRICS if selection else ())}
         assert expected <= set(report)
         assert {best_key(m) for m in expected} <= set(report)
