@@ -107,7 +107,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterato
     except PostgresUnavailable as err:
         pytest.skip(str(err))
     try:
-        store = postgres.create_database(DATABASE)
+        store = postgres.create_database(DATABASE)  # a bare postgresql://, as users write it
         mlflow = MlflowServer.launch(root, repo=REPO, backend_store_uri=store)
         ray = LoopbackRayCluster.create(root)  # its nodes come up while the server migrates
         try:
@@ -195,8 +195,11 @@ def test_sweep_trains_on_the_cluster_and_its_runs_are_rows_in_postgres(
         assert 0.0 < run.data.metrics[METRIC] <= 1.0
         # Artifacts went up through the server (proxied), into its artifacts root.
         assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
-        stored = cluster.mlflow.artifacts_dir.rglob(f"{run.info.run_id}/artifacts/config.yaml")
-        assert yaml.safe_load(next(stored).read_text())["optim"]["epochs"] == 1
+        stored = list(
+            cluster.mlflow.artifacts_dir.rglob(f"{run.info.run_id}/artifacts/config.yaml")
+        )
+        assert len(stored) == 1, stored
+        assert yaml.safe_load(stored[0].read_text())["optim"]["epochs"] == 1
     # Ray Tune recorded where each trial ran: on the cluster's nodes.
     results = list((cluster.results / SWEEP).glob("*/result.json"))
     ips = {json.loads(line)["node_ip"] for p in results for line in p.read_text().splitlines()}
@@ -253,8 +256,9 @@ def test_ensemble_registers_a_version_whose_files_the_server_stored(
     assert version.tags[MEMBERS_TAG].split(",") == [r.info.run_id for r in trials[:2]]
     assert f"mlflow run:  {version.run_id}" in ensembled
     # The model's files were uploaded through the server: they are under its artifacts root.
-    stored = cluster.mlflow.artifacts_dir.rglob(f"{version.run_id}/artifacts/**/MLmodel")
-    model_dir = next(stored).parent
+    stored = list(cluster.mlflow.artifacts_dir.rglob(f"{version.run_id}/artifacts/**/MLmodel"))
+    assert len(stored) == 1, f"no MLmodel of run {version.run_id} under the artifacts root"
+    model_dir = stored[0].parent
     assert list(model_dir.rglob("manifest.json")) and list(model_dir.rglob("*.safetensors"))
     registry = cluster.postgres.query(
         DATABASE, "SELECT version, run_id FROM model_versions WHERE name = %s", (MODEL,)
