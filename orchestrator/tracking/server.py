@@ -76,6 +76,11 @@ def resolve_backend_store(uri: str) -> tuple[str, Path | None]:
             "sqlite:///results/mlflow.db, postgresql://USER@HOST:5432/DB, mysql://USER@HOST/DB "
             "or file:///DIR"
         )
+    if engine == "postgresql" and not driver:
+        # SQLAlchemy 2.1 made psycopg 3 the driver of a bare postgresql://, but the project
+        # installs psycopg2 (psycopg2-binary): without naming it, mlflow server dies on
+        # `import psycopg`. An explicit postgresql+DRIVER:// is left as the user wrote it.
+        return f"postgresql+psycopg2://{uri.split('://', 1)[1]}", None
     if engine != "sqlite":
         return uri, None
     # sqlite:///relative/path or sqlite:////absolute/path (SQLAlchemy's spelling), then ?options.

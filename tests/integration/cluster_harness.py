@@ -293,9 +293,13 @@ class MlflowServer:
     log: Path
 
     @classmethod
-    def launch(cls, root: Path, *, repo: Path) -> MlflowServer:
-        """Start the server in the background; `wait_ready` before using it."""
+    def launch(
+        cls, root: Path, *, repo: Path, backend_store_uri: str | None = None
+    ) -> MlflowServer:
+        """Start the server in the background (runs in `backend_store_uri`, default a SQLite
+        file in `root`); `wait_ready` before using it."""
         port = free_port()
+        store = backend_store_uri or f"sqlite:///{root / 'mlflow-server.db'}"
         log = root / "mlflow-server.log"
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         env["PYTHONPATH"] = str(repo)
@@ -307,7 +311,7 @@ class MlflowServer:
             "--port",
             str(port),
             "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow-server.db'}",
+            store,
             "--artifacts-destination",
             str(root / "mlflow-artifacts"),
             "--workers",

@@ -41,7 +41,10 @@ def test_tracking_server_keeps_passwords_out_of_argv_and_warns_on_open_hosts() -
         allowed_hosts="mlflow:5000",
     )
     assert not any("s3cret" in a for a in server.argv)
-    assert server.env["MLFLOW_BACKEND_STORE_URI"] == uri
+    # A bare postgresql:// gets the driver the project installs (SQLAlchemy 2.1's own default,
+    # psycopg 3, is not installed: mlflow server would die on `import psycopg`).
+    stored = server.env["MLFLOW_BACKEND_STORE_URI"]
+    assert stored == "postgresql+psycopg2://mlflow:s3cret@db:5432/mlflow"
     assert server.argv[server.argv.index("--artifacts-destination") + 1] == "s3://bucket/artifacts"
     assert server.argv[-2:] == ["--allowed-hosts", "mlflow:5000"]
     assert len(server.warnings) == 2
@@ -67,7 +70,7 @@ def test_cli_tracking_server_prints_the_url_and_execs_mlflow(
     assert result.exit_code == 0, result.output
     assert "MLFLOW_TRACKING_URI=http://127.0.0.1:5055" in result.output
     assert "pw" not in result.output.replace("PGPASSWORD", "")
-    assert started[0].env["MLFLOW_BACKEND_STORE_URI"] == "postgresql://u:pw@db/mlflow"
+    assert started[0].env["MLFLOW_BACKEND_STORE_URI"] == "postgresql+psycopg2://u:pw@db/mlflow"
 
     bad = CliRunner().invoke(main, ["tracking-server", "--port", "0"])
     assert bad.exit_code == 2 and "--port 0: must be in 1-65535" in bad.output
@@ -120,6 +123,8 @@ def test_tracking_server_checks_every_argument_before_creating_directories(
     )
     assert server.env["MLFLOW_BACKEND_STORE_URI"] == store
     assert (tmp_path / "new" / "dir").is_dir() and (tmp_path / "art").is_dir()
-    for accepted in ("postgresql+psycopg2://u@db/m", "mysql://u@db/m", "file:///srv/mlruns"):
-        server = start_tracking_server(backend_store_uri=accepted, artifacts_destination="s3://b/a")
-        assert server.env["MLFLOW_BACKEND_STORE_URI"] == accepted
+    accepted = ("postgresql+psycopg2://u@db/m", "postgresql+psycopg://u@db/m", "mysql://u@db/m",
+                "file:///srv/mlruns")  # fmt: skip
+    for uri in accepted:
+        server = start_tracking_server(backend_store_uri=uri, artifacts_destination="s3://b/a")
+        assert server.env["MLFLOW_BACKEND_STORE_URI"] == uri
