@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -143,6 +145,8 @@ def run_one(trials: int, results: Path, address: str | None) -> dict[str, Any]:
             **NEARLY_FREE,
         },
     }
+    (results / f"{space['name']}.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (results / f"{space['name']}.yaml").write_text(yaml.safe_dump(space))  # read_scale --extend
     timers, started, ended = Timers(), [], []
     sizes = instrument(timers, results / space["name"], started, ended)
     data_dir = os.environ.get("ORCHESTRATOR_DATA_DIR", str(REPO / "data"))
@@ -254,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster", action="store_true", help="also on a loopback 3-node cluster")
     p.add_argument("--plot", type=Path, default=None, help="a log-log PNG of the figures")
     p.add_argument("--json", type=Path, default=None, help="write every row here")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="keep the sweeps here (for bench/read_scale.py), not in a temp dir")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--results-dir", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--address", default=None, help=argparse.SUPPRESS)
@@ -263,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
     rows = []
-    with tempfile.TemporaryDirectory(prefix="sweep-scale-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sweep-scale-") as scratch:
+        tmp = str(args.keep or scratch)
         for trials in args.trials:
             rows.append(run_child(trials, Path(tmp) / f"local{trials}", None, env))
             print(json.dumps(rows[-1]), flush=True)
@@ -272,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for trials in args.trials:
                     results = Path(tmp) / f"cluster{trials}"
-                    rows.append(run_child(trials, results, cluster.address, {**env, **cluster.env}))
+                    joined = {**env, **cluster.env}
+                    rows.append(run_child(trials, results, cluster.address, joined))
                     print(json.dumps(rows[-1]), flush=True)
             finally:
                 cluster.stop()

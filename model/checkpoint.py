@@ -53,6 +53,9 @@ TRAINER_STATE_FILE = "trainer_state.json"
 # config.json's record of model.safetensors' sha256 (hex), written at save and checked at load:
 # a flipped bit in a weight otherwise loads and predicts garbage without a word.
 WEIGHTS_DIGEST_KEY = "weights_sha256"
+# Left in a checkpoint whose weights were deleted to save disk (a sweep's retention setting),
+# saying why in one line; its config, metrics and stored predictions stay.
+WEIGHTS_DROPPED_FILE = "weights_dropped.txt"
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,9 @@ def load_weights(checkpoint: Path, model: MultitaskBert) -> None:
     error too (a checkpoint saved from a diverged run, or written with a bad digest)."""
     weights = Path(checkpoint) / WEIGHTS_FILE
     if not weights.is_file():
-        raise CheckpointError(f"{checkpoint}: missing {WEIGHTS_FILE}")
+        why = weights_dropped(Path(checkpoint))
+        because = f" ({why})" if why else ""
+        raise CheckpointError(f"{checkpoint}: missing {WEIGHTS_FILE}{because}")
     _check_weights_digest(Path(checkpoint), weights)
     try:
         state = load_file(str(weights))
@@ -252,6 +257,24 @@ def load_weights(checkpoint: Path, model: MultitaskBert) -> None:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:  # missing or unexpected keys, listed after a header line
         raise CheckpointError(f"{weights}: {' '.join(str(err).split())}") from err
+
+
+def drop_weights(checkpoint: Path, why: str) -> bool:
+    """Delete a checkpoint's weights, leaving a note that says `why`; False if it had none.
+    The note is written first: a crash in between leaves weights and note, never weights gone
+    without a word."""
+    weights = Path(checkpoint) / WEIGHTS_FILE
+    if not weights.is_file():
+        return False
+    (Path(checkpoint) / WEIGHTS_DROPPED_FILE).write_text(f"{why}\n")
+    weights.unlink()
+    return True
+
+
+def weights_dropped(checkpoint: Path) -> str | None:
+    """Why a checkpoint's weights were deleted (`drop_weights`), or None if they were not."""
+    note = Path(checkpoint) / WEIGHTS_DROPPED_FILE
+    return note.read_text().strip() if note.is_file() else None
 
 
 def weights_sha256(path: Path) -> str:

@@ -147,6 +147,11 @@ WARM_START_TAG = "warm_start"  # on a warm-started sweep's parent run: the sweep
 # On a multi-objective sweep's parent run, instead of best_trial_id: its Pareto front's trial ids
 # (comma-separated, in trial order).
 PARETO_TRIALS_TAG = "pareto_trial_ids"
+# On a trial run whose weights a sweep's retention setting deleted: "dropped". On the parent
+# run: the setting and how many trials' weights it dropped (sweep/retention.py).
+WEIGHTS_TAG = "weights"
+WEIGHTS_DROPPED = "dropped"
+RETENTION_TAG = "retention"
 # The registered model (`ensemble --register NAME`): the pyfunc model's artifact path on the
 # ensemble's run, and the tags of each version besides `sweep` and `ensemble.members` (run ids).
 MODEL_ARTIFACT_PATH = "model"

@@ -26,6 +26,8 @@ from orchestrator.contract import (
     PHASE_PARAM,
     RESULTS_DIR_TAG,
     STUDY_ARMS_PARAM,
+    WEIGHTS_DROPPED,
+    WEIGHTS_TAG,
     SweepLayout,
     best_key,
     study_phase_dir,
@@ -81,9 +83,11 @@ def check_top(
     *,
     runs: str = "finished trial",
     kind: str = "sweep",
+    left_out: str = "",
 ) -> None:
-    """Raise EnsembleError unless 1 <= top <= the number of candidate `runs` (which it names);
-    a study's candidates are its completed confirm runs."""
+    """Raise EnsembleError unless 1 <= top <= the number of candidate `runs` (which it names,
+    and what was `left_out`: "; 3 infeasible left out"); a study's candidates are its completed
+    confirm runs."""
     if top < 1:
         raise EnsembleError(f"--top must be at least 1, got {top}")
     if finished == 0:
@@ -93,7 +97,7 @@ def check_top(
     if top > finished:
         raise EnsembleError(
             f"{kind} '{sweep}' has {finished} {runs}{'s' if finished != 1 else ''} "
-            f"(of {total}); --top {top} asks for more: use --top {finished} or fewer"
+            f"(of {total}{left_out}); --top {top} asks for more: use --top {finished} or fewer"
         )
 
 
@@ -148,7 +152,8 @@ def ranked_candidates(stored: StoredSweep, request: EnsembleRequest) -> Ranking:
             + (f"; its {tuned} tune runs left out)" if tuned else ")")
         )
     else:
-        check_top(request.top, len(ranked), len(stored.trials), stored.name, runs=eligible.noun)
+        check_top(request.top, len(ranked), len(stored.trials), stored.name,
+                  runs=eligible.noun, left_out=eligible.note)  # fmt: skip
         considered = (
             f"{len(ranked)} {eligible.noun}s of sweep '{stored.name}' (of {len(stored.trials)}"
             f"{eligible.note})"
@@ -261,6 +266,11 @@ def ensemble_runs(
     front = {r.run_id for r, on in zip(trials, judgement.pareto, strict=True) if on}
     kept = [run for run in candidates if run.run_id in feasible]
     notes = [f"{len(candidates) - len(kept)} infeasible left out"] if goals.constraints else []
+    # A sweep's retention setting deleted these trials' weights (sweep/retention.py).
+    weighted = [run for run in kept if run.tags.get(WEIGHTS_TAG) != WEIGHTS_DROPPED]
+    if len(weighted) < len(kept):
+        notes.append(f"{len(kept) - len(weighted)} whose weights retention dropped left out")
+        kept = weighted
     if not pareto:
         return Eligible(kept, "finished trial", "".join(f"; {n}" for n in notes))
     on_front = [run for run in kept if run.run_id in front]

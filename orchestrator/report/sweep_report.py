@@ -73,7 +73,7 @@ from orchestrator.tracking.store import (
     find_sweep,
     log_run_artifacts,
     log_run_metrics,
-    metric_histories,
+    metric_histories_of,
 )
 from orchestrator.tracking.views import (
     group_by_param,
@@ -196,7 +196,7 @@ def build_report(uri: str, stored: StoredSweep, layout: SweepLayout) -> Report:
     metric = params.get(SWEEP_METRIC_PARAM, OVERALL)
     mode = params.get(SWEEP_MODE_PARAM) or metric_mode(metric)
     keys = list(dict.fromkeys((*DEV_METRICS, metric)))
-    histories = {run.run_id: metric_histories(uri, run.run_id, keys) for run in stored.trials}
+    histories = metric_histories_of(uri, [run.run_id for run in stored.trials], keys)
     gpu = float(parse_param(params.get(SWEEP_GPU_PARAM)) or 0.0)
     frame = trials_frame(stored.trials, histories, gpu_per_trial=gpu)
     goals = sweep_goals(params)  # feasible and pareto columns, with constraints

@@ -8,6 +8,7 @@ names the file and the key. Modules:
 - `objective_keys`: `metric:`, `mode:`, `objectives:` and `constraints:` as objectives.
 - `arms`: an ablation study's `arms:` × `seeds:`, one arm the baseline.
 - `lineage`: `warm_start:` (a sweep's earlier sweep) and what must match between the two.
+- `retention`: `retention: {keep_best: K}`, which finished trials keep their weights.
 
     from orchestrator.space import load_space
     space = load_space("search_spaces/smart.yaml")

@@ -27,6 +27,7 @@ from orchestrator.space.guards import check_space_settings
 from orchestrator.space.lineage import WarmStartSpec, parse_warm_start
 from orchestrator.space.objective_keys import check_fit, parse_constraints, parse_objectives
 from orchestrator.space.params import Condition, Fail, Param, parse_params
+from orchestrator.space.retention import RetentionSpec, parse_retention
 
 __all__ = [
     "Condition",
@@ -46,7 +47,7 @@ TOP_LEVEL_KEYS = frozenset(
     {
         "name", "description", "base", "metric", "mode", "num_samples", "max_concurrent",
         "resources", "sampler", "seed", "scheduler", "repeats", "space", "constraints",
-        "warm_start",
+        "warm_start", "retention",
         *STUDY_KEYS,
     }
 )  # fmt: skip
@@ -101,6 +102,9 @@ class SearchSpace:
     objectives: tuple[Objective, ...] = ()
     constraints: tuple[Constraint, ...] = ()
     warm_start: WarmStartSpec | None = None  # an earlier sweep to start from (warm_start.py)
+    # Which finished trials keep their weights (space/retention.py). A plain default (frozen,
+    # so shared safely): a class attribute, which a space pickled before it existed reads.
+    retention: RetentionSpec = RetentionSpec()  # noqa: RUF009
 
     def __post_init__(self) -> None:
         first = Objective(self.metric, self.mode)
@@ -112,6 +116,14 @@ class SearchSpace:
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
+
+    @property
+    def keep_best(self) -> int | None:
+        """How many best finished trials keep their weights; None: all (a study, its phases and
+        a multi-objective sweep always: see space/retention.py)."""
+        if self.study is not None or self.labels or self.multi_objective:
+            return None
+        return self.retention.keep_best
 
     @property
     def searched(self) -> tuple[Param, ...]:
@@ -185,6 +197,7 @@ def parse_space(
         description=str(raw.get("description", "")),
         study=study,
         warm_start=warm_start,
+        retention=parse_retention(raw.get("retention"), fail),
         **fields,
     )
 

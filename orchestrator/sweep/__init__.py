@@ -13,8 +13,8 @@ Modules:
 - `placement`: whether Ray can ever start a trial, decided before anything is written.
 - `lost_checkpoint`: a resumed trial's checkpoint that Ray deleted after its last snapshot, put
   back from the newest one every listener has seen.
-- `retention`: what a trial keeps on disk once it cannot resume (its weights once), and which
-  trials keep their weights at all (`retention: {keep_best: K}`).
+- `resume_state`: a trial's optimizer state, kept only while it can resume (Ray's newest copy).
+- `retention`: which finished trials keep their weights (`retention: {keep_best: K}`).
 - `ray_cluster`, `ray_tune`, `trainable`: the only modules that import Ray (start or join it;
   Tune; the trial).
 - `storage_fault`: a full or read-only results directory stops the sweep, resumable.

@@ -27,7 +27,8 @@ from orchestrator.sweep.listeners import TERMINATED, DropResumeState, LiveTrialT
 from orchestrator.sweep.outcome import SweepOutcome
 from orchestrator.sweep.parent_run import SweepRun, finish_tracking, outcome_of
 from orchestrator.sweep.placement import fit_trials_to_cluster
-from orchestrator.sweep.retention import drop_resume_state
+from orchestrator.sweep.resume_state import drop_resume_state
+from orchestrator.sweep.retention import KeepBestWeights, settle_retention
 from orchestrator.tracking.writer import Status
 
 
@@ -99,6 +100,7 @@ def run_lifecycle(space: SearchSpace, place: SweepPlace, kind: SweepKind) -> Swe
         outcome.wall_s = time.monotonic() - started
         end_tracking(run, outcome, status)
     if status == "FINISHED":
+        settle_retention(fitted, outcome.trials, run.tracker, run.parent_run_id)
         kind.finished(run)
     return outcome
 
@@ -159,6 +161,8 @@ def new_tuner(
         run_tags=run_tags,
     )
     listeners = [relay, DropResumeState(layout)]
+    if space.keep_best is not None:
+        listeners.append(KeepBestWeights(space, space.keep_best))
     if live_table:
         listeners.append(LiveTrialTable(space))
     return ray_tune.build_tuner(

@@ -37,7 +37,7 @@ from orchestrator.contract import (
 )
 from orchestrator.objectives import final_metrics, is_feasible
 from orchestrator.space.schema import SearchSpace, run_name
-from orchestrator.sweep.retention import drop_resume_state
+from orchestrator.sweep.resume_state import drop_resume_state
 
 logger = logging.getLogger(__name__)
 

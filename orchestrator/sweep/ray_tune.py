@@ -1,12 +1,9 @@
 """Everything the sweep asks of Ray Tune: build, restore and read back a Tune experiment
-(trainable, searcher, scheduler, retries, callbacks); starting or joining Ray, its nodes and a
-task on each are `ray_cluster.py`'s (re-exported here).
-
-With `ray_cluster.py` and `trainable.py`, the only modules that import Ray (its API moves
-between releases: one place to fix). What the sweep decides lives elsewhere and sees plain
-data: the Optuna study (`search.SweepStudy`) behind `StudySearcher`, the driver's listeners
-(`sweep/listeners.py`) behind `TrialEvents`, `TrialSnapshot`s instead of Ray's `Trial`s,
-`cluster.ClusterNode`s instead of `ray.nodes()` entries.
+(trainable, searcher, scheduler, retries, callbacks); starting or joining Ray is
+`ray_cluster.py`'s (re-exported here). With it and `trainable.py`, the only modules that import
+Ray (its API moves between releases: one place to fix). The rest sees plain data: the Optuna
+study behind `StudySearcher`, the listeners (`listeners.py`) behind `TrialEvents`,
+`TrialSnapshot`s instead of Ray's `Trial`s, `cluster.ClusterNode`s instead of `ray.nodes()`.
 """
 
 from __future__ import annotations
@@ -36,12 +33,13 @@ from orchestrator.contract import (
 )
 from orchestrator.search.proposer import TrialProposer
 from orchestrator.space.schema import SearchSpace
-from orchestrator.sweep import retention, storage_fault
+from orchestrator.sweep import resume_state, storage_fault
 from orchestrator.sweep.listeners import TrialListener, TrialSnapshot
 from orchestrator.sweep.lost_checkpoint import refill_lost_checkpoint
 from orchestrator.sweep.ray_cluster import alive_nodes as alive_nodes
 from orchestrator.sweep.ray_cluster import init_ray as init_ray
 from orchestrator.sweep.ray_cluster import run_on_nodes as run_on_nodes
+from orchestrator.sweep.ray_cluster import set_snapshot_period as set_snapshot_period
 from orchestrator.sweep.trainable import train_trial
 
 MAX_FAILURES = 2  # Ray retries a failed trial from its last checkpoint this many times
@@ -195,10 +193,9 @@ class TrialEvents(Callback):
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Trial, checkpoint: Any, **_: Any):
         # After the result it came with reached every listener (what refilling it relies on).
-        retention.drop_older_ray_checkpoints(Path(checkpoint.path))
+        resume_state.drop_older_ray_checkpoints(Path(checkpoint.path))
 
-    def get_state(self) -> dict | None:
-        # Ray asks as it saves the experiment's state: the one hook it has for that moment.
+    def get_state(self) -> dict | None:  # Ray asks as it saves the experiment's state
         for listener in self.listeners:
             listener.state_saved()
         return None
@@ -243,6 +240,7 @@ def build_tuner(
     """A new Tune experiment in `layout.root`: `space.total_trials` trials proposed by `study`,
     stopped early by the space's scheduler, retried from their last checkpoint on failure.
     `rung_history` (earlier trials' metric per epoch) is put in ASHA's rungs first."""
+    set_snapshot_period(space.total_trials)
     return tune.Tuner(
         _trainable(space, layout, data_dir),
         tune_config=tune.TuneConfig(
@@ -274,10 +272,9 @@ def build_tuner(
 
 
 def fit_tuner(tuner: tune.Tuner) -> bool:
-    """Run the experiment; True when Ctrl-C (SIGINT) stopped it. Tune then stops the trials and
-    saves its state before returning, as it would on its own SIGINT handler, but that handler
-    returns normally, and a sweep stopped by Ctrl-C must not exit 0. A second Ctrl-C raises
-    KeyboardInterrupt at once."""
+    """Run the experiment; True when Ctrl-C (SIGINT) stopped it: Tune stops the trials and saves
+    its state, as on its own SIGINT handler, which returns normally (and a sweep stopped by
+    Ctrl-C must not exit 0). A second Ctrl-C raises KeyboardInterrupt at once."""
     if threading.current_thread() is not threading.main_thread():
         tuner.fit()  # signal handlers exist only in the main thread (nor does Tune set one)
         return False
@@ -299,29 +296,22 @@ def fit_tuner(tuner: tune.Tuner) -> bool:
 
 
 def restore_tuner(space: SearchSpace, layout: SweepLayout, *, data_dir: Path) -> tune.Tuner:
-    """The sweep's Tune experiment as its driver last saved it (searcher and listeners too), to
-    run its unfinished trials, and its errored ones when a full or read-only disk failed some
-    of them. A checkpoint the snapshot names but Ray deleted after it was saved is put back
-    first (sweep/lost_checkpoint.py)."""
+    """The sweep's Tune experiment as its driver last saved it, to run its unfinished trials (and
+    errored ones, when a full or read-only disk failed some), after putting back checkpoints the
+    snapshot names but the driver deleted since (sweep/lost_checkpoint.py)."""
     refill_lost_checkpoints(layout)
+    set_snapshot_period(space.total_trials)
     return tune.Tuner.restore(
         str(layout.root),
         _trainable(space, layout, data_dir),
         resume_unfinished=True,
-        # Ray resumes every errored trial or none: a trial that failed for its own reason
-        # beside them runs again too (and fails again, unless it was passing).
-        resume_errored=any(map(storage_fault.failed_on_storage_text, errored_texts(layout))),
+        # Every errored trial or none: one that failed for its own reason runs again too.
+        resume_errored=any(
+            storage_fault.failed_on_storage_text(_read(layout.root / t.trial_id / "error.txt"))
+            for t in trial_snapshots(layout)
+            if t.status == Trial.ERROR
+        ),
     )
-
-
-def errored_texts(layout: SweepLayout) -> list[str]:
-    """The error file of each errored trial of the saved experiment ("" if Ray wrote none)."""
-    texts = []
-    for trial in ExperimentAnalysis(str(layout.root)).trials:
-        if trial.status == Trial.ERROR:
-            path = layout.root / trial.trial_id / "error.txt"
-            texts.append(path.read_text(errors="replace") if path.is_file() else "")
-    return texts
 
 
 def refill_lost_checkpoints(layout: SweepLayout) -> dict[str, Path]:
@@ -396,5 +386,15 @@ def trial_dirname(trial: Trial) -> str:
 
 
 def trial_snapshots(layout: SweepLayout) -> list[TrialSnapshot]:
-    """Every trial of the experiment in `layout.root`, from Ray's saved experiment state."""
-    return [snapshot(trial) for trial in ExperimentAnalysis(str(layout.root)).trials]
+    """Every trial of the experiment in `layout.root`, from Ray's saved experiment state, in
+    the order they were created (Ray saves them in the order it first saved each)."""
+    trials = ExperimentAnalysis(str(layout.root)).trials
+    return [snapshot(trial) for trial in sorted(trials, key=_creation_index)]
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+def _creation_index(trial: Trial) -> int:  # a searched trial's tag starts with its count: `3_...`
+    count = str(trial.experiment_tag).partition("_")[0]
+    return int(count) if count.isdigit() else 0

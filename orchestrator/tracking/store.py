@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -187,17 +188,64 @@ def find_sweep(results_dir: Path, sweep: str | None) -> tuple[str, StoredSweep]:
     return uri, stored
 
 
-def metric_histories(
-    uri: str, run_id: str, keys: Iterable[str]
-) -> dict[str, list[tuple[int, float]]]:
+History = dict[str, list[tuple[int, float]]]  # metric -> (step, value), by step
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+BULK_RUNS = 500  # runs per query: under SQLite's 999 bound parameters
+SERVER_READERS = 8  # requests at once to a tracking server
+
+
+def metric_histories(uri: str, run_id: str, keys: Iterable[str]) -> History:
     """(step, value) pairs of each metric of a run; the last value logged at a step wins."""
     client = tracking_client(uri)
-    out: dict[str, list[tuple[int, float]]] = {}
+    out: History = {}
     for key in keys:
         history = with_retries(partial(client.get_metric_history, run_id, key))
-        by_step = {int(m.step): float(m.value) for m in sorted(history, key=lambda m: m.timestamp)}
-        out[key] = sorted(by_step.items())
+        out[key] = _by_step(sorted(history, key=lambda m: m.timestamp))
     return out
+
+
+def metric_histories_of(
+    uri: str, run_ids: Iterable[str], keys: Iterable[str]
+) -> dict[str, History]:
+    """`metric_histories` of many runs. From a database store, one query per metric for 500
+    runs (a query per run and metric took the report 40 s at 1,000 trials); from a tracking
+    server, which has no such call, a request per run and metric, 8 at a time."""
+    runs, keys = list(run_ids), list(keys)
+    if uri.split(":", 1)[0].split("+", 1)[0] not in DATABASE_SCHEMES:
+        with ThreadPoolExecutor(SERVER_READERS) as pool:
+            read = pool.map(lambda run: metric_histories(uri, run, keys), runs)
+            return dict(zip(runs, read, strict=True))
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = _database_store(uri, SqlAlchemyStore)
+    out: dict[str, History] = {run: {key: [] for key in keys} for run in runs}
+    for key in keys:
+        for start in range(0, len(runs), BULK_RUNS):
+            chunk = runs[start : start + BULK_RUNS]
+            # Sorted by run, then timestamp: the last value logged at a step wins.
+            rows = with_retries(partial(store.get_metric_history_bulk, chunk, key, 10**9))
+            by_run: dict[str, list[Metric]] = {}
+            for row in rows:
+                by_run.setdefault(row.run_id, []).append(row)
+            for run, metrics in by_run.items():
+                out[run][key] = _by_step(metrics)
+    return out
+
+
+_DATABASE_STORES: dict[str, Any] = {}
+
+
+def _database_store(uri: str, store_class: Any) -> Any:
+    """MLflow's own SQL store on `uri` (its bulk history read is not on the client), one per
+    process; reads only (the artifact root it is given is never used)."""
+    if uri not in _DATABASE_STORES:
+        tracking_client(uri)  # a SQLite store is created or migrated under its lock first
+        _DATABASE_STORES[uri] = store_class(uri, "unused-artifact-root")
+    return _DATABASE_STORES[uri]
+
+
+def _by_step(metrics: Iterable[Metric]) -> list[tuple[int, float]]:
+    return sorted({int(m.step): float(m.value) for m in metrics}.items())
 
 
 def log_ensemble_run(

@@ -17,7 +17,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -299,6 +299,28 @@ class SweepTracker:
                 )
             )
         )
+
+    def tag_trials(self, trial_ids: Collection[str], tags: Mapping[str, str]) -> int:
+        """Set `tags` on the trial runs of this experiment that hold `trial_ids` (under any
+        parent run: an extension's trials are under its own) and lack them; returns how many
+        runs changed. One search for them all."""
+        wanted = set(trial_ids)
+        runs = with_retries(
+            lambda: self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.{ROLE_TAG} = '{TRIAL_ROLE}'",
+                run_view_type=ViewType.ALL,
+                max_results=50000,
+            )
+        )
+        changed = [
+            run for run in runs
+            if run.data.tags.get(TRIAL_ID_TAG) in wanted
+            and any(run.data.tags.get(key) != value for key, value in tags.items())
+        ]  # fmt: skip
+        for run in changed:
+            self._log_batch(run.info.run_id, tags=tags)
+        return len(changed)
 
     def _log_batch(
         self,

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.contract import BEST_CHECKPOINT, EPOCHS_LEFT, NONFINITE_LOSS, SweepLayout
 from orchestrator.sweep.listeners import DropResumeState, TrialSnapshot, error_reason, trial_state
-from orchestrator.sweep.retention import drop_older_ray_checkpoints
+from orchestrator.sweep.resume_state import drop_older_ray_checkpoints
 
 TINY = Path(__file__).resolve().parents[3] / "configs" / "tiny.yaml"
 
