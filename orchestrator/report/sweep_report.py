@@ -43,6 +43,7 @@ from orchestrator.contract import (
     LABEL_KEYS,
     PARA_TRAIN_PARAM,
     PHASE_PARAM,
+    RETENTION_TAG,
     ROLE_TAG,
     SEED_PARAM,
     STATE_TAG,
@@ -186,6 +187,9 @@ def write_report(
     notes += quora_runs_notes(
         run.params.get(PARA_TRAIN_PARAM) for run in stored.trials if _ended(run)
     )
+    retention = stored.parent.tags.get(RETENTION_TAG)  # "keep_best: 10; 990 of 1000 trials'..."
+    if retention:
+        notes.append(f"retention {retention} (their metrics and dev predictions are kept)")
     return ReportWritten(stored.name, len(report.frame), files, notes)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from model.evaluate import DEV_METRICS, SELECTION_METRICS
-from orchestrator.contract import best_key
+from orchestrator.contract import WEIGHTS_TAG, best_key
 from orchestrator.tracking.store import StoredRun
 
 RUN_COLUMNS = ("run_id", "run_name", "trial_id", "state", "status")
@@ -63,6 +63,8 @@ def _trial_row(
         "wall_s": _wall_s(run.start_ms, run.end_ms),
         # The param `device` says what was asked (auto); this says where the trial ran.
         "device_used": run.tags.get("device") or ("cuda" if gpu_per_trial > 0 else "cpu"),
+        # Whether the sweep's retention setting deleted its weights (sweep/retention.py).
+        "weights": run.tags.get(WEIGHTS_TAG, "kept"),
     }
     row.update({key: parse_param(value) for key, value in sorted(run.params.items())})
     for metric in (*DEV_METRICS, *SELECTION_METRICS):

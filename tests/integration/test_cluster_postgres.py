@@ -289,3 +289,50 @@ def test_predict_with_the_registered_model_predicts_what_the_ensemble_did(
         label = int(row["prediction"])
         assert label == max(range(5), key=probabilities.__getitem__)
         assert label == int(ensemble_said[row["id"]])  # the ensemble's dev prediction of the row
+
+
+# Several drivers at once on one cluster and one tracking server, each sweep with its Optuna
+# study in its own `optuna.db` (SQLite, written by its driver alone): the storage docs/cluster.md
+# recommends for many concurrent sweeps.
+CONCURRENT = ("pg-many-0", "pg-many-1", "pg-many-2")
+
+
+def test_sweeps_started_together_on_the_cluster_each_keep_a_whole_study(
+    cluster: PostgresCluster,
+) -> None:
+    from optuna.trial import TrialState
+
+    from orchestrator.search.optuna_search import RAY_TRIAL_ATTR, study_trials
+
+    drivers = {}
+    for index, name in enumerate(CONCURRENT):
+        space = {
+            "name": name, "base": TINY, "num_samples": 2, "max_concurrent": 1,
+            "resources": {"cpu": 1, "gpu": 0}, "sampler": "tpe", "seed": index,
+            "scheduler": {"name": "none"},
+            "space": {"optim.lr": {"float": [1.0e-3, 1.0e-2], "log": True}, "optim.epochs": 1},
+        }  # fmt: skip
+        command = [
+            sys.executable, "-m", "orchestrator.cli", "sweep", write_yaml(cluster, name, space),
+            "--address", cluster.ray.address, "--results-dir", str(cluster.results),
+            "--data-dir", str(cluster.data),
+        ]  # fmt: skip
+        drivers[name] = subprocess.Popen(
+            command, cwd=REPO, env=cluster.env(), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    outputs = {name: driver.communicate(timeout=300)[0] for name, driver in drivers.items()}
+    for name, driver in drivers.items():
+        assert driver.returncode == 0, outputs[name][-3000:]
+        assert f"sweep {name}: 2 trials (2 completed, 0 pruned, 0 failed)" in outputs[name]
+        ray_ids = {p.parent.name for p in (cluster.results / name).glob("*/result.json")}
+        storage = f"sqlite:///{cluster.results / name / 'optuna.db'}"
+        told = study_trials(storage, name)
+        # Each Ray trial asked and told once, in its own sweep's study, none failed or left.
+        assert [t.state for t in told] == [TrialState.COMPLETE] * 2
+        assert {t.user_attrs[RAY_TRIAL_ATTR] for t in told} == ray_ids and len(ray_ids) == 2
+        trials = trials_by_id(cluster.runs(name))
+        assert set(trials) == ray_ids
+        for trial in told:
+            run = trials[trial.user_attrs[RAY_TRIAL_ATTR]]
+            assert run.data.metrics["dev/overall"] == pytest.approx(trial.value)

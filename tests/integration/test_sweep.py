@@ -193,6 +193,7 @@ RESUME_SPACE: dict[str, Any] = {
     "sampler": "tpe",
     "seed": 0,
     "scheduler": "none",
+    "retention": {"keep_best": 2},  # --resume under retention: only the best 2 keep weights
     "space": {
         "optim.lr": {"float": [1.0e-3, 1.0e-2], "log": True},
         "optim.epochs": 4,
@@ -314,6 +315,12 @@ def assert_resumes_counting_every_trial_once(space_file: Path, results: Path) ->
         assert run.info.status == "FINISHED" and run.data.tags["trial_state"] == "completed"
         # Resumed trials continue after their last checkpoint: each epoch logged exactly once.
         assert metric_steps(state["tracking_uri"], run.info.run_id) == [1, 2, 3, 4]
+
+    # Retention held across the kill: the best 2 trials' weights, no optimizer state left.
+    best = sorted(counted, key=lambda r: -r.data.metrics["best/dev/overall"])[:2]
+    weights = {p.parts[-5] for p in exp_dir.glob("*/train/checkpoints/best/model.safetensors")}
+    assert weights == {r.data.tags["trial_id"] for r in best}
+    assert not list(exp_dir.rglob("optimizer.pt")) and not list(exp_dir.glob("*/checkpoint_*"))
 
     study = study_trials(state["optuna_storage"], "resume-it")
     live = [t for t in study if not t.user_attrs.get(ORPHAN_ATTR)]
