@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from model.checkpoint import weights_dropped
 from model.evaluate import (
     OVERALL,
     metric_mode,
@@ -26,8 +27,6 @@ from orchestrator.contract import (
     PHASE_PARAM,
     RESULTS_DIR_TAG,
     STUDY_ARMS_PARAM,
-    WEIGHTS_DROPPED,
-    WEIGHTS_TAG,
     SweepLayout,
     best_key,
     study_phase_dir,
@@ -141,6 +140,13 @@ def ranked_candidates(stored: StoredSweep, request: EnsembleRequest) -> Ranking:
     runs = eligible.runs
     metric = request.metric or default_metric([run.metrics for run in runs])
     candidates = candidates_from_runs(runs, metric, sweep_roots(stored, request.results_dir))
+    # A sweep's retention setting deleted these trials' weights (sweep/retention.py): read from
+    # the checkpoint, which says so as soon as it happens, not from the MLflow tag set later.
+    dropped = {c.run_id for c in candidates if c.checkpoint and weights_dropped(c.checkpoint)}
+    if dropped:
+        candidates = [c for c in candidates if c.run_id not in dropped]
+        left_out = f"; {len(dropped)} whose weights retention dropped left out"
+        eligible = replace(eligible, note=eligible.note + left_out)
     ranked = rank_candidates(candidates, metric_mode(metric))
     if study:
         confirm = [run for run in stored.trials if run.params.get(PHASE_PARAM) == CONFIRM_PHASE]
@@ -266,11 +272,6 @@ def ensemble_runs(
     front = {r.run_id for r, on in zip(trials, judgement.pareto, strict=True) if on}
     kept = [run for run in candidates if run.run_id in feasible]
     notes = [f"{len(candidates) - len(kept)} infeasible left out"] if goals.constraints else []
-    # A sweep's retention setting deleted these trials' weights (sweep/retention.py).
-    weighted = [run for run in kept if run.tags.get(WEIGHTS_TAG) != WEIGHTS_DROPPED]
-    if len(weighted) < len(kept):
-        notes.append(f"{len(kept) - len(weighted)} whose weights retention dropped left out")
-        kept = weighted
     if not pareto:
         return Eligible(kept, "finished trial", "".join(f"; {n}" for n in notes))
     on_front = [run for run in kept if run.run_id in front]

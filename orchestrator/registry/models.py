@@ -37,6 +37,8 @@ from model.checkpoint import (
     OPTIMIZER_FILE,
     TOKENIZER_FILES,
     TRAINER_STATE_FILE,
+    WEIGHTS_FILE,
+    weights_dropped,
 )
 from model.config import ConfigError
 from orchestrator.contract import (
@@ -157,6 +159,9 @@ def stage_predictor(source: Path, target: Path) -> Path:
             f"{source}: neither a checkpoint (no {CONFIG_FILE}) nor an ensemble "
             f"(no {ENSEMBLE_MANIFEST_FILE})"
         )
+    dropped = weights_dropped(source)
+    if dropped is not None:  # a sweep's retention setting deleted them (sweep/retention.py)
+        raise ModelRegistryError(f"{source}: no {WEIGHTS_FILE} to register ({dropped})")
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(*NOT_SHIPPED, ".*"))
     _bring_tokenizer(source, target)
     return target

@@ -3,11 +3,11 @@
     retention: {keep_best: 10}    # the default; `all` keeps every trial's weights
 
 A finished trial always keeps its weights once and drops its optimizer state (sweep/
-retention.py). Beyond that a plain sweep keeps the weights of its best `keep_best` finished
-trials by its metric, the ones an ensemble of that many would take, and deletes the others'
-(~88 MB a MiniLM trial, ~440 MB a bert-base one), keeping their metrics, config and stored dev
-predictions. A study (whose arms' runs are its result) and a multi-objective sweep (whose
-Pareto front no one metric ranks) keep every trial's weights.
+resume_state.py). Beyond that a plain sweep keeps the weights of its best `keep_best` finished
+trials, by its metric and by what `ensemble` ranks on (sweep/retention.py), and deletes the
+others' (~91 MB a MiniLM trial, ~440 MB a bert-base one), keeping their metrics, config and
+stored dev predictions. A study (whose arms' runs are its result) and a multi-objective sweep
+(whose Pareto front no one metric ranks) keep every trial's weights.
 """
 
 from __future__ import annotations

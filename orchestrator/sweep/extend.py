@@ -58,7 +58,7 @@ from orchestrator.sweep.listeners import (
     trial_state,
 )
 from orchestrator.sweep.outcome import SweepOutcome, trial_outcomes
-from orchestrator.sweep.parent_run import SweepRun, start_tracking
+from orchestrator.sweep.parent_run import RETENTION_KEY, SweepRun, start_tracking
 from orchestrator.sweep.state import SweepStateError, read_state, update_state
 from orchestrator.tracking.store import run_status
 
@@ -224,6 +224,8 @@ def start_extension(ext: Extension, layout: SweepLayout, data_dir: Path) -> Swee
         "tracking_uri": ext.state["tracking_uri"],
         "optuna_storage": ext.state.get("optuna_storage", layout.optuna_url),
     }
+    if RETENTION_KEY in ext.state:  # else the sweep predates retention: it keeps every trial
+        saved[RETENTION_KEY] = ext.state[RETENTION_KEY]
     if ext.parent_run_id is not None:
         return start_tracking(
             ext.space, layout, data_dir, {**saved, "parent_run_id": ext.parent_run_id}

@@ -10,6 +10,7 @@ prints: notices go to `SweepPlace.echo`, and the caller (the CLI) prints the out
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +30,10 @@ from orchestrator.sweep.parent_run import SweepRun, finish_tracking, outcome_of
 from orchestrator.sweep.placement import fit_trials_to_cluster
 from orchestrator.sweep.resume_state import drop_resume_state
 from orchestrator.sweep.retention import KeepBestWeights, settle_retention
+from orchestrator.sweep.state import read_state
 from orchestrator.tracking.writer import Status
+
+logger = logging.getLogger(__name__)
 
 
 def stderr_line(line: str) -> None:
@@ -100,9 +104,22 @@ def run_lifecycle(space: SearchSpace, place: SweepPlace, kind: SweepKind) -> Swe
         outcome.wall_s = time.monotonic() - started
         end_tracking(run, outcome, status)
     if status == "FINISHED":
-        settle_retention(fitted, outcome.trials, run.tracker, run.parent_run_id)
         kind.finished(run)
+        settle_weights_of(run, outcome)
     return outcome
+
+
+def settle_weights_of(run: SweepRun, outcome: SweepOutcome) -> None:
+    """Keep the weights of the sweep's best `keep_best` trials of all (sweep/retention.py),
+    noted on its first parent run, which `report` reads. A failure here costs disk, not
+    results, and the next --resume or --extend settles again: logged, not raised."""
+    try:
+        first_parent = read_state(run.layout).get("parent_run_id", run.parent_run_id)
+        settle_retention(
+            run.space, outcome.trials, run.tracker, first_parent, run.layout.ensemble_dir
+        )
+    except Exception:
+        logger.exception("retention: could not settle which trials keep their weights")
 
 
 def end_tracking(run: SweepRun, outcome: SweepOutcome, status: Status) -> None:
@@ -161,8 +178,8 @@ def new_tuner(
         run_tags=run_tags,
     )
     listeners = [relay, DropResumeState(layout)]
-    if space.keep_best is not None:
-        listeners.append(KeepBestWeights(space, space.keep_best))
+    if run.space.keep_best is not None:  # the sweep's: recorded in sweep.json (parent_run.py)
+        listeners.append(KeepBestWeights(space, run.space.keep_best, run.layout.ensemble_dir))
     if live_table:
         listeners.append(LiveTrialTable(space))
     return ray_tune.build_tuner(

@@ -10,6 +10,7 @@ pickled.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -275,15 +276,16 @@ class MlflowRelay(TrialListener):
 
 class DropResumeState(TrialListener):
     """Delete a finished trial's resume state (the trainer's `train/checkpoints/last/` and Ray's
-    `checkpoint_<n>/`, each the model with its optimizer moments: 3x the model) once Ray's saved
-    experiment state says it finished: until then a driver killed now would resume the trial
-    from it (`lost_checkpoint.py`). An errored trial keeps Ray's copy: `--resume` runs it again
-    when a full or read-only disk failed it (sweep/storage_fault.py)."""
+    `checkpoint_<n>/`, each the model with its optimizer moments: 3x the model) once the saved
+    experiment state in the results directory says it finished: until then a driver killed now
+    would resume the trial from it (`lost_checkpoint.py`). An errored trial keeps Ray's copy:
+    `--resume` runs it again when a full or read-only disk failed it (storage_fault.py)."""
 
     def __init__(self, layout: SweepLayout) -> None:
         self.layout = layout
         self._ended: list[str] = []  # since Ray last saved the experiment's state
-        self._saved: list[str] = []  # before it: in a saved state Ray has written out
+        # Trials a save recorded finished: [ids, the state file's mtime seen, changes seen].
+        self._recorded: list[list[Any]] = []
 
     def trial_completed(self, trial: TrialSnapshot) -> None:
         # setdefault: a DropResumeState pickled in an older sweep's tuner.pkl has no lists.
@@ -293,11 +295,31 @@ class DropResumeState(TrialListener):
         drop_resume_state(self.layout.trial(trial.trial_id), ray_copies=False)
 
     def state_saved(self) -> None:
-        # Ray writes a state, then copies it into the results directory in the background: a
-        # trial that ended before the previous save is surely in the copy on disk by now.
-        for trial_id in self.__dict__.get("_saved", []):
-            drop_resume_state(self.layout.trial(trial_id))
-        self._saved, self._ended = self.__dict__.get("_ended", []), []
+        # Ray copies each save into the results directory in the background, one at a time,
+        # skipping saves while a copy runs: of the copies that land after a save (each rewrites
+        # the state file), the first may be an older save's, the second is that one's or newer.
+        seen = newest_state_mtime(self.layout.root)
+        waiting = []
+        for batch in self.__dict__.get("_recorded", []):
+            if seen != batch[1]:
+                batch[1], batch[2] = seen, batch[2] + 1
+            if batch[2] < 2:
+                waiting.append(batch)
+                continue
+            for trial_id in batch[0]:
+                drop_resume_state(self.layout.trial(trial_id))
+        ended = self.__dict__.get("_ended", [])
+        self._recorded = waiting + ([[ended, seen, 0]] if ended else [])
+        self._ended = []
+
+
+def newest_state_mtime(experiment_dir: Path) -> int | None:
+    """When Ray's saved experiment state in `experiment_dir` was last written (ns), if it was."""
+    found = []
+    for path in experiment_dir.glob("experiment_state-*.json"):
+        with contextlib.suppress(FileNotFoundError):  # replaced as we looked
+            found.append(path.stat().st_mtime_ns)
+    return max(found, default=None)
 
 
 class LiveTrialTable(TrialListener):

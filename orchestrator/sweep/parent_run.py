@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,13 @@ from orchestrator.contract import (
     best_key,
 )
 from orchestrator.objectives import objective_params
+from orchestrator.space.retention import RetentionSpec
 from orchestrator.space.schema import SearchSpace
 from orchestrator.sweep.outcome import SweepOutcome
 from orchestrator.tracking.provenance import data_sha256, git_sha
 from orchestrator.tracking.writer import Status, SweepTracker, tracking_uri
+
+RETENTION_KEY = "retention"  # in sweep.json: the retention a sweep started with
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,18 @@ def start_tracking(
         }
         if space.study is not None:
             state["study"] = study_record(space)
+        state[RETENTION_KEY] = space.retention.describe()
         write_json_atomic(layout.state_file, state)
+    space = recorded_retention(space, state)
     return SweepRun(space, layout, data_dir, tracker, parent_run_id, sha, state["optuna_storage"])
+
+
+def recorded_retention(space: SearchSpace, state: Mapping[str, Any]) -> SearchSpace:
+    """`space`, keeping every trial's weights if its sweep started before `retention:` existed
+    (no record in `sweep.json`): an upgrade must not delete what an older sweep kept."""
+    if RETENTION_KEY in state:
+        return space
+    return space.replace(retention=RetentionSpec(keep_best=None))
 
 
 def _sweep_params(space: SearchSpace) -> dict[str, Any]:

@@ -39,6 +39,9 @@ def set_snapshot_period(trials: int) -> None:
 def init_ray(address: str | None, num_cpus: int | None) -> None:
     """Start a local Ray (or join `address`) once per process, quietly."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray keeps every checkpoint's result of a trial (we keep all its checkpoints: ray_tune.py)
+    # and saves them all with the experiment: only the score, not ~100 metrics per epoch.
+    os.environ.setdefault("TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE", "1")
     # Ray's newer console output prints a header even at verbose=0; the live table is ours.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():

@@ -1,9 +1,8 @@
 """Everything the sweep asks of Ray Tune: build, restore and read back a Tune experiment
-(trainable, searcher, scheduler, retries, callbacks); starting or joining Ray is
-`ray_cluster.py`'s (re-exported here). With it and `trainable.py`, the only modules that import
-Ray (its API moves between releases: one place to fix). The rest sees plain data: the Optuna
-study behind `StudySearcher`, the listeners (`listeners.py`) behind `TrialEvents`,
-`TrialSnapshot`s instead of Ray's `Trial`s, `cluster.ClusterNode`s instead of `ray.nodes()`.
+(trainable, searcher, scheduler, retries, callbacks); starting or joining Ray is `ray_cluster.py`'s
+(re-exported). With `trainable.py`, the only modules that import Ray (its API moves between
+releases: one place to fix). The rest sees plain data: the Optuna study behind `StudySearcher`,
+the listeners behind `TrialEvents`, `TrialSnapshot`s instead of Ray's `Trial`s.
 """
 
 from __future__ import annotations
@@ -43,16 +42,15 @@ from orchestrator.sweep.ray_cluster import set_snapshot_period as set_snapshot_p
 from orchestrator.sweep.trainable import train_trial
 
 MAX_FAILURES = 2  # Ray retries a failed trial from its last checkpoint this many times
-TRAINING_ITERATION = "training_iteration"  # Ray's count of a trial's results, in each result
-TUNER_FILE = "tuner.pkl"  # Ray's record of how the Tuner was built, in the experiment directory
+TRAINING_ITERATION = "training_iteration"  # Ray's count of a trial's results
+TUNER_FILE = "tuner.pkl"  # how the Tuner was built, in the experiment directory
 
 
 def concurrent_trials(space: SearchSpace) -> int:
     """Trials the cluster can run at once, so the searcher proposes only that many ahead."""
-    resources = ray.cluster_resources()
-    slots = [resources.get("CPU", 1.0) / space.resources.cpu]
-    if space.resources.gpu > 0:
-        slots.append(resources.get("GPU", 0.0) / space.resources.gpu)
+    resources, asked = ray.cluster_resources(), space.resources
+    slots = [resources.get("CPU", 1.0) / asked.cpu]
+    slots += [resources.get("GPU", 0.0) / asked.gpu] if asked.gpu > 0 else []
     return max(1, int(min(slots)))
 
 
@@ -192,8 +190,11 @@ class TrialEvents(Callback):
             listener.trial_recovered(seen)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Trial, checkpoint: Any, **_: Any):
-        # After the result it came with reached every listener (what refilling it relies on).
-        resume_state.drop_older_ray_checkpoints(Path(checkpoint.path))
+        # Once its result reached every listener. An older sweep's trial (num_to_keep=1) has
+        # Ray delete them itself, and Ray errs on a path already gone.
+        kept = getattr(trial.run_metadata.checkpoint_manager, "checkpoint_config", None)
+        if kept is None or kept.num_to_keep is None:
+            resume_state.drop_older_ray_checkpoints(Path(checkpoint.path))
 
     def get_state(self) -> dict | None:  # Ray asks as it saves the experiment's state
         for listener in self.listeners:
@@ -380,8 +381,7 @@ def seed_rungs(
     return scheduler
 
 
-def trial_dirname(trial: Trial) -> str:
-    """Ray's directory of a trial: `<results>/<sweep>/<trial_id>/` (see `contract.TrialLayout`)."""
+def trial_dirname(trial: Trial) -> str:  # `<results>/<sweep>/<trial_id>/` (contract.TrialLayout)
     return str(trial.trial_id)
 
 

@@ -1,7 +1,8 @@
 """Real Ray Tune + Optuna + MLflow under `retention: {keep_best: 2}`: a 4-trial sweep of the tiny
 BERT keeps the weights of its 2 best trials only, and no trial keeps any optimizer state; the
 others keep metrics, config and a note, and are tagged in MLflow. `ensemble`, `predict` with the
-ensemble and `--extend` work on it, and the extension settles the best 2 of all 6 trials.
+ensemble and `--extend` work on it, and the extension settles the best 2 of all 6 trials (and the
+built ensemble's members, which `predict --ensemble` still reads).
 (`--resume` under retention: the resume tests of test_sweep.py run with keep_best: 2.)"""
 
 from __future__ import annotations
@@ -87,7 +88,12 @@ def test_a_sweep_keeps_its_best_two_and_ensemble_predict_and_extend_work(
     extended = orchestrator.run_sweep(space_file, data_dir=data_dir, results_dir=results,
                                       extend=2, num_cpus=2)  # fmt: skip
     assert len(extended.trials) == 6
+    # The best 2 of all 6 keep their weights, and so do the built ensemble's members.
+    members = {m.candidate.trial_id for m in built.members}
     kept = {trial for trial, has in weights_by_trial(extended).items() if has}
-    assert kept == best_two(extended)
+    assert kept == best_two(extended) | members
     _, stored = find_sweep(results, "keep-it")
-    assert sum(r.tags.get("weights") == "dropped" for r in stored.trials) == 4
+    assert sum(r.tags.get("weights") == "dropped" for r in stored.trials) == 6 - len(kept)
+    again = CliRunner().invoke(main, ["predict", str(tmp_path / "sst.csv"), "--ensemble",
+                                      str(built.out_dir)])  # fmt: skip
+    assert again.exit_code == 0 and again.output == predicted.output

@@ -24,7 +24,7 @@ from tests.tiny_model import tiny_config
 
 @pytest.fixture
 def kept_two(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Sweep `kept` of 4 trials whose best one (t3, 0.9) lost its weights to retention."""
+    """Sweep `kept` of 4 trials; the best (t3, 0.9) and the worst (t0) lost their weights."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     make_tiny_data_dir(data_dir, tmp_path / "data", rows=12)
     results = tmp_path / "results"
@@ -34,8 +34,10 @@ def kept_two(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
         trials.append(FakeTrial(f"t{i}", value, checkpoint=checkpoint, params={"seed": i}))
     uri = f"sqlite:///{results}/mlflow.db"
     fake_sweep(uri, "kept", trials, searched=("seed",))
-    assert trials[3].checkpoint is not None
-    drop_weights(trials[3].checkpoint, "retention keep_best: 2: not among the best")
+    for dropped in (trials[3], trials[0]):
+        assert dropped.checkpoint is not None
+        drop_weights(dropped.checkpoint, "retention keep_best: 2: not among the best")
+    # Tagged as the sweep's end does; the ensemble reads the checkpoints themselves.
     assert SweepTracker(uri, "kept").tag_trials(["t3", "t0"], {WEIGHTS_TAG: WEIGHTS_DROPPED}) == 2
     return tmp_path
 

@@ -116,6 +116,21 @@ def test_staged_checkpoint_without_resume_state(ensemble_dir: Path, tmp_path: Pa
         stage_predictor(tmp_path, tmp_path / "again")
 
 
+def test_a_checkpoint_whose_weights_retention_dropped_is_not_registered(
+    ensemble_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from model.checkpoint import drop_weights
+
+    checkpoint = tmp_path / "dropped"
+    shutil.copytree(read_manifest(ensemble_dir).members[0].checkpoint, checkpoint)
+    drop_weights(checkpoint, "retention keep_best: 2: not among the sweep's 2 best trials")
+    with pytest.raises(ModelRegistryError, match=r"no model.safetensors to register \(retention"):
+        stage_predictor(checkpoint, tmp_path / "predictor")
+    assert not (tmp_path / "predictor").exists()
+
+
 @pytest.mark.parametrize("name", ["minbert-quickstart", "smart top3", "m1"])
 def test_model_names_that_register(name: str) -> None:
     assert check_model_name(name) == name

@@ -3,6 +3,7 @@ Ray's status and its last result, why it failed, and what a finished trial's fil
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -51,22 +52,37 @@ def test_error_reason_is_the_last_line_of_the_error_file(tmp_path: Path) -> None
 def test_a_finished_trial_drops_its_resume_state_once_a_saved_state_records_it(
     tmp_path: Path,
 ) -> None:
-    """Its trainer `last` and Ray's copy go at the second save after it ended (the first one
-    that Ray surely wrote out holds it finished); its best checkpoint stays."""
+    """Its trainer `last` and Ray's copy go once the state file in the results directory was
+    rewritten twice after the save that recorded it (the first copy to land may be an older
+    save's); its best checkpoint stays."""
     layout = SweepLayout(tmp_path / "sweep")
     trial = layout.trial("t1")
     run = trial.train
     for checkpoint in (run.best, run.last, trial.root / "checkpoint_000001"):
         checkpoint.mkdir(parents=True)
         (checkpoint / "model.safetensors").write_text("weights")
+    state_file = layout.root / "experiment_state-2026.json"
+
+    def land_a_copy(mtime_ns: int) -> None:
+        state_file.write_text("{}")
+        os.utime(state_file, ns=(mtime_ns, mtime_ns))
+
+    def resume_state_kept() -> bool:
+        return run.last.exists() and (trial.root / "checkpoint_000001").exists()
+
     dropper = DropResumeState(layout)
     dropper.trial_completed(snap("RUNNING", {EPOCHS_LEFT: 0, BEST_CHECKPOINT: str(run.best)}))
-    kept = [run.last.exists(), (trial.root / "checkpoint_000001").exists()]
-    dropper.state_saved()
-    kept += [run.last.exists(), (trial.root / "checkpoint_000001").exists()]
-    dropper.state_saved()
-    gone = not run.last.exists() and not (trial.root / "checkpoint_000001").exists()
-    assert kept == [True, True, True, True] and gone
+    kept = [resume_state_kept()]
+    dropper.state_saved()  # the save that records it finished: no copy of it on disk yet
+    dropper.state_saved()  # no copy landed meanwhile
+    kept.append(resume_state_kept())
+    land_a_copy(10**18)
+    dropper.state_saved()  # one copy landed: perhaps an older save's
+    kept.append(resume_state_kept())
+    land_a_copy(2 * 10**18)
+    dropper.state_saved()  # a second one: that save's or newer
+    assert kept == [True, True, True] and not run.last.exists()
+    assert not (trial.root / "checkpoint_000001").exists()
     assert (run.best / "model.safetensors").is_file()
 
 

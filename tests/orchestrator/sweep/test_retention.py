@@ -67,12 +67,23 @@ def test_a_bad_retention_names_its_key(retention: object, message: str) -> None:
 
 @pytest.mark.parametrize("mode", ["max", "min"])
 def test_best_weights_lets_the_worst_fall_out_as_better_ones_come(mode: str) -> None:
-    best = BestWeights(2, mode)
-    fallen = [best.offer(f"t{i}", value, Path(f"c{i}")) for i, value in enumerate([3, 1, 2, 5])]
+    best = BestWeights(2, {"dev/overall": mode})
+    values = [3.0, 1.0, 2.0, 5.0]
+    fallen = [best.offer(f"t{i}", {"dev/overall": v}, Path(f"c{i}")) for i, v in enumerate(values)]
     if mode == "max":  # kept {3, 2} then {3, 5}: 1 falls at once, then 2
         assert fallen == [[], [], [Path("c1")], [Path("c2")]]
     else:  # kept {1, 2}: 3 falls, then 5 at once
         assert fallen == [[], [], [Path("c0")], [Path("c3")]]
+
+
+def test_a_trial_keeps_its_weights_while_it_is_among_the_best_by_any_ranking() -> None:
+    """The sweep's metric and what `ensemble` ranks on by default (dev/overall) both count."""
+    best = BestWeights(1, {"dev/sst_acc": "max", "dev/overall": "max"})
+    assert best.offer("a", {"dev/sst_acc": 0.5, "dev/overall": 0.6}, Path("a")) == []
+    assert best.offer("b", {"dev/sst_acc": 0.6, "dev/overall": 0.4}, Path("b")) == []  # sst best
+    assert best.offer("c", {"dev/sst_acc": 0.7, "dev/overall": 0.7}, Path("c")) == [
+        Path("a"), Path("b"),
+    ]  # fmt: skip
 
 
 def finished(trial_id: str, value: float, path: Path, **result: object) -> TrialSnapshot:
@@ -81,7 +92,7 @@ def finished(trial_id: str, value: float, path: Path, **result: object) -> Trial
 
 
 def test_as_trials_finish_only_the_best_k_keep_their_weights(tmp_path: Path) -> None:
-    listener = KeepBestWeights(space(), 2)
+    listener = KeepBestWeights(space(), 2, tmp_path / "no-ensemble")
     paths = {name: checkpoint(tmp_path, name) for name in ("a", "b", "c", "d", "e")}
     listener.trial_completed(finished("a", 0.4, paths["a"]))
     listener.trial_completed(finished("b", 0.6, paths["b"]))
@@ -93,7 +104,7 @@ def test_as_trials_finish_only_the_best_k_keep_their_weights(tmp_path: Path) -> 
     # The others keep their metrics and say why their weights went, as loading them says.
     for name in ("a", "e"):
         note = (paths[name] / WEIGHTS_DROPPED_FILE).read_text()
-        assert "retention keep_best: 2: not among the sweep's 2 best trials by dev/overall" in note
+        assert "retention keep_best: 2: not among the sweep's 2 best trials" in note
         assert (paths[name] / METRICS_FILE).is_file()
     assert "a trial failed joins no ensemble" in (paths["d"] / WEIGHTS_DROPPED_FILE).read_text()
     with pytest.raises(CheckpointError, match=r"missing model.safetensors \(retention keep_best"):
@@ -102,8 +113,10 @@ def test_as_trials_finish_only_the_best_k_keep_their_weights(tmp_path: Path) -> 
 
 def outcome(trial_id: str, value: float | None, path: Path | None, state: str = "completed",
             feasible: bool = True) -> TrialOutcome:  # fmt: skip
-    return TrialOutcome(trial_id, state, {}, trial_id, 1, value,
-                        str(path) if path else None, feasible=feasible)  # fmt: skip
+    best = {} if value is None else {"dev/overall": value}
+    where = str(path) if path else None
+    return TrialOutcome(trial_id, state, {}, trial_id, 1, value, where,
+                        feasible=feasible, best_metrics=best)  # fmt: skip
 
 
 def test_settling_a_sweep_keeps_the_best_k_of_all_its_trials(tmp_path: Path) -> None:
@@ -122,3 +135,30 @@ def test_settling_a_sweep_keeps_the_best_k_of_all_its_trials(tmp_path: Path) -> 
     # Settling again changes nothing and still names every trial without weights.
     assert sorted(settle_weights(space(retention={"keep_best": 2}), trials)) == ["a", "c", "f"]
     assert settle_weights(space(retention={"keep_best": "all"}), trials) == []
+
+
+def test_a_built_ensembles_members_keep_their_weights_whatever_their_rank(tmp_path: Path) -> None:
+    from orchestrator.ensemble.manifest import manifest_for_selection, write_manifest
+    from orchestrator.ensemble.request import Candidate
+    from orchestrator.sweep.retention import ensemble_members
+
+    paths = {name: checkpoint(tmp_path, name) for name in "abc"}
+    ensemble_dir = tmp_path / "ensemble"
+    ensemble_dir.mkdir()
+    member = Candidate("run-a", "a", "a", "completed", 0.3, paths["a"])  # built before c, b
+    manifest = manifest_for_selection(sweep="s", method="vote", select="top",
+                                      metric="dev/overall", selected=[member], dev={})  # fmt: skip
+    write_manifest(ensemble_dir, manifest)
+    members = ensemble_members(ensemble_dir)
+    assert members == {paths["a"].resolve()}
+    trials = [outcome(n, v, paths[n]) for n, v in (("a", 0.3), ("b", 0.9), ("c", 0.8))]
+    settle_weights(space(retention={"keep_best": 1}), trials, members)
+    assert [name for name, path in paths.items() if has_weights(path)] == ["a", "b"]
+
+
+def test_a_sweep_started_before_retention_keeps_every_trials_weights() -> None:
+    from orchestrator.sweep.parent_run import RETENTION_KEY, recorded_retention
+
+    new = space(retention={"keep_best": 3})
+    assert recorded_retention(new, {RETENTION_KEY: "keep_best: 3"}).keep_best == 3
+    assert recorded_retention(new, {"parent_run_id": "r1"}).keep_best is None  # no record
