@@ -11,7 +11,8 @@ experiment-state snapshots (time, count, size); and the per-trial wall time over
 the last quarter of the trials, by when they ended. Timing wraps the methods; nothing is faked.
 
     python bench/sweep_scale.py --trials 10 100 1000 --plot bench/sweep_scale.png
-    python bench/sweep_scale.py --trials 10 100 --cluster
+    python bench/sweep_scale.py --trials 10 100 --cluster --no-local --json cluster.json
+    python bench/sweep_scale.py --rows local.json cluster.json --plot bench/sweep_scale.png
 """
 
 from __future__ import annotations
@@ -256,10 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--trials", type=int, nargs="+", default=[10, 100, 1000])
     p.add_argument("--cluster", action="store_true", help="also on a loopback 3-node cluster")
+    p.add_argument("--no-local", action="store_true", help="with --cluster: only there")
     p.add_argument("--plot", type=Path, default=None, help="a log-log PNG of the figures")
     p.add_argument("--json", type=Path, default=None, help="write every row here")
     p.add_argument("--keep", type=Path, default=None,
                    help="keep the sweeps here (for bench/read_scale.py), not in a temp dir")
+    p.add_argument("--rows", type=Path, nargs="+", default=None,
+                   help="print and plot rows earlier runs wrote with --json (no sweep runs)")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--results-dir", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--address", default=None, help=argparse.SUPPRESS)
@@ -268,10 +272,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_one(args.one, args.results_dir, args.address)))
         return 0
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+    if args.rows:
+        rows = [row for path in args.rows for row in json.loads(path.read_text())]
+        print_table(rows)
+        if args.plot:
+            plot(rows, args.plot)
+        return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="sweep-scale-") as scratch:
         tmp = str(args.keep or scratch)
-        for trials in args.trials:
+        for trials in [] if args.no_local else args.trials:
             rows.append(run_child(trials, Path(tmp) / f"local{trials}", None, env))
             print(json.dumps(rows[-1]), flush=True)
         if args.cluster:
