@@ -215,6 +215,7 @@ def start_cluster(root: Path) -> Any:
     """A head and two workers on loopback, 1 CPU each (tests' harness: stopped by pid)."""
     from tests.integration.cluster_harness import LoopbackRayCluster
 
+    root.mkdir(parents=True, exist_ok=True)
     cluster = LoopbackRayCluster.create(root)
     cluster.start_head(num_cpus=1)
     for ip in ("127.0.0.2", "127.0.0.3"):
@@ -239,12 +240,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     keys = ("driver_cpu_per_trial", "bookkeeping_per_trial", "optuna_per_trial",
             "mlflow_per_trial", "snapshot_per_trial")
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for where in sorted({r["where"] for r in rows}):
+    colors = dict(zip(keys, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    for where in sorted({r["where"] for r in rows}, reverse=True):  # local first
         mine = sorted((r for r in rows if r["where"] == where), key=lambda r: r["trials"])
-        for key in keys:
+        for key in keys:  # a colour per figure, a line style per place
             values = [max(r[key], 1e-5) for r in mine]
             style = "-" if where == "local" else "--"
-            ax.plot([r["trials"] for r in mine], values, style, marker="o",
+            ax.plot([r["trials"] for r in mine], values, style, marker="o", color=colors[key],
                     label=f"{key.removesuffix('_per_trial')} ({where})")
     ax.set(xscale="log", yscale="log", xlabel="trials in the sweep",
            ylabel="seconds per trial", title="Sweep driver cost per trial")
