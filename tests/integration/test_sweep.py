@@ -211,7 +211,9 @@ def test_sweep_killed_with_sigkill_resumes_and_counts_every_trial_once(
     exp_dir = results / "resume-it"
     driver = run_cli(str(space_file), results=results)
     deadline = time.monotonic() + 120
-    while reported_epochs(exp_dir) < 3:  # some trials have checkpoints, none of them all four
+    # Some trials have checkpoints, none of them all four, and Ray's last save (every 2 s)
+    # names one: what --resume continues from.
+    while reported_epochs(exp_dir) < 3 or not checkpoints_named_by_snapshot(exp_dir):
         assert driver.poll() is None, driver.stdout.read() if driver.stdout else ""
         assert time.monotonic() < deadline, "sweep made no progress"
         time.sleep(0.2)
