@@ -185,6 +185,7 @@ def reported_epochs(exp_dir: Path) -> int:
 
 
 # ~1 s epochs: time to die mid-trial; no scheduler, so every trial runs all epochs (a clean count)
+RESUME_EPOCHS = 8
 RESUME_SPACE: dict[str, Any] = {
     "name": "resume-it",
     "base": TINY,
@@ -196,7 +197,9 @@ RESUME_SPACE: dict[str, Any] = {
     "retention": {"keep_best": 2},  # --resume under retention: only the best 2 keep weights
     "space": {
         "optim.lr": {"float": [1.0e-3, 1.0e-2], "log": True},
-        "optim.epochs": 4,
+        # Enough epochs that one of Ray's saves (every 2 s, copied to the results directory in
+        # the background) names a running trial's checkpoint before the sweep ends.
+        "optim.epochs": RESUME_EPOCHS,
         "data.max_examples.sst": 256,
         "data.max_examples.para": 256,
     },
@@ -211,7 +214,7 @@ def test_sweep_killed_with_sigkill_resumes_and_counts_every_trial_once(
     exp_dir = results / "resume-it"
     driver = run_cli(str(space_file), results=results)
     deadline = time.monotonic() + 120
-    # Some trials have checkpoints, none of them all four, and Ray's last save (every 2 s)
+    # Some trials have checkpoints, none of them all its epochs, and Ray's last save (every 2 s)
     # names one: what --resume continues from.
     while reported_epochs(exp_dir) < 3 or not checkpoints_named_by_snapshot(exp_dir):
         assert driver.poll() is None, driver.stdout.read() if driver.stdout else ""
@@ -316,7 +319,9 @@ def assert_resumes_counting_every_trial_once(space_file: Path, results: Path) ->
     for run in counted:
         assert run.info.status == "FINISHED" and run.data.tags["trial_state"] == "completed"
         # Resumed trials continue after their last checkpoint: each epoch logged exactly once.
-        assert metric_steps(state["tracking_uri"], run.info.run_id) == [1, 2, 3, 4]
+        assert metric_steps(state["tracking_uri"], run.info.run_id) == list(
+            range(1, RESUME_EPOCHS + 1)
+        )
 
     # Retention held across the kill: the best 2 trials' weights, no optimizer state left.
     best = sorted(counted, key=lambda r: -r.data.metrics["best/dev/overall"])[:2]
