@@ -217,10 +217,7 @@ def start_cluster(root: Path) -> Any:
 
     root.mkdir(parents=True, exist_ok=True)
     cluster = LoopbackRayCluster.create(root)
-    cluster.start_head(num_cpus=1)
-    for ip in ("127.0.0.2", "127.0.0.3"):
-        cluster.add_worker(ip, num_cpus=1)
-    cluster.wait_for_nodes(3)
+    cluster.start_nodes(("127.0.0.2", "127.0.0.3"))
     return cluster
 
 

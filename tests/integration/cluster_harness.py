@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,6 +214,13 @@ class LoopbackRayCluster:
         )
         self.wait_for_nodes(1, timeout=timeout)
         return head
+
+    def start_nodes(self, worker_ips: Sequence[str], *, num_cpus: int = 1) -> None:
+        """A head and a worker per ip, `num_cpus` each, all alive before it returns."""
+        self.start_head(num_cpus=num_cpus)
+        for ip in worker_ips:
+            self.add_worker(ip, num_cpus=num_cpus)
+        self.wait_for_nodes(1 + len(worker_ips))
 
     def add_worker(self, ip: str, *, num_cpus: int = 1) -> RayNode:
         return self._start(f"w{len(self.nodes)}", ip, [f"--address={self.address}"], num_cpus)

@@ -48,10 +48,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     mlflow = MlflowServer.launch(root, repo=REPO)  # starts while the Ray nodes come up
     ray_cluster = LoopbackRayCluster.create(root)
     try:
-        ray_cluster.start_head(num_cpus=1)
-        for ip in WORKER_IPS:
-            ray_cluster.add_worker(ip, num_cpus=1)
-        ray_cluster.wait_for_nodes(3)
+        ray_cluster.start_nodes(WORKER_IPS)
         mlflow.wait_ready()
         yield Cluster(ray=ray_cluster, mlflow=mlflow, root=root)
     finally:

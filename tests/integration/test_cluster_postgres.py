@@ -111,10 +111,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterato
         mlflow = MlflowServer.launch(root, repo=REPO, backend_store_uri=store)
         ray = LoopbackRayCluster.create(root)  # its nodes come up while the server migrates
         try:
-            ray.start_head(num_cpus=1)
-            for ip in WORKER_IPS:
-                ray.add_worker(ip, num_cpus=1)
-            ray.wait_for_nodes(3)
+            ray.start_nodes(WORKER_IPS)
             mlflow.wait_ready()
             data = make_tiny_data_dir(data_dir, root / "data", rows=60)
             yield PostgresCluster(postgres, mlflow, ray, root, data)
